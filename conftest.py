@@ -1,0 +1,29 @@
+"""Shared fixtures: API clients and users. The event-bus fixtures live in
+``events/testing.py`` and are re-exported here."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+
+@pytest.fixture
+def user(db):
+    return get_user_model().objects.create_user(username="manager", password="pw-manager-123")
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    """Anonymous client."""
+    return APIClient()
+
+
+@pytest.fixture
+def auth_client(user) -> APIClient:
+    """Client authenticated with a DRF token."""
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client

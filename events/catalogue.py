@@ -1,0 +1,183 @@
+"""The catalogue of event types: the contract between services.
+
+Every event type that crosses the bus is declared here with the service that publishes
+it, the aggregate its ``subject`` names (the per-subject ``sequence`` counts per
+aggregate), a data version and a JSON Schema for ``data``. ``events.publish`` checks the
+payload against the schema inside the writer's transaction, so a bad payload is the
+writer's error, not a consumer's surprise.
+
+Type strings are never reused for a different meaning: a retired type stays here with
+``retired=True`` (Sentry keeps retired outbox categories as ``UNUSED_*`` for the same
+reason). A breaking change to ``data`` gets a new ``dataversion``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    source: str  # the publishing service
+    aggregate: str  # what the subject identifies; sequence counts per (aggregate, subject)
+    schema: dict[str, Any]
+    version: int = 1
+    description: str = ""
+    retired: bool = False
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required if required is not None else list(properties),
+        "additionalProperties": True,
+    }
+
+
+_ID = {"type": "integer", "minimum": 1}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 100}
+_POSITION = {"type": "string", "enum": ["GK", "DEF", "MID", "ST"]}
+_PLAYER = _obj({"id": _ID, "name": _NAME, "position": _POSITION})
+_MONEY = {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$"}
+
+EVENT_TYPES: dict[str, EventType] = {
+    e.name: e
+    for e in [
+        EventType(
+            "team.created",
+            source="teams",
+            aggregate="team",
+            description="A team was created (with its players, if any).",
+            schema=_obj({"id": _ID, "name": _NAME, "players": {"type": "array", "items": _PLAYER}}, ["id", "name"]),
+        ),
+        EventType(
+            "team.renamed",
+            source="teams",
+            aggregate="team",
+            description="A team changed its name.",
+            schema=_obj({"id": _ID, "name": _NAME, "old_name": _NAME}),
+        ),
+        EventType(
+            "team.deleted",
+            source="teams",
+            aggregate="team",
+            description="A team and its players were deleted.",
+            schema=_obj({"id": _ID, "name": _NAME}),
+        ),
+        EventType(
+            "player.added",
+            source="teams",
+            aggregate="team",
+            description="A player joined a team's squad. Subject: the team.",
+            schema=_obj({"id": _ID, "team_id": _ID, "name": _NAME, "position": _POSITION}),
+        ),
+        EventType(
+            "player.removed",
+            source="teams",
+            aggregate="team",
+            description="A player left a team's squad. Subject: the team.",
+            schema=_obj({"id": _ID, "team_id": _ID, "name": _NAME}),
+        ),
+        EventType(
+            "player.transferred",
+            source="teams",
+            aggregate="player",
+            description=(
+                "A player moved from one team to another as the result of a transfer. "
+                "Subject: the player. Carries both teams' sequence numbers after the move."
+            ),
+            schema=_obj(
+                {
+                    "id": _ID,
+                    "name": _NAME,
+                    "position": _POSITION,
+                    "from_team_id": _ID,
+                    "to_team_id": _ID,
+                    "transfer_id": _ID,
+                    "from_team_sequence": {"type": "integer", "minimum": 1},
+                    "to_team_sequence": {"type": "integer", "minimum": 1},
+                }
+            ),
+        ),
+        EventType(
+            "transfer.requested",
+            source="transfers",
+            aggregate="transfer",
+            description="A transfer of a player between two teams was requested.",
+            schema=_obj(
+                {"id": _ID, "player_id": _ID, "from_team_id": _ID, "to_team_id": _ID, "fee": _MONEY}
+            ),
+        ),
+        EventType(
+            "transfer.rejected",
+            source="teams",
+            aggregate="transfer",
+            description="The team service refused a requested transfer. Subject: the transfer.",
+            schema=_obj({"id": _ID, "player_id": _ID, "reason": {"type": "string", "minLength": 1}}),
+        ),
+        EventType(
+            "transfer.completed",
+            source="transfers",
+            aggregate="transfer",
+            description="A transfer finished: the player now plays for the new team.",
+            schema=_obj(
+                {"id": _ID, "player_id": _ID, "from_team_id": _ID, "to_team_id": _ID, "fee": _MONEY}
+            ),
+        ),
+        EventType(
+            "season.scheduled",
+            source="fixtures",
+            aggregate="season",
+            description="A season was scheduled as a double round-robin.",
+            schema=_obj(
+                {
+                    "id": _ID,
+                    "name": _NAME,
+                    "starts_on": {"type": "string", "format": "date"},
+                    "team_ids": {"type": "array", "items": _ID, "minItems": 2},
+                    "matchdays": {"type": "integer", "minimum": 1},
+                    "fixtures": {"type": "integer", "minimum": 1},
+                }
+            ),
+        ),
+        EventType(
+            "fixture.completed",
+            source="fixtures",
+            aggregate="season",
+            description="A fixture's result was recorded (or corrected). Subject: the season.",
+            schema=_obj(
+                {
+                    "id": _ID,
+                    "season_id": _ID,
+                    "matchday": {"type": "integer", "minimum": 1},
+                    "home_team_id": _ID,
+                    "away_team_id": _ID,
+                    "home_goals": {"type": "integer", "minimum": 0},
+                    "away_goals": {"type": "integer", "minimum": 0},
+                    "correction": {"type": "boolean"},
+                }
+            ),
+        ),
+    ]
+}
+
+
+def get(event_type: str) -> EventType:
+    """The declared type, or a clear error naming the known ones."""
+    try:
+        et = EVENT_TYPES[event_type]
+    except KeyError:
+        raise UnknownEventType(
+            f"Event type {event_type!r} is not in events/catalogue.py. Known: {', '.join(sorted(EVENT_TYPES))}."
+        ) from None
+    if et.retired:
+        raise UnknownEventType(f"Event type {event_type!r} is retired and may not be published.")
+    return et
+
+
+class UnknownEventType(LookupError):
+    pass

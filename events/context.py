@@ -1,0 +1,31 @@
+"""Correlation and causation ids for the current request or handled event.
+
+A request's ``X-Request-ID`` (or a new id) becomes the ``correlationid`` of every event it
+writes; an event written while handling another carries that event's id as its
+``causationid`` and keeps its correlation id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import uuid
+from collections.abc import Iterator
+
+correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
+causation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("causation_id", default=None)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@contextlib.contextmanager
+def bound(*, correlation: str | None, causation: str | None = None) -> Iterator[None]:
+    t1 = correlation_id.set(correlation)
+    t2 = causation_id.set(causation)
+    try:
+        yield
+    finally:
+        causation_id.reset(t2)
+        correlation_id.reset(t1)

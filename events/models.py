@@ -1,0 +1,85 @@
+"""Outbox, inbox and per-subject sequences.
+
+The outbox row is written in the same transaction as the domain change it describes
+(``events.publish``), so an event exists if and only if the change committed. The relay
+publishes rows at least once; the inbox row, written in the same transaction as a
+handler's side effects, makes handling effectively once.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class OutboxState(models.TextChoices):
+    PENDING = "pending", "pending"
+    PUBLISHED = "published", "published"
+    FAILED = "failed", "failed"
+
+
+class OutboxMessage(models.Model):
+    event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=100, db_index=True)
+    subject = models.CharField(max_length=100)
+    # "<aggregate>:<subject>": the unit of ordering and of the sequence.
+    aggregate_key = models.CharField(max_length=200)
+    sequence = models.PositiveBigIntegerField()
+    envelope = models.JSONField()
+    state = models.CharField(max_length=10, choices=OutboxState.choices, default=OutboxState.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    sns_message_id = models.CharField(max_length=100, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # The relay's "due" query reads only pending rows: a partial index keeps its
+            # cost independent of the published history.
+            models.Index(fields=["id"], name="outbox_pending", condition=Q(state="pending")),
+            # "Is an older row of this subject still unpublished?"
+            models.Index(
+                fields=["aggregate_key", "id"],
+                name="outbox_unpublished_subject",
+                condition=~Q(state="published"),
+            ),
+            models.Index(fields=["published_at"], name="outbox_published_at", condition=Q(state="published")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.subject} #{self.sequence} ({self.state})"
+
+
+class InboxMessage(models.Model):
+    """One row per (event, handler) that was handled: the duplicate filter."""
+
+    event_id = models.UUIDField()
+    handler = models.CharField(max_length=200)
+    type = models.CharField(max_length=100)
+    subject = models.CharField(max_length=100)
+    sequence = models.PositiveBigIntegerField(null=True)
+    handled_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["event_id", "handler"], name="inbox_once_per_handler")]
+        indexes = [models.Index(fields=["handler", "handled_at"], name="inbox_handler_time")]
+
+    def __str__(self) -> str:
+        return f"{self.handler} <- {self.type} {self.event_id}"
+
+
+class SubjectSequence(models.Model):
+    """The last sequence number given to an aggregate; bumped by an atomic upsert."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    last = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.key} = {self.last}"

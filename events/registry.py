@@ -1,0 +1,70 @@
+"""Where consumers find handlers. ``events`` imports no domain app: each app registers
+its handlers from its ``AppConfig.ready`` by importing a module that uses ``@handler``.
+
+A handler is a function ``(event: Event) -> None`` that calls a service. It runs inside
+``transaction.atomic()`` together with its inbox row, so it must do its work through
+the database only (no network calls) and be safe to run again after a crash: events are
+delivered at least once, and the inbox makes handling effectively once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .envelope import Event
+
+HandlerFunc = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class Handler:
+    service: str
+    event_type: str
+    func: HandlerFunc
+    broadcast: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}:{self.func.__module__}.{self.func.__qualname__}"
+
+
+_handlers: list[Handler] = []
+
+
+def handler(event_type: str, *, service: str, broadcast: bool = False) -> Callable[[HandlerFunc], HandlerFunc]:
+    """Register ``func`` as ``service``'s handler of ``event_type``.
+
+    ``broadcast=True``: every running consumer instance gets every event (for in-process
+    caches) through its own instance queue, instead of one instance per event.
+    """
+    from . import catalogue
+
+    catalogue.get(event_type)  # fail at import for a typo
+
+    def register(func: HandlerFunc) -> HandlerFunc:
+        h = Handler(service=service, event_type=event_type, func=func, broadcast=broadcast)
+        if not any(x.name == h.name and x.event_type == event_type for x in _handlers):
+            _handlers.append(h)
+        return func
+
+    return register
+
+
+def handlers(*, service: str | None = None, event_type: str | None = None, broadcast: bool | None = None) -> list[Handler]:
+    return [
+        h
+        for h in _handlers
+        if (service is None or h.service == service)
+        and (event_type is None or h.event_type == event_type)
+        and (broadcast is None or h.broadcast == broadcast)
+    ]
+
+
+def services() -> list[str]:
+    """Services with at least one registered handler, in a stable order."""
+    return sorted({h.service for h in _handlers})
+
+
+def subscriptions(service: str, *, broadcast: bool = False) -> list[str]:
+    return sorted({h.event_type for h in handlers(service=service, broadcast=broadcast)})

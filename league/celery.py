@@ -1,0 +1,30 @@
+"""The Celery app. Beat runs the outbox relay every second as the sweeper for anything
+the on-commit kick missed, and purges published rows past their retention daily."""
+
+import os
+from datetime import timedelta
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "league.settings")
+
+app = Celery("league")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["events"])
+
+
+@app.on_after_finalize.connect
+def _schedule(sender: Celery, **_: object) -> None:
+    from django.conf import settings
+
+    sender.conf.beat_schedule = {
+        "relay-outbox": {
+            "task": "events.relay_outbox",
+            "schedule": timedelta(seconds=settings.CELERY_RELAY_INTERVAL_SECONDS),
+            "options": {"expires": 10},
+        },
+        "purge-outbox": {
+            "task": "events.purge_outbox",
+            "schedule": timedelta(hours=1),
+        },
+    }

@@ -1,0 +1,250 @@
+"""League Manager settings: the one place that reads the environment.
+
+Every setting comes from an environment variable (12-factor) through django-environ.
+With nothing set, the project runs on embedded parts: a SQLite file, moto for AWS and
+a Celery broker on the local filesystem. Docs: https://docs.djangoproject.com/en/5.2/ref/settings/
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
+
+# --------------------------------------------------------------------------------------
+# Runtime data (SQLite file, filesystem broker, beat schedule) for the embedded defaults.
+# --------------------------------------------------------------------------------------
+DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / ".data")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+# --------------------------------------------------------------------------------------
+# Core. Production (DEBUG off) refuses to start without SECRET_KEY and ALLOWED_HOSTS.
+# --------------------------------------------------------------------------------------
+DEBUG = env.bool("DEBUG", default=True)
+TESTING = "pytest" in sys.modules or env.bool("TESTING", default=False)
+
+if DEBUG:
+    SECRET_KEY = env.str("SECRET_KEY", default="insecure-development-key-do-not-use-in-production")
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
+else:
+    SECRET_KEY = env.str("SECRET_KEY", default="")
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
+    if not SECRET_KEY:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. With DEBUG off, set SECRET_KEY to a long random string."
+        )
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured(
+            "ALLOWED_HOSTS is not set. With DEBUG off, set ALLOWED_HOSTS to the host names served."
+        )
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --------------------------------------------------------------------------------------
+# Service selection: the same code runs as a monolith ("all") or as one service.
+# --------------------------------------------------------------------------------------
+SERVICES = ("teams", "transfers", "fixtures")
+LEAGUE_SERVICE = env.str("LEAGUE_SERVICE", default="all")
+if LEAGUE_SERVICE != "all" and LEAGUE_SERVICE not in SERVICES:
+    raise ImproperlyConfigured(
+        f"LEAGUE_SERVICE={LEAGUE_SERVICE!r} is not known. Use one of: all, {', '.join(SERVICES)}."
+    )
+ACTIVE_SERVICES = SERVICES if LEAGUE_SERVICE == "all" else (LEAGUE_SERVICE,)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "events",
+    *ACTIVE_SERVICES,
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "league.urls"
+WSGI_APPLICATION = "league.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --------------------------------------------------------------------------------------
+# Database: DATABASE_URL, or a SQLite file under DATA_DIR.
+# https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url
+# --------------------------------------------------------------------------------------
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'league.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # IMMEDIATE takes the write lock when a transaction starts, so concurrent writers
+    # (web, relay, consumers in separate processes) queue instead of failing to upgrade
+    # a read lock; WAL lets readers go on meanwhile.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --------------------------------------------------------------------------------------
+# Auth, i18n, static files
+# --------------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+if TESTING:
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG or TESTING
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+
+# --------------------------------------------------------------------------------------
+# REST framework: anonymous users read; writes need a token or a session.
+# https://www.django-rest-framework.org/api-guide/settings/
+# --------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "league.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+# --------------------------------------------------------------------------------------
+# The event bus (SNS/SQS). Locally moto; in production real AWS, only the endpoint differs.
+# --------------------------------------------------------------------------------------
+AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="http://127.0.0.1:5005")
+AWS_REGION = env.str("AWS_REGION", default="eu-west-1")
+BUS_PREFIX = env.str("BUS_PREFIX", default="leaguemanager")
+BUS_SOURCE_PREFIX = "/league"
+# Relay: rows per claim, lease on a claimed row, back-off and the failure bound.
+OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=100)
+OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=30)
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
+OUTBOX_BACKOFF_BASE_SECONDS = env.float("OUTBOX_BACKOFF_BASE_SECONDS", default=1.0)
+OUTBOX_BACKOFF_MAX_SECONDS = env.float("OUTBOX_BACKOFF_MAX_SECONDS", default=3600.0)
+OUTBOX_RETENTION = timedelta(days=env.int("OUTBOX_RETENTION_DAYS", default=7))
+# Kick the relay through Celery after each commit that wrote an outbox row.
+OUTBOX_KICK = env.bool("OUTBOX_KICK", default=True)
+# Consumers.
+CONSUMER_WAIT_SECONDS = env.int("CONSUMER_WAIT_SECONDS", default=20)
+CONSUMER_VISIBILITY_TIMEOUT = env.int("CONSUMER_VISIBILITY_TIMEOUT", default=30)
+CONSUMER_MAX_RECEIVE_COUNT = env.int("CONSUMER_MAX_RECEIVE_COUNT", default=5)
+
+# --------------------------------------------------------------------------------------
+# Celery: a broker that needs no server unless CELERY_BROKER_URL is set.
+# https://docs.celeryq.dev/en/stable/userguide/configuration.html
+# --------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+_broker_dir = DATA_DIR / "broker"
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {
+        "data_folder_in": str(_broker_dir / "out"),
+        "data_folder_out": str(_broker_dir / "out"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+    if CELERY_BROKER_URL.startswith("filesystem")
+    else {}
+)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_RELAY_INTERVAL_SECONDS = env.float("CELERY_RELAY_INTERVAL_SECONDS", default=1.0)
+
+# --------------------------------------------------------------------------------------
+# Services calling each other over HTTP (transfers -> teams).
+# --------------------------------------------------------------------------------------
+TEAMS_SERVICE_URL = env.str("TEAMS_SERVICE_URL", default="http://127.0.0.1:8000")
+TEAMS_SERVICE_TOKEN = env.str("TEAMS_SERVICE_TOKEN", default="")
+TEAMS_SERVICE_TIMEOUT = env.float("TEAMS_SERVICE_TIMEOUT", default=5.0)
+TEAMS_SERVICE_RETRIES = env.int("TEAMS_SERVICE_RETRIES", default=3)
+# The transfers consumer re-syncs its replica at start when it is older than this.
+TEAMS_CACHE_MAX_AGE = timedelta(seconds=env.int("TEAMS_CACHE_MAX_AGE_SECONDS", default=3600))
+
+# --------------------------------------------------------------------------------------
+# Domain rules
+# --------------------------------------------------------------------------------------
+SQUAD_LIMIT = env.int("SQUAD_LIMIT", default=25)
+# Transfer window as ISO dates (inclusive); unset means always open.
+TRANSFER_WINDOW_OPENS = env.date("TRANSFER_WINDOW_OPENS", default=None)
+TRANSFER_WINDOW_CLOSES = env.date("TRANSFER_WINDOW_CLOSES", default=None)
+
+# --------------------------------------------------------------------------------------
+# Logging: structured, one line per event.
+# --------------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "botocore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        "celery": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,1 @@
+"""Event handlers of this service (registered in AppConfig.ready)."""
