@@ -8,7 +8,7 @@ a Celery broker on the local filesystem. Docs: https://docs.djangoproject.com/en
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import environ
@@ -229,8 +229,13 @@ TEAMS_CACHE_MAX_AGE = timedelta(seconds=env.int("TEAMS_CACHE_MAX_AGE_SECONDS", d
 # --------------------------------------------------------------------------------------
 SQUAD_LIMIT = env.int("SQUAD_LIMIT", default=25)
 # Transfer window as ISO dates (inclusive); unset means always open.
-TRANSFER_WINDOW_OPENS = env.date("TRANSFER_WINDOW_OPENS", default=None)
-TRANSFER_WINDOW_CLOSES = env.date("TRANSFER_WINDOW_CLOSES", default=None)
+_opens = env.str("TRANSFER_WINDOW_OPENS", default="")
+_closes = env.str("TRANSFER_WINDOW_CLOSES", default="")
+try:
+    TRANSFER_WINDOW_OPENS = date.fromisoformat(_opens) if _opens else None
+    TRANSFER_WINDOW_CLOSES = date.fromisoformat(_closes) if _closes else None
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRANSFER_WINDOW_OPENS/CLOSES must be ISO dates (2026-07-01): {exc}") from None
 
 # --------------------------------------------------------------------------------------
 # Logging: structured, one line per event.
