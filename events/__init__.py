@@ -2,6 +2,9 @@
 
 Write side: ``events.publish(type, subject=..., data=...)`` inside ``transaction.atomic()``.
 Read side: ``@events.handler(type, service=...)`` functions, run by ``manage.py consume``.
+Sequences: every event carries a per-aggregate ``sequence`` (key ``"<aggregate>:<subject>"``,
+e.g. ``"team:12"``); ``next_sequence`` bumps one without an event (inside a transaction),
+``current_sequence`` reads one (for snapshots).
 """
 
 from typing import Any
@@ -19,4 +22,16 @@ def handler(event_type: str, *, service: str, broadcast: bool = False) -> Any:
     return _handler(event_type, service=service, broadcast=broadcast)
 
 
-__all__ = ["publish", "handler"]
+def next_sequence(key: str) -> int:
+    from .publisher import next_sequence as _next
+
+    return _next(key)
+
+
+def current_sequence(key: str) -> int:
+    from .publisher import current_sequence as _current
+
+    return _current(key)
+
+
+__all__ = ["publish", "handler", "next_sequence", "current_sequence"]

@@ -113,3 +113,11 @@ def _kick_relay() -> None:
 
 
 _kick_relay._is_relay_kick = True  # type: ignore[attr-defined]
+
+
+def current_sequence(key: str) -> int:
+    """The last sequence given to ``key`` (0 if none). For snapshots: read the sequence
+    no later than the data it describes, so a snapshot never claims to be newer than it is."""
+    from .models import SubjectSequence
+
+    return SubjectSequence.objects.filter(key=key).values_list("last", flat=True).first() or 0
