@@ -68,3 +68,24 @@ def services() -> list[str]:
 
 def subscriptions(service: str, *, broadcast: bool = False) -> list[str]:
     return sorted({h.event_type for h in handlers(service=service, broadcast=broadcast)})
+
+
+StartupHook = Callable[[], None]
+_startup_hooks: list[tuple[str, StartupHook]] = []
+
+
+def on_consumer_start(*, service: str) -> Callable[[StartupHook], StartupHook]:
+    """Register ``func`` to run when ``service``'s consumer starts, after its queue and
+    subscriptions exist and before it receives (e.g. a replica snapshot: events written
+    meanwhile wait in the queue, so snapshot and events converge)."""
+
+    def register(func: StartupHook) -> StartupHook:
+        if (service, func) not in _startup_hooks:
+            _startup_hooks.append((service, func))
+        return func
+
+    return register
+
+
+def startup_hooks(service: str) -> list[StartupHook]:
+    return [f for s, f in _startup_hooks if s == service]
