@@ -27,3 +27,6 @@ def auth_client(user) -> APIClient:
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
+
+
+pytest_plugins = ["events.testing"]

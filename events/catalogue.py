@@ -108,9 +108,7 @@ EVENT_TYPES: dict[str, EventType] = {
             source="transfers",
             aggregate="transfer",
             description="A transfer of a player between two teams was requested.",
-            schema=_obj(
-                {"id": _ID, "player_id": _ID, "from_team_id": _ID, "to_team_id": _ID, "fee": _MONEY}
-            ),
+            schema=_obj({"id": _ID, "player_id": _ID, "from_team_id": _ID, "to_team_id": _ID, "fee": _MONEY}),
         ),
         EventType(
             "transfer.rejected",
@@ -124,9 +122,7 @@ EVENT_TYPES: dict[str, EventType] = {
             source="transfers",
             aggregate="transfer",
             description="A transfer finished: the player now plays for the new team.",
-            schema=_obj(
-                {"id": _ID, "player_id": _ID, "from_team_id": _ID, "to_team_id": _ID, "fee": _MONEY}
-            ),
+            schema=_obj({"id": _ID, "player_id": _ID, "from_team_id": _ID, "to_team_id": _ID, "fee": _MONEY}),
         ),
         EventType(
             "season.scheduled",

@@ -51,7 +51,9 @@ def handler(event_type: str, *, service: str, broadcast: bool = False) -> Callab
     return register
 
 
-def handlers(*, service: str | None = None, event_type: str | None = None, broadcast: bool | None = None) -> list[Handler]:
+def handlers(
+    *, service: str | None = None, event_type: str | None = None, broadcast: bool | None = None
+) -> list[Handler]:
     return [
         h
         for h in _handlers

@@ -38,9 +38,7 @@ else:
     SECRET_KEY = env.str("SECRET_KEY", default="")
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
     if not SECRET_KEY:
-        raise ImproperlyConfigured(
-            "SECRET_KEY is not set. With DEBUG off, set SECRET_KEY to a long random string."
-        )
+        raise ImproperlyConfigured("SECRET_KEY is not set. With DEBUG off, set SECRET_KEY to a long random string.")
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured(
             "ALLOWED_HOSTS is not set. With DEBUG off, set ALLOWED_HOSTS to the host names served."

@@ -1,0 +1,123 @@
+"""Clients and names for SNS/SQS.
+
+Names: a topic per event type ``{BUS_PREFIX}-{type with dots as dashes}``, a shared queue
+per service ``{BUS_PREFIX}-{service}`` with its dead-letter queue ``...-dlq``. Locally
+AWS is moto; in production real AWS: only ``AWS_ENDPOINT_URL`` differs.
+
+Topic ARNs are resolved once per process by exact name and cached (SNS bills per
+request). Never by substring: ``...-team-created`` must not match ``...-team-created-v2``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from django.conf import settings
+
+_local = threading.local()
+_lock = threading.Lock()
+_topic_arns: dict[str, str] = {}
+
+
+def _client_kwargs() -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "region_name": settings.AWS_REGION,
+        "config": Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+    }
+    if settings.AWS_ENDPOINT_URL:
+        kwargs["endpoint_url"] = settings.AWS_ENDPOINT_URL
+        # moto accepts any credentials; real AWS takes them from the usual chain.
+        if not os.environ.get("AWS_ACCESS_KEY_ID"):
+            kwargs["aws_access_key_id"] = "testing"
+            kwargs["aws_secret_access_key"] = "testing"
+    return kwargs
+
+
+def client(service: str) -> Any:
+    """A boto3 client for ``sns`` or ``sqs``, one per thread (clients are thread-safe,
+    but sessions are not) and per endpoint."""
+    key = (service, settings.AWS_ENDPOINT_URL, settings.AWS_REGION)
+    cache = getattr(_local, "clients", None)
+    if cache is None:
+        cache = _local.clients = {}
+    if key not in cache:
+        cache[key] = boto3.session.Session().client(service, **_client_kwargs())
+    return cache[key]
+
+
+def reset() -> None:
+    """Forget clients and cached ARNs (tests that start a new AWS emulator)."""
+    _local.clients = {}
+    with _lock:
+        _topic_arns.clear()
+
+
+def fifo() -> bool:
+    return bool(getattr(settings, "BUS_FIFO", False))
+
+
+def topic_name(event_type: str) -> str:
+    name = f"{settings.BUS_PREFIX}-{event_type.replace('.', '-')}"
+    return f"{name}.fifo" if fifo() else name
+
+
+def queue_name(service: str, *, dlq: bool = False, instance: str | None = None) -> str:
+    name = f"{settings.BUS_PREFIX}-{service}"
+    if instance:
+        name = f"{name}-{instance}"
+    if dlq:
+        name = f"{name}-dlq"
+    return f"{name}.fifo" if fifo() else name
+
+
+def list_topic_arns() -> dict[str, str]:
+    """Every topic on the account, by exact name."""
+    arns: dict[str, str] = {}
+    for page in client("sns").get_paginator("list_topics").paginate():
+        for topic in page.get("Topics", []):
+            arn = topic["TopicArn"]
+            arns[arn.rsplit(":", 1)[-1]] = arn
+    return arns
+
+
+class TopicMissing(LookupError):
+    pass
+
+
+def topic_arn(event_type: str) -> str:
+    """The ARN of ``event_type``'s topic, resolved by exact name once per process."""
+    name = topic_name(event_type)
+    arn = _topic_arns.get(name)
+    if arn:
+        return arn
+    with _lock:
+        if name not in _topic_arns:
+            _topic_arns.update(list_topic_arns())
+        if name not in _topic_arns:
+            raise TopicMissing(f"SNS topic {name!r} does not exist. Run `manage.py setup_bus`.")
+        return _topic_arns[name]
+
+
+def remember_topic(name: str, arn: str) -> None:
+    with _lock:
+        _topic_arns[name] = arn
+
+
+class QueueMissing(LookupError):
+    pass
+
+
+def queue_url(name: str) -> str:
+    sqs = client("sqs")
+    try:
+        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except sqs.exceptions.QueueDoesNotExist:
+        raise QueueMissing(f"SQS queue {name!r} does not exist. Run `manage.py setup_bus`.") from None
+
+
+def queue_attributes(url: str, *names: str) -> dict[str, str]:
+    return client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=list(names) or ["All"])["Attributes"]

@@ -1,0 +1,305 @@
+"""The consumer: reads a service's SQS queue and runs its handlers.
+
+Promises:
+- Effectively once: each handler runs inside ``transaction.atomic()`` together with an
+  inbox row keyed by (event id, handler); a redelivered event finds the row and is
+  skipped, so its side effects happen once.
+- Nothing is lost: a message is deleted only after every handler committed (or was a
+  duplicate). A failing handler leaves the message for redelivery, with visibility
+  backing off by receive count; SQS redrive moves it to the DLQ after the bound.
+- An undecodable message, or one not from this bus, goes to the DLQ at once with the
+  reason as a message attribute. An event type the service does not handle is
+  acknowledged and logged.
+- SIGTERM/SIGINT: stop receiving, finish the message in hand, release the unstarted ones
+  (visibility 0), flush deletes, return.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    transaction,
+)
+
+from . import aws, catalogue, context, registry
+from .envelope import EnvelopeError, Event
+from .models import InboxMessage
+
+log = logging.getLogger("events.consumer")
+
+
+class ConsumerConfigError(RuntimeError):
+    """The queue or its topology is not as it must be; the message says what to do."""
+
+
+class Duplicate(Exception):
+    pass
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    handled: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+def visibility_backoff(receive_count: int) -> int:
+    """Seconds a failed message stays invisible: 2, 4, 8, ... up to 15 minutes."""
+    return int(min(2 ** max(receive_count, 1), 900))
+
+
+class Consumer:
+    def __init__(
+        self,
+        service: str,
+        *,
+        wait_seconds: int | None = None,
+        stop: threading.Event | None = None,
+        queue_name: str | None = None,
+        check_topology: bool = True,
+    ) -> None:
+        self.service = service
+        self.wait_seconds = settings.CONSUMER_WAIT_SECONDS if wait_seconds is None else wait_seconds
+        self.stop = stop or threading.Event()
+        self.queue_name = queue_name or aws.queue_name(service)
+        self.check_topology = check_topology
+        self.stats = Stats()
+        self._queue_url: str | None = None
+        self._dlq_url: str | None = None
+
+    # ----------------------------------------------------------------- setup
+    @property
+    def queue_url(self) -> str:
+        if self._queue_url is None:
+            try:
+                self._queue_url = aws.queue_url(self.queue_name)
+            except aws.QueueMissing as exc:
+                raise ConsumerConfigError(str(exc)) from None
+        return self._queue_url
+
+    @property
+    def dlq_url(self) -> str:
+        if self._dlq_url is None:
+            try:
+                self._dlq_url = aws.queue_url(aws.queue_name(self.service, dlq=True))
+            except aws.QueueMissing as exc:
+                raise ConsumerConfigError(str(exc)) from None
+        return self._dlq_url
+
+    def verify(self) -> None:
+        """Exit early with a clear message when the topology is not as it must be."""
+        from . import topology
+
+        _ = self.queue_url
+        if not self.check_topology:
+            return
+        spec = next((s for s in topology.queue_specs([self.service]) if s.name == self.queue_name), None)
+        if spec is None:
+            raise ConsumerConfigError(f"Service {self.service!r} has no handlers: nothing to consume.")
+        topics = aws.list_topic_arns()
+        by_type = {t: topics[aws.topic_name(t)] for t in spec.event_types if aws.topic_name(t) in topics}
+        drift = topology.check_queue(spec, by_type)
+        missing = [t for t in spec.event_types if t not in by_type]
+        drift += [f"topic {aws.topic_name(t)} is missing" for t in missing]
+        if drift:
+            raise ConsumerConfigError(
+                f"The bus topology for {self.service!r} is not ready: {'; '.join(drift)}. Run `manage.py setup_bus`."
+            )
+
+    def run_startup_hooks(self) -> None:
+        for hook in registry.startup_hooks(self.service):
+            log.info("consumer %s: running startup hook %s", self.service, hook.__qualname__)
+            try:
+                hook()
+            except Exception as exc:  # e.g. the teams service not up yet: events still flow
+                log.error("consumer %s: startup hook %s failed: %s", self.service, hook.__qualname__, exc)
+
+    # ----------------------------------------------------------------- loop
+    def run(self, *, drain: bool = False, max_messages: int | None = None) -> Stats:
+        """Receive and handle until stopped. ``drain``: stop at the first empty receive."""
+        while not self.stop.is_set():
+            handled = self.poll(wait_seconds=min(self.wait_seconds, 1) if drain else self.wait_seconds)
+            if drain and handled == 0:
+                break
+            if max_messages is not None and self.stats.received >= max_messages:
+                break
+        return self.stats
+
+    def receive(self, wait_seconds: int) -> list[dict[str, Any]]:
+        response = aws.client("sqs").receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=wait_seconds,
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageAttributeNames=["All"],
+        )
+        return response.get("Messages", [])
+
+    def poll(self, *, wait_seconds: int | None = None) -> int:
+        """One receive: handle each message, delete the done ones in one batch."""
+        try:
+            messages = self.receive(self.wait_seconds if wait_seconds is None else wait_seconds)
+        except Exception as exc:  # SQS unreachable: back off and keep going
+            log.warning("consumer %s: receive failed (%s); retrying", self.service, exc)
+            self.stop.wait(2)
+            return 0
+        done: list[dict[str, Any]] = []
+        for index, message in enumerate(messages):
+            if self.stop.is_set():
+                self.release(messages[index:])
+                break
+            self.stats.received += 1
+            if self.handle(message):
+                done.append(message)
+        self.delete(done)
+        return len(messages)
+
+    def handle(self, message: dict[str, Any]) -> bool:
+        """Handle one message; True when it may be deleted."""
+        close_old_connections()
+        try:
+            try:
+                event = Event.from_body(message.get("Body", ""))
+                self.check_source(event)
+            except EnvelopeError as exc:
+                self.dead_letter(message, str(exc))
+                return True
+            handlers = registry.handlers(service=self.service, event_type=event.type)
+            if not handlers:
+                self.stats.ignored += 1
+                log.info("consumer %s: no handler for %s %s; acknowledged", self.service, event.type, event.id)
+                return True
+            for h in handlers:
+                try:
+                    self.run_handler(h, event)
+                except Duplicate:
+                    self.stats.duplicates += 1
+                    log.info("consumer %s: %s already handled %s; skipped", self.service, h.name, event.id)
+            self.stats.handled += 1
+            self.stats.by_type[event.type] = self.stats.by_type.get(event.type, 0) + 1
+            return True
+        except (OperationalError, InterfaceError) as exc:
+            # The database is down: keep the message, back off, do not crash-loop.
+            self.stats.failed += 1
+            log.error("consumer %s: database unavailable (%s); message kept, backing off", self.service, exc)
+            self.change_visibility(message, 5)
+            self.stop.wait(2)
+            return False
+        except Exception as exc:
+            self.stats.failed += 1
+            count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+            log.exception(
+                "consumer %s: handler failed on message %s (receive %s): %s",
+                self.service,
+                message.get("MessageId"),
+                count,
+                exc,
+            )
+            self.change_visibility(message, visibility_backoff(count))
+            return False
+        finally:
+            close_old_connections()
+
+    def check_source(self, event: Event) -> None:
+        try:
+            et = catalogue.get(event.type)
+        except catalogue.UnknownEventType:
+            raise EnvelopeError(f"unknown event type {event.type!r}") from None
+        expected = f"{settings.BUS_SOURCE_PREFIX}/{et.source}"
+        if event.source != expected:
+            raise EnvelopeError(f"source {event.source!r} is not this bus's {expected!r} for {event.type}")
+
+    def run_handler(self, h: registry.Handler, event: Event) -> None:
+        with context.bound(correlation=event.correlationid, causation=event.id):
+            with transaction.atomic():
+                try:
+                    with transaction.atomic():
+                        InboxMessage.objects.create(
+                            event_id=event.id,
+                            handler=h.name,
+                            type=event.type,
+                            subject=event.subject,
+                            sequence=event.sequence,
+                        )
+                except IntegrityError:
+                    raise Duplicate() from None
+                h.func(event)
+
+    # ----------------------------------------------------------------- SQS calls
+    def delete(self, messages: Iterable[dict[str, Any]]) -> None:
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        for start in range(0, len(entries), 10):
+            try:
+                response = aws.client("sqs").delete_message_batch(
+                    QueueUrl=self.queue_url, Entries=entries[start : start + 10]
+                )
+                for bad in response.get("Failed", []):
+                    log.warning(
+                        "consumer %s: delete failed: %s (it will be redelivered and deduplicated)", self.service, bad
+                    )
+            except Exception as exc:
+                log.warning(
+                    "consumer %s: delete batch failed (%s); messages will be redelivered and deduplicated",
+                    self.service,
+                    exc,
+                )
+
+    def change_visibility(self, message: dict[str, Any], seconds: int) -> None:
+        try:
+            aws.client("sqs").change_message_visibility(
+                QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=seconds
+            )
+        except Exception as exc:
+            log.warning("consumer %s: could not change visibility: %s", self.service, exc)
+
+    def release(self, messages: Iterable[dict[str, Any]]) -> None:
+        """Give unstarted messages back at once (visibility 0) instead of after the timeout."""
+        for message in messages:
+            self.change_visibility(message, 0)
+
+    def dead_letter(self, message: dict[str, Any], reason: str) -> None:
+        self.stats.dead_lettered += 1
+        log.error("consumer %s: message %s to the DLQ: %s", self.service, message.get("MessageId"), reason)
+        aws.client("sqs").send_message(
+            QueueUrl=self.dlq_url,
+            MessageBody=message.get("Body") or "(empty)",
+            MessageAttributes={
+                "reason": {"DataType": "String", "StringValue": reason[:1000]},
+                "source_queue": {"DataType": "String", "StringValue": self.queue_name},
+            },
+        )
+
+
+def wait_for_database(stop: threading.Event, *, attempts: int = 30) -> bool:
+    """Block until the database answers (or ``stop``): a consumer started before its
+    database should wait, not crash-loop."""
+    from django.db import connection
+
+    for _ in range(attempts):
+        try:
+            connection.ensure_connection()
+            return True
+        except DatabaseError as exc:
+            log.warning("database not ready (%s); waiting", exc)
+            close_old_connections()
+            if stop.wait(2):
+                return False
+    return False
+
+
+__all__ = ["Consumer", "ConsumerConfigError", "Stats", "visibility_backoff", "wait_for_database"]

@@ -1,0 +1,56 @@
+import logging
+import signal
+import threading
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from events import registry, topology
+from events.consumer import Consumer, ConsumerConfigError, wait_for_database
+
+log = logging.getLogger("events.consumer")
+
+
+class Command(BaseCommand):
+    help = "Consume a service's SQS queue and run its event handlers."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--service", help="Service whose queue to read (default: LEAGUE_SERVICE).")
+        parser.add_argument("--drain", action="store_true", help="Process until the queue is empty, then exit 0.")
+        parser.add_argument("--wait", type=int, default=None, help="Long-poll seconds (default CONSUMER_WAIT_SECONDS).")
+        parser.add_argument("--no-startup", action="store_true", help="Skip startup hooks (e.g. the replica sync).")
+
+    def handle(self, *args, service: str | None, drain: bool, wait: int | None, no_startup: bool, **options):
+        service = service or (settings.LEAGUE_SERVICE if settings.LEAGUE_SERVICE != "all" else None)
+        consuming = topology.consuming_services()
+        if not service:
+            raise CommandError(f"Name the service to consume: --service one of {', '.join(consuming)}.")
+        if service not in consuming:
+            raise CommandError(
+                f"Service {service!r} has no handlers here (LEAGUE_SERVICE={settings.LEAGUE_SERVICE}). "
+                f"Consuming services: {', '.join(consuming) or 'none'}."
+            )
+        stop = threading.Event()
+
+        def on_signal(signum, _frame):
+            log.info("consumer %s: signal %s, finishing in-flight messages", service, signum)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+
+        if not wait_for_database(stop):
+            raise CommandError("The database did not answer. Check DATABASE_URL.")
+        consumer = Consumer(service, wait_seconds=wait, stop=stop)
+        try:
+            consumer.verify()
+            if not no_startup:
+                consumer.run_startup_hooks()
+        except ConsumerConfigError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"consuming {consumer.queue_name} ({', '.join(registry.subscriptions(service))})")
+        stats = consumer.run(drain=drain)
+        self.stdout.write(
+            f"stopped: received {stats.received}, handled {stats.handled}, duplicates {stats.duplicates}, "
+            f"ignored {stats.ignored}, failed {stats.failed}, dead-lettered {stats.dead_lettered}"
+        )

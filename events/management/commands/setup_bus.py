@@ -1,0 +1,34 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from events import topology
+
+
+class Command(BaseCommand):
+    help = "Create the SNS topics, SQS queues, DLQs, policies and subscriptions of the bus (idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--check", action="store_true", help="Only report drift; exit 1 if any.")
+        parser.add_argument("--service", action="append", help="Limit to these services' queues (repeatable).")
+
+    def handle(self, *args, check: bool, service: list[str] | None, **options):
+        try:
+            if check:
+                drift = topology.check(service)
+                if drift:
+                    for line in drift:
+                        self.stdout.write(f"DRIFT  {line}")
+                    raise CommandError(
+                        f"{len(drift)} difference(s) from the wanted topology. Run `manage.py setup_bus`."
+                    )
+                self.stdout.write(self.style.SUCCESS("The bus topology matches."))
+                return
+            report = topology.ensure(service)
+        except CommandError:
+            raise
+        except Exception as exc:
+            raise CommandError(f"Could not reach SNS/SQS ({exc}). Is AWS_ENDPOINT_URL right and moto running?") from exc
+        for name in report.created:
+            self.stdout.write(f"created  {name}")
+        for name in report.updated:
+            self.stdout.write(f"ok       {name}")
+        self.stdout.write(self.style.SUCCESS("Bus ready."))

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from events import registry, topology
+from events.testing import BusDriver
+
+
+@pytest.fixture
+def recorder():
+    """A throwaway service 'probe' whose handler records the events it gets."""
+    seen = []
+    fail_subjects: set[str] = set()
+
+    def record(event):
+        if event.subject in fail_subjects:
+            raise RuntimeError(f"poison subject {event.subject}")
+        seen.append(event)
+
+    handlers = [registry.Handler(service="probe", event_type=t, func=record) for t in ("team.created", "team.renamed")]
+    registry._handlers.extend(handlers)
+    record.seen = seen
+    record.fail_subjects = fail_subjects
+    yield record
+    for h in handlers:
+        registry._handlers.remove(h)
+
+
+@pytest.fixture
+def probe_bus(aws_mock, db, recorder) -> BusDriver:
+    topology.ensure(["probe"])
+    return BusDriver(services=["probe"])
