@@ -30,3 +30,21 @@ def auth_client(user) -> APIClient:
 
 
 pytest_plugins = ["events.testing"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.postgres`` tests need PostgreSQL. On SQLite they are skipped, unless
+    REQUIRE_POSTGRES=1 (CI's Postgres run), where running on anything else is an error."""
+    import os
+
+    from django.conf import settings
+
+    on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    if os.environ.get("REQUIRE_POSTGRES") == "1" and not on_postgres:
+        raise pytest.UsageError("REQUIRE_POSTGRES=1 but DATABASE_URL does not point at PostgreSQL.")
+    if on_postgres:
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://...")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)

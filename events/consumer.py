@@ -171,7 +171,7 @@ class Consumer:
 
     def handle(self, message: dict[str, Any]) -> bool:
         """Handle one message; True when it may be deleted."""
-        close_old_connections()
+        _close_old_connections()
         try:
             try:
                 event = Event.from_body(message.get("Body", ""))
@@ -213,7 +213,7 @@ class Consumer:
             self.change_visibility(message, visibility_backoff(count))
             return False
         finally:
-            close_old_connections()
+            _close_old_connections()
 
     def check_source(self, event: Event) -> None:
         try:
@@ -283,6 +283,15 @@ class Consumer:
                 "source_queue": {"DataType": "String", "StringValue": self.queue_name},
             },
         )
+
+
+def _close_old_connections() -> None:
+    """Drop a broken or expired connection between messages (a database restart must not
+    kill the consumer). Not inside an atomic block: that is a test's transaction."""
+    from django.db import connection
+
+    if not connection.in_atomic_block:
+        close_old_connections()
 
 
 def wait_for_database(stop: threading.Event, *, attempts: int = 30) -> bool:

@@ -5,10 +5,8 @@ driver that drains the outbox and the queues synchronously (like Sentry's
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -17,23 +15,7 @@ import requests
 
 from . import aws, relay, topology
 from .consumer import Consumer, Stats
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(url: str, *, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
+from .netutil import free_port, wait_for_http
 
 
 def start_moto_server(port: int) -> subprocess.Popen:

@@ -1,1 +1,24 @@
-"""Event handlers of this service (registered in AppConfig.ready)."""
+"""Event handlers of the teams service (registered in ``TeamsConfig.ready``).
+
+Each runs inside ``transaction.atomic()`` with its inbox row, so it only parses the event
+and calls a service: at-least-once delivery, effectively-once handling.
+"""
+
+from __future__ import annotations
+
+import events
+from events.envelope import Event
+
+from . import services
+
+
+@events.handler("transfer.requested", service="teams")
+def on_transfer_requested(event: Event) -> None:
+    """Move the player (``player.transferred``) or refuse (``transfer.rejected``)."""
+    data = event.data
+    services.transfer_apply(
+        transfer_id=data["id"],
+        player_id=data["player_id"],
+        from_team_id=data["from_team_id"],
+        to_team_id=data["to_team_id"],
+    )

@@ -1,3 +1,15 @@
+"""Teams API, mounted under ``api/`` by league/urls.py."""
+
 from django.urls import path
 
-urlpatterns: list = []
+from . import views
+
+app_name = "teams"
+
+urlpatterns = [
+    path("teams/", views.TeamListApi.as_view(), name="team-list"),
+    path("teams/export/", views.TeamExportApi.as_view(), name="team-export"),
+    path("teams/<int:team_id>/", views.TeamDetailApi.as_view(), name="team-detail"),
+    path("teams/<int:team_id>/players/", views.PlayerListApi.as_view(), name="player-list"),
+    path("teams/<int:team_id>/players/<int:player_id>/", views.PlayerDetailApi.as_view(), name="player-detail"),
+]

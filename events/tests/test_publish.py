@@ -2,9 +2,9 @@ import pytest
 from django.db import transaction
 
 import events
+from events.catalogue import UnknownEventType
 from events.models import OutboxMessage
 from events.publisher import InvalidEventData, PublishOutsideTransaction
-from events.catalogue import UnknownEventType
 
 
 @pytest.mark.django_db(transaction=True)
@@ -21,7 +21,7 @@ def test_publish_commits_and_rolls_back_with_the_transaction():
     with pytest.raises(ZeroDivisionError):
         with transaction.atomic():
             events.publish("team.created", subject=2, data={"id": 2, "name": "PSV"})
-            1 / 0
+            raise ZeroDivisionError("after the event, before commit")
     assert list(OutboxMessage.objects.values_list("subject", flat=True)) == ["1"]
 
 

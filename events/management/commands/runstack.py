@@ -1,0 +1,177 @@
+"""``manage.py runstack``: the whole system on one machine, one command.
+
+With nothing configured it uses embedded parts: SQLite, ``moto_server`` on loopback, a
+Celery broker on the filesystem. With ``DATABASE_URL``, ``CELERY_BROKER_URL`` or
+``AWS_ENDPOINT_URL`` set it uses those instead. It migrates, sets up the bus, makes sure
+an admin exists, then supervises: Celery worker and beat, one consumer per service and
+the web server (gunicorn). Ctrl-C (or SIGTERM) stops everything cleanly and exits 0; if a
+child dies on its own, everything is stopped and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from events import topology
+from events.netutil import port_open, wait_for_http
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+
+
+class Command(BaseCommand):
+    help = "Run the whole system locally: moto, migrations, bus, Celery worker + beat, consumers, web."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--moto-port", type=int, default=5005, help="Port for moto_server when AWS_ENDPOINT_URL is unset."
+        )
+        parser.add_argument("--demo", action="store_true", help="Seed a believable league (20 teams with full squads).")
+        parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+
+    def handle(self, *args, host: str, port: int, moto_port: int, demo: bool, workers: int, **options):
+        self.stop = threading.Event()
+        self.children: list[Child] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stop.set())
+        base_url = f"http://{host}:{port}"
+        env = dict(os.environ)
+        env.setdefault("TEAMS_SERVICE_URL", base_url)
+        env.setdefault("DATA_DIR", str(settings.DATA_DIR))
+        env["PYTHONUNBUFFERED"] = "1"
+        if port_open(host, port):
+            raise CommandError(f"Port {port} on {host} is taken. Stop what runs there or pass --port.")
+        try:
+            if "AWS_ENDPOINT_URL" not in os.environ:
+                endpoint = f"http://127.0.0.1:{moto_port}"
+                if port_open("127.0.0.1", moto_port):
+                    raise CommandError(f"Port {moto_port} is taken; pass --moto-port or set AWS_ENDPOINT_URL.")
+                self.spawn(Child("moto", [self.bin("moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)]), env)
+                wait_for_http(f"{endpoint}/moto-api/")
+                env["AWS_ENDPOINT_URL"] = endpoint
+                settings.AWS_ENDPOINT_URL = endpoint
+            self.say(
+                f"database  {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} {settings.DATABASES['default']['NAME']}"
+            )
+            self.say(f"AWS       {env.get('AWS_ENDPOINT_URL') or 'real AWS'}")
+            self.say(f"broker    {settings.CELERY_BROKER_URL}")
+            call_command("migrate", interactive=False, verbosity=0)
+            call_command("setup_bus", verbosity=0, stdout=open(os.devnull, "w"))
+            token = self.ensure_admin()
+            manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+            celery = [self.bin("celery"), "-A", "league"]
+            self.spawn(
+                Child(
+                    "web",
+                    [
+                        self.bin("gunicorn"),
+                        "league.wsgi",
+                        "-b",
+                        f"{host}:{port}",
+                        "-w",
+                        str(workers),
+                        "--access-logfile",
+                        "-",
+                        "--graceful-timeout",
+                        "5",
+                    ],
+                ),
+                env,
+            )
+            wait_for_http(f"{base_url}/api/", timeout=30)
+            self.spawn(Child("worker", [*celery, "worker", "-l", "warning", "-P", "solo"]), env)
+            self.spawn(
+                Child("beat", [*celery, "beat", "-l", "warning", "-s", str(settings.DATA_DIR / "celerybeat-schedule")]),
+                env,
+            )
+            for service in topology.consuming_services():
+                self.spawn(Child(f"consume-{service}", [*manage, "consume", "--service", service]), env)
+            if demo:
+                call_command("seed_demo")
+            self.banner(base_url, token)
+            return self.supervise()
+        finally:
+            self.shutdown()
+
+    def bin(self, name: str) -> str:
+        return os.path.join(os.path.dirname(sys.executable), name)
+
+    def say(self, line: str) -> None:
+        self.stdout.write(line)
+        self.stdout.flush()
+
+    def spawn(self, child: Child, env: dict[str, str]) -> None:
+        # Own process group: Ctrl-C in the terminal reaches only runstack, which then
+        # stops each child in order.
+        child.proc = subprocess.Popen(child.argv, env=env, start_new_session=True)
+        self.children.append(child)
+        self.say(f"started   {child.name} (pid {child.proc.pid})")
+
+    def ensure_admin(self) -> str:
+        from django.contrib.auth import get_user_model
+        from rest_framework.authtoken.models import Token
+
+        User = get_user_model()
+        username = os.environ.get("DJANGO_SUPERUSER_USERNAME", "admin")
+        user = User.objects.filter(username=username).first()
+        if user is None:
+            password = os.environ.get("DJANGO_SUPERUSER_PASSWORD") or secrets.token_urlsafe(12)
+            user = User.objects.create_superuser(username, os.environ.get("DJANGO_SUPERUSER_EMAIL", ""), password)
+            shown = "(from DJANGO_SUPERUSER_PASSWORD)" if "DJANGO_SUPERUSER_PASSWORD" in os.environ else password
+            self.say(f"admin     created user {username!r} with password {shown}")
+        token, _ = Token.objects.get_or_create(user=user)
+        return token.key
+
+    def banner(self, base_url: str, token: str) -> None:
+        rows = [
+            ("API", f"{base_url}/api/teams/"),
+            ("Admin", f"{base_url}/admin/"),
+            ("Transfers replica", f"{base_url}/api/transfers/teams/"),
+            ("API token", token),
+        ]
+        width = max(len(k) for k, _ in rows)
+        self.say("")
+        for key, value in rows:
+            self.say(f"  {key.ljust(width)}  {value}")
+        self.say(f"\n  export TOKEN={token}\n  Ctrl-C stops everything.\n")
+
+    def supervise(self) -> int | None:
+        while not self.stop.wait(0.5):
+            for child in self.children:
+                if child.proc and child.proc.poll() is not None:
+                    self.shutdown()
+                    raise CommandError(f"{child.name} exited with code {child.proc.returncode}; stopped the stack.")
+        self.say("stopping ...")
+        return None
+
+    def shutdown(self) -> None:
+        for child in reversed(self.children):
+            if child.proc and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in reversed(self.children):
+            if not child.proc:
+                continue
+            try:
+                child.proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+        self.children.clear()

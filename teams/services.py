@@ -1,0 +1,213 @@
+"""Services of the teams app: every change to a team or a squad goes through here.
+
+Guarantee: each function is one ``transaction.atomic`` block that writes the domain rows
+and records exactly one event with ``events.publish`` (none when nothing changed), so an
+event exists if and only if the change committed. Bad input raises Django's
+``ValidationError`` with field messages (the API turns it into a 400). The functions nest
+in an outer transaction (admin, the event consumer), so they are not ``durable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Value
+from django.db.models.functions import Lower
+
+import events
+
+from .models import POSITION_ERROR, Player, Position, Team
+
+TEAM_NAME_EMPTY = "Team name cannot be empty."
+PLAYER_NAME_EMPTY = "Player name cannot be empty."
+
+
+@transaction.atomic
+def team_create(*, name: str, players: Iterable[Mapping[str, str]] | None = None) -> Team:
+    """Create a team, optionally with its squad (``[{"name": ..., "position": ...}]``).
+
+    One ``team.created`` event carries the team and its players."""
+    name = _clean_team_name(name)
+    _check_team_name_free(name)
+    team = Team(name=name)
+    team.full_clean()
+    _save_unique(team, field="name", message=f"A team named {name} already exists.")
+
+    squad = list(players or [])
+    limit = settings.SQUAD_LIMIT
+    if len(squad) > limit:
+        raise ValidationError({"players": [f"A squad has at most {limit} players; got {len(squad)}."]})
+    created: list[Player] = []
+    for entry in squad:
+        try:
+            created.append(_player_build(team=team, name=entry.get("name", ""), position=entry.get("position", "")))
+        except ValidationError as exc:
+            raise ValidationError({"players": exc.messages}) from None
+
+    events.publish(
+        "team.created",
+        subject=team.id,
+        data={"id": team.id, "name": team.name, "players": [_player_data(p) for p in created]},
+    )
+    return team
+
+
+@transaction.atomic
+def team_rename(*, team: Team, name: str) -> Team:
+    """Rename ``team``; no event when the name does not change."""
+    name = _clean_team_name(name)
+    if name == team.name:
+        return team
+    _check_team_name_free(name, exclude=team)
+    old_name = team.name
+    team.name = name
+    team.full_clean()
+    _save_unique(team, field="name", message=f"A team named {name} already exists.")
+    events.publish("team.renamed", subject=team.id, data={"id": team.id, "name": name, "old_name": old_name})
+    return team
+
+
+@transaction.atomic
+def team_delete(*, team: Team) -> None:
+    """Delete ``team`` and its squad with one ``team.deleted`` event."""
+    team_id, name = team.id, team.name
+    team.delete()
+    events.publish("team.deleted", subject=team_id, data={"id": team_id, "name": name})
+
+
+@transaction.atomic
+def player_add(*, team: Team, name: str, position: str) -> Player:
+    """Add a player to ``team``'s squad (at most ``settings.SQUAD_LIMIT`` players)."""
+    # Lock the team row so two concurrent adds cannot both pass the squad limit.
+    list(Team.objects.select_for_update().filter(pk=team.pk).values_list("pk", flat=True))
+    limit = settings.SQUAD_LIMIT
+    if team.players.count() >= limit:
+        raise ValidationError(f"Team {team.name} has a full squad ({limit} players).")
+    player = _player_build(team=team, name=name, position=position)
+    events.publish("player.added", subject=team.id, data={"team_id": team.id, **_player_data(player)})
+    return player
+
+
+@transaction.atomic
+def player_remove(*, player: Player) -> None:
+    """Remove ``player`` from its team's squad."""
+    player_id, team_id, name = player.id, player.team_id, player.name
+    player.delete()
+    events.publish("player.removed", subject=team_id, data={"id": player_id, "team_id": team_id, "name": name})
+
+
+@transaction.atomic
+def transfer_apply(*, transfer_id: int, player_id: int, from_team_id: int, to_team_id: int) -> Player | None:
+    """The teams step of the transfer saga: move the player, or refuse with a reason.
+
+    Moves the player and publishes ``player.transferred`` (subject: the player) with both
+    teams' sequences bumped in this transaction; otherwise publishes ``transfer.rejected``
+    (subject: the transfer) with a reason a person can read, and returns ``None``.
+    Runs once per ``transfer.requested`` event thanks to the consumer's inbox.
+    """
+    # Lock both teams in id order (no deadlock between opposite transfers) so the squad
+    # limit and the name check hold until commit.
+    list(Team.objects.select_for_update().filter(pk__in=[from_team_id, to_team_id]).order_by("pk"))
+    player = Player.objects.filter(pk=player_id, team_id=from_team_id).first()
+    to_team = Team.objects.filter(pk=to_team_id).first()
+    limit = settings.SQUAD_LIMIT
+
+    if player is None:
+        reason = f"Player {player_id} is no longer in team {from_team_id}."
+    elif from_team_id == to_team_id:
+        reason = f"Player {player_id} already plays for team {to_team_id}."
+    elif to_team is None:
+        reason = f"Team {to_team_id} does not exist."
+    elif to_team.players.count() >= limit:
+        reason = f"Team {to_team_id} has a full squad ({limit} players)."
+    elif _player_name_taken(team=to_team, name=player.name):
+        reason = f"Team {to_team_id} already has a player named {player.name}."
+    else:
+        reason = ""
+
+    if reason:
+        events.publish(
+            "transfer.rejected", subject=transfer_id, data={"id": transfer_id, "player_id": player_id, "reason": reason}
+        )
+        return None
+
+    assert player is not None and to_team is not None
+    player.team = to_team
+    player.full_clean()
+    player.save()
+    # The move changes both squads: bump both teams' sequences so replicas that track a
+    # team by sequence see it as newer than any snapshot taken before it.
+    from_sequence = events.next_sequence(f"team:{from_team_id}")
+    to_sequence = events.next_sequence(f"team:{to_team_id}")
+    events.publish(
+        "player.transferred",
+        subject=player.id,
+        data={
+            **_player_data(player),
+            "from_team_id": from_team_id,
+            "to_team_id": to_team_id,
+            "transfer_id": transfer_id,
+            "from_team_sequence": from_sequence,
+            "to_team_sequence": to_sequence,
+        },
+    )
+    return player
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers: validation shared by the services above.
+# ---------------------------------------------------------------------------------------
+
+
+def _clean_team_name(name: Any) -> str:
+    name = name.strip() if isinstance(name, str) else ""
+    if not name:
+        raise ValidationError({"name": [TEAM_NAME_EMPTY]})
+    return name
+
+
+def _check_team_name_free(name: str, *, exclude: Team | None = None) -> None:
+    # Compare with the same expression as the unique constraint, so the check and the
+    # database agree on what "the same name" means.
+    qs = Team.objects.alias(lname=Lower("name")).filter(lname=Lower(Value(name)))
+    if exclude is not None:
+        qs = qs.exclude(pk=exclude.pk)
+    if qs.exists():
+        raise ValidationError({"name": [f"A team named {name} already exists."]})
+
+
+def _player_name_taken(*, team: Team, name: str) -> bool:
+    return team.players.alias(lname=Lower("name")).filter(lname=Lower(Value(name))).exists()
+
+
+def _player_build(*, team: Team, name: Any, position: Any) -> Player:
+    name = name.strip() if isinstance(name, str) else ""
+    if not name:
+        raise ValidationError({"name": [PLAYER_NAME_EMPTY]})
+    if position not in Position.values:
+        raise ValidationError({"position": [POSITION_ERROR]})
+    taken = f"Team {team.name} already has a player named {name}."
+    if _player_name_taken(team=team, name=name):
+        raise ValidationError({"name": [taken]})
+    player = Player(team=team, name=name, position=position)
+    player.full_clean()
+    _save_unique(player, field="name", message=taken)
+    return player
+
+
+def _save_unique(obj: Team | Player, *, field: str, message: str) -> None:
+    """Save ``obj``; a unique-constraint race lost to a concurrent writer becomes the same
+    ValidationError the check before it would have raised (never a 500)."""
+    try:
+        with transaction.atomic():  # a savepoint, so the outer transaction stays usable
+            obj.save()
+    except IntegrityError:
+        raise ValidationError({field: [message]}) from None
+
+
+def _player_data(player: Player) -> dict[str, Any]:
+    return {"id": player.id, "name": player.name, "position": player.position}

@@ -1,0 +1,88 @@
+"""The admin saves and deletes through the services, so it records events too."""
+
+from __future__ import annotations
+
+import pytest
+
+from events.models import OutboxMessage
+from teams.factories import PlayerFactory
+from teams.models import Player, Team
+
+pytestmark = pytest.mark.django_db
+
+
+def inline_data(*, squad: list[Player] = (), new: list[tuple[str, str]] = (), delete: list[Player] = ()) -> dict:
+    data = {
+        "players-TOTAL_FORMS": len(squad),
+        "players-INITIAL_FORMS": len(squad),
+        "players-2-TOTAL_FORMS": 3,
+        "players-2-INITIAL_FORMS": 0,
+    }
+    for i, player in enumerate(squad):
+        data[f"players-{i}-id"] = player.id
+        if player in delete:
+            data[f"players-{i}-DELETE"] = "on"
+    for i, (name, position) in enumerate(new):
+        data[f"players-2-{i}-name"] = name
+        data[f"players-2-{i}-position"] = position
+    return data
+
+
+def test_add_team_with_players(admin_client):
+    response = admin_client.post(
+        "/admin/teams/team/add/", {"name": "Ellesmere", **inline_data(new=[("Ann", "GK"), ("Bo", "ST")])}
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    team = Team.objects.get()
+    assert list(team.players.values_list("name", flat=True)) == ["Ann", "Bo"]
+    assert list(OutboxMessage.objects.order_by("id").values_list("type", flat=True)) == [
+        "team.created",
+        "player.added",
+        "player.added",
+    ]
+
+
+def test_rename_and_remove_a_player(admin_client):
+    ann = PlayerFactory(name="Ann", team__name="Holloway")
+    team = ann.team
+
+    response = admin_client.post(
+        f"/admin/teams/team/{team.id}/change/", {"name": "Holloway Town", **inline_data(squad=[ann], delete=[ann])}
+    )
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    team.refresh_from_db()
+    assert team.name == "Holloway Town"
+    assert not team.players.exists()
+    assert list(OutboxMessage.objects.order_by("id").values_list("type", flat=True)) == [
+        "team.renamed",
+        "player.removed",
+    ]
+
+
+def test_duplicate_team_name_is_a_form_error(admin_client):
+    PlayerFactory(team__name="Holloway")
+
+    response = admin_client.post("/admin/teams/team/add/", {"name": "HOLLOWAY", **inline_data()})
+
+    assert response.status_code == 200
+    assert "A team with this name already exists" in response.content.decode()
+    assert not OutboxMessage.objects.exists()
+
+
+def test_delete_team(admin_client):
+    team = PlayerFactory().team
+
+    response = admin_client.post(f"/admin/teams/team/{team.id}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302
+    assert not Team.objects.exists()
+    assert OutboxMessage.objects.get().type == "team.deleted"
+
+
+def test_changelists_render(admin_client):
+    PlayerFactory()
+
+    assert admin_client.get("/admin/teams/team/?q=Player").status_code == 200
+    assert admin_client.get("/admin/teams/player/").status_code == 200

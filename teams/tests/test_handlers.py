@@ -1,0 +1,144 @@
+"""``on_transfer_requested``: the teams step of the transfer saga."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from django.db import transaction
+
+import events
+from events.envelope import Event
+from teams import services
+from teams.factories import PlayerFactory, TeamFactory
+from teams.handlers import on_transfer_requested
+
+pytestmark = pytest.mark.django_db
+
+
+def transfer_requested(*, transfer_id=41, player_id, from_team_id, to_team_id) -> Event:
+    return Event(
+        id=str(uuid.uuid4()),
+        type="transfer.requested",
+        source="/league/transfers",
+        subject=str(transfer_id),
+        time=datetime.now(UTC),
+        sequence=1,
+        data={
+            "id": transfer_id,
+            "player_id": player_id,
+            "from_team_id": from_team_id,
+            "to_team_id": to_team_id,
+            "fee": "1500000.00",
+        },
+    )
+
+
+@pytest.fixture
+def teams():
+    """Two teams created through the services (sequence 1 each), one player in the first."""
+    home = services.team_create(name="Ironbridge", players=[{"name": "Sam Reid", "position": "MID"}])
+    away = services.team_create(name="Kingsbury")
+    return home, away, home.players.get()
+
+
+def test_handler_is_registered_for_the_teams_service():
+    from events.registry import handlers
+
+    assert [h.func for h in handlers(service="teams", event_type="transfer.requested")] == [on_transfer_requested]
+
+
+def test_transfer_moves_the_player_and_bumps_both_team_sequences(teams, outbox):
+    home, away, player = teams
+
+    with transaction.atomic():
+        on_transfer_requested(transfer_requested(player_id=player.id, from_team_id=home.id, to_team_id=away.id))
+
+    player.refresh_from_db()
+    assert player.team == away
+    type_, subject, sequence, data = outbox()[-1]
+    assert (type_, subject, sequence) == ("player.transferred", str(player.id), 1)
+    assert data == {
+        "id": player.id,
+        "name": "Sam Reid",
+        "position": "MID",
+        "from_team_id": home.id,
+        "to_team_id": away.id,
+        "transfer_id": 41,
+        "from_team_sequence": 2,
+        "to_team_sequence": 2,
+    }
+    assert events.current_sequence(f"team:{home.id}") == 2
+    assert events.current_sequence(f"team:{away.id}") == 2
+    assert len(outbox()) == 3
+
+
+def rejected_reason(outbox) -> str:
+    rows = [r for r in outbox() if r[0] != "team.created"]
+    assert len(rows) == 1
+    type_, subject, _, data = rows[0]
+    assert (type_, subject) == ("transfer.rejected", "41")
+    assert set(data) == {"id", "player_id", "reason"} and data["id"] == 41
+    return data["reason"]
+
+
+def test_rejects_a_player_no_longer_in_the_team(teams, outbox):
+    home, away, player = teams
+    other = TeamFactory()
+
+    with transaction.atomic():
+        on_transfer_requested(transfer_requested(player_id=player.id, from_team_id=other.id, to_team_id=away.id))
+
+    assert rejected_reason(outbox) == f"Player {player.id} is no longer in team {other.id}."
+    player.refresh_from_db()
+    assert player.team == home
+
+
+def test_rejects_an_unknown_player(teams, outbox):
+    home, away, _ = teams
+
+    with transaction.atomic():
+        on_transfer_requested(transfer_requested(player_id=999999, from_team_id=home.id, to_team_id=away.id))
+
+    assert rejected_reason(outbox) == f"Player 999999 is no longer in team {home.id}."
+
+
+def test_rejects_a_missing_destination(teams, outbox):
+    home, _, player = teams
+
+    with transaction.atomic():
+        on_transfer_requested(transfer_requested(player_id=player.id, from_team_id=home.id, to_team_id=999999))
+
+    assert rejected_reason(outbox) == "Team 999999 does not exist."
+
+
+def test_rejects_a_full_squad(teams, outbox, settings):
+    settings.SQUAD_LIMIT = 2
+    home, away, player = teams
+    PlayerFactory.create_batch(2, team=away)
+
+    with transaction.atomic():
+        on_transfer_requested(transfer_requested(player_id=player.id, from_team_id=home.id, to_team_id=away.id))
+
+    assert rejected_reason(outbox) == f"Team {away.id} has a full squad (2 players)."
+    assert events.current_sequence(f"team:{away.id}") == 1
+
+
+def test_rejects_a_name_taken_in_the_destination(teams, outbox):
+    home, away, player = teams
+    PlayerFactory(team=away, name="SAM REID")
+
+    with transaction.atomic():
+        on_transfer_requested(transfer_requested(player_id=player.id, from_team_id=home.id, to_team_id=away.id))
+
+    assert rejected_reason(outbox) == f"Team {away.id} already has a player named Sam Reid."
+
+
+def test_rejects_a_transfer_to_the_same_team(teams, outbox):
+    home, _, player = teams
+
+    with transaction.atomic():
+        on_transfer_requested(transfer_requested(player_id=player.id, from_team_id=home.id, to_team_id=home.id))
+
+    assert rejected_reason(outbox) == f"Player {player.id} already plays for team {home.id}."
