@@ -1,1 +1,76 @@
-"""Event handlers of this service (registered in AppConfig.ready)."""
+"""Event handlers of this service (registered in ``TransfersConfig.ready``).
+
+Each handler parses the event and calls one service; the consumer runs it inside
+``transaction.atomic()`` with an inbox row, so it is handled effectively once. Ordering is
+the replica's business (``transfers/replica.py``): events may arrive in any order.
+"""
+
+from __future__ import annotations
+
+from events.envelope import Event
+from events.registry import handler, on_consumer_start
+
+from . import replica, services
+
+SERVICE = "transfers"
+
+
+@handler("team.created", service=SERVICE)
+def on_team_created(event: Event) -> None:
+    d = event.data
+    replica.team_created(team_id=d["id"], name=d["name"], players=d.get("players", []), sequence=event.sequence)
+
+
+@handler("team.renamed", service=SERVICE)
+def on_team_renamed(event: Event) -> None:
+    d = event.data
+    replica.team_renamed(team_id=d["id"], name=d["name"], sequence=event.sequence)
+
+
+@handler("team.deleted", service=SERVICE)
+def on_team_deleted(event: Event) -> None:
+    d = event.data
+    replica.team_deleted(team_id=d["id"], name=d["name"], sequence=event.sequence)
+
+
+@handler("player.added", service=SERVICE)
+def on_player_added(event: Event) -> None:
+    d = event.data
+    replica.player_added(
+        team_id=d["team_id"], player_id=d["id"], name=d["name"], position=d["position"], sequence=event.sequence
+    )
+
+
+@handler("player.removed", service=SERVICE)
+def on_player_removed(event: Event) -> None:
+    d = event.data
+    replica.player_removed(team_id=d["team_id"], player_id=d["id"], name=d["name"], sequence=event.sequence)
+
+
+@handler("player.transferred", service=SERVICE)
+def on_player_transferred(event: Event) -> None:
+    # The subject is the player: event.sequence counts the player's events. The teams'
+    # own sequences travel in the data.
+    d = event.data
+    services.player_transferred(
+        transfer_id=d["transfer_id"],
+        player_id=d["id"],
+        name=d["name"],
+        position=d["position"],
+        from_team_id=d["from_team_id"],
+        to_team_id=d["to_team_id"],
+        from_team_sequence=d["from_team_sequence"],
+        to_team_sequence=d["to_team_sequence"],
+    )
+
+
+@handler("transfer.rejected", service=SERVICE)
+def on_transfer_rejected(event: Event) -> None:
+    d = event.data
+    services.transfer_reject(transfer_id=d["id"], reason=d["reason"])
+
+
+@on_consumer_start(service=SERVICE)
+def sync_teams_if_stale() -> None:
+    """Snapshot the teams when the replica is empty or older than TEAMS_CACHE_MAX_AGE."""
+    services.teams_sync_if_stale()

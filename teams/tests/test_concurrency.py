@@ -6,7 +6,7 @@ import threading
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 
 from events.models import OutboxMessage
 from teams import services
@@ -35,8 +35,6 @@ def test_a_lost_unique_race_is_a_validation_error(monkeypatch):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_transfers_respect_the_squad_limit(settings):
     """Two transfers into a team with one free place: one moves, the other is rejected."""
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL (row locks)")
     settings.SQUAD_LIMIT = 2
     to_team = TeamFactory()
     PlayerFactory(team=to_team)
