@@ -1,0 +1,142 @@
+"""Transfers and the local replica of the teams service's data.
+
+The replica is a cache built from ``team.*``/``player.*`` events, full snapshots
+(``manage.py sync_teams``) and single-team fetches on a miss. Those three sources arrive
+in any order, so every fact is stamped with the team's ``sequence`` it came from and the
+replica keeps the newest fact per element (last writer wins by sequence, not by arrival):
+
+- a team's name carries ``name_sequence``;
+- each (team, player) membership carries ``sequence`` and ``present`` (``False`` is a
+  tombstone: "not in this team as of that sequence", so an older "added" cannot revive it);
+- a deleted team stays as a tombstone (``deleted=True``): team ids are never reused, so
+  deletion is final and every later-arriving older fact about the team is ignored.
+
+There are no foreign keys to the teams service: its ids are stored as plain integers.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class TeamReplicaQuerySet(models.QuerySet):
+    def visible(self) -> TeamReplicaQuerySet:
+        """Teams that exist as far as we know: not deleted and with a known name (a stub
+        made by a player event that arrived before its team's ``team.created`` is hidden)."""
+        return self.filter(deleted=False, name_sequence__gt=0)
+
+
+class TeamReplica(models.Model):
+    team_id = models.PositiveBigIntegerField(unique=True, help_text="The team's id in the teams service.")
+    name = models.CharField(max_length=100, blank=True)
+    # The highest team sequence this replica has seen, from any source.
+    sequence = models.PositiveBigIntegerField(default=0)
+    # The sequence of the fact that set ``name``; 0 means the name is not known yet.
+    name_sequence = models.PositiveBigIntegerField(default=0)
+    deleted = models.BooleanField(default=False)
+    # Local clock: when this replica first heard of the team (used by the snapshot's
+    # absence rule), when a snapshot or fetch last confirmed it, and the last change.
+    created_at = models.DateTimeField(auto_now_add=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TeamReplicaQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "team_id"]
+        verbose_name = "team (replica)"
+        verbose_name_plural = "teams (replica)"
+
+    def __str__(self) -> str:
+        label = self.name or "(name unknown)"
+        return f"{label} #{self.team_id}" + (" (deleted)" if self.deleted else "")
+
+
+class PlayerReplica(models.Model):
+    """A player's membership of a team, as of the team's ``sequence``.
+
+    Unique per (team, player): a transfer is a removal from one team and an addition to
+    another, each ordered by its own team's sequence. ``present=False`` rows are
+    tombstones; selectors read ``present=True`` only.
+    """
+
+    team = models.ForeignKey(TeamReplica, on_delete=models.CASCADE, related_name="players")
+    player_id = models.PositiveBigIntegerField(help_text="The player's id in the teams service.")
+    name = models.CharField(max_length=100)
+    position = models.CharField(max_length=3)
+    present = models.BooleanField(default=True)
+    sequence = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["team", "name", "player_id"]
+        constraints = [models.UniqueConstraint(fields=["team", "player_id"], name="player_replica_once_per_team")]
+        indexes = [models.Index(fields=["player_id"], name="player_replica_player")]
+        verbose_name = "player (replica)"
+        verbose_name_plural = "players (replica)"
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.player_id}" + ("" if self.present else " (left)")
+
+
+class TeamsSync(models.Model):
+    """One full snapshot applied by ``sync_teams`` (the consumer re-syncs when the latest
+    is older than ``TEAMS_CACHE_MAX_AGE``)."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(auto_now_add=True)
+    teams = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    stale = models.PositiveIntegerField(default=0)
+    deleted = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-finished_at"]
+        verbose_name = "teams sync"
+
+    def __str__(self) -> str:
+        return f"sync at {self.finished_at:%Y-%m-%d %H:%M:%S} ({self.teams} teams)"
+
+
+class TransferState(models.TextChoices):
+    REQUESTED = "requested", "requested"
+    COMPLETED = "completed", "completed"
+    REJECTED = "rejected", "rejected"
+
+
+class Transfer(models.Model):
+    player_id = models.PositiveBigIntegerField()
+    # The player's name when the transfer was requested (the replica may change later).
+    player_name = models.CharField(max_length=100)
+    from_team_id = models.PositiveBigIntegerField()
+    to_team_id = models.PositiveBigIntegerField()
+    fee = models.DecimalField(max_digits=12, decimal_places=2)
+    state = models.CharField(max_length=10, choices=TransferState.choices, default=TransferState.REQUESTED)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # At most one transfer of a player in flight: the database backs up the check
+            # in transfer_request when two requests race.
+            models.UniqueConstraint(
+                fields=["player_id"],
+                condition=Q(state="requested"),
+                name="transfer_one_in_flight_per_player",
+                violation_error_message="This player already has a transfer in progress.",
+            ),
+            models.CheckConstraint(condition=Q(fee__gte=0), name="transfer_fee_not_negative"),
+            models.CheckConstraint(
+                condition=~Q(from_team_id=models.F("to_team_id")), name="transfer_between_two_teams"
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "created_at"], name="transfer_state_created")]
+
+    def __str__(self) -> str:
+        return f"Transfer #{self.pk}: {self.player_name} {self.from_team_id} -> {self.to_team_id} ({self.state})"

@@ -1,0 +1,288 @@
+"""Applying facts about teams to the replica: events, snapshots and single-team fetches.
+
+Guarantee: the replica converges to the teams service's state whatever the order in which
+events, redeliveries and snapshots arrive. Each fact carries the sequence of the team it
+is about, and each element keeps the newest fact it has seen:
+
+- the team's name keeps ``name_sequence``;
+- each (team, player) membership keeps its ``sequence`` and ``present`` flag, so a removal
+  is remembered as a tombstone and an older "added" arriving late cannot revive it;
+- ``team.deleted`` (or absence from a snapshot, see ``apply_export``) leaves a team
+  tombstone: team ids are never reused, so a deleted team ignores every later fact.
+
+Ties: an event at sequence ``s`` describes exactly state ``s``, so an event applies only if
+newer than what the element holds (``>``). A snapshot reads its ``sequence`` no later
+than its data, so its data is at least as new as ``s`` and it wins ties (``>=``).
+
+Keeping the newest fact per element (rather than one sequence per team) matters when
+events of one team arrive out of order (a redelivery after a failure, a standard SQS
+queue): with one sequence per team, ``player.added #2`` arriving after
+``team.renamed #3`` would be dropped as stale and the player lost.
+
+Everything here writes the database only (no network) and must run inside a transaction:
+handlers are run by the consumer inside ``transaction.atomic()``; snapshots are applied by
+``services.teams_sync`` and ``selectors.team_get`` after their HTTP call returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from .models import PlayerReplica, TeamReplica
+
+log = logging.getLogger("transfers.replica")
+
+# A team the replica knew this long before a snapshot was requested, yet absent from that
+# snapshot, was deleted at the teams service. The margin absorbs clock skew between the
+# processes that write the replica (consumer, web, sync_teams); a team it spares is
+# removed anyway by its team.deleted event, which the subscribed consumer receives.
+ABSENCE_GRACE = timedelta(seconds=60)
+
+
+class Action:
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    STALE = "stale"
+    DELETED = "deleted"
+    KEPT = "kept"  # absent from the snapshot but learnt of after it was requested
+
+
+@dataclass
+class TeamOutcome:
+    team_id: int
+    name: str
+    sequence: int
+    players: int
+    action: str
+
+
+# ---------------------------------------------------------------------------------------
+# Elements
+# ---------------------------------------------------------------------------------------
+
+
+def _team_locked(team_id: int) -> tuple[TeamReplica, bool]:
+    """The team's row, locked for this transaction; a stub (name unknown) if new."""
+    return TeamReplica.objects.select_for_update().get_or_create(team_id=team_id)
+
+
+def _bump(team: TeamReplica, sequence: int) -> bool:
+    if sequence > team.sequence:
+        team.sequence = sequence
+        return True
+    return False
+
+
+def _set_name(team: TeamReplica, name: str, sequence: int, *, snapshot: bool) -> bool:
+    newer = sequence >= team.name_sequence if snapshot else sequence > team.name_sequence
+    if not newer or (team.name == name and team.name_sequence == sequence):
+        return False
+    changed = team.name != name or team.name_sequence == 0
+    team.name = name
+    team.name_sequence = sequence
+    return changed
+
+
+def _membership(
+    team: TeamReplica,
+    *,
+    player_id: int,
+    sequence: int,
+    present: bool,
+    name: str = "",
+    position: str = "",
+    snapshot: bool = False,
+) -> bool:
+    """Record "player is (not) in team as of sequence"; True if the visible state changed."""
+    row = PlayerReplica.objects.filter(team=team, player_id=player_id).first()
+    if row is None:
+        PlayerReplica.objects.create(
+            team=team, player_id=player_id, sequence=sequence, present=present, name=name, position=position
+        )
+        return present
+    newer = sequence >= row.sequence if snapshot else sequence > row.sequence
+    if not newer:
+        return False
+    changed = row.present != present or (
+        present and (row.name, row.position) != (name or row.name, position or row.position)
+    )
+    row.present = present
+    row.sequence = sequence
+    row.name = name or row.name
+    row.position = position or row.position
+    row.save()
+    return changed
+
+
+def _save(team: TeamReplica, *, synced: bool = False) -> None:
+    if synced:
+        team.synced_at = timezone.now()
+    team.save()
+
+
+# ---------------------------------------------------------------------------------------
+# Events (one function per event type; called by handlers through services)
+# ---------------------------------------------------------------------------------------
+
+
+def team_created(*, team_id: int, name: str, players: Iterable[dict[str, Any]], sequence: int) -> None:
+    team, _ = _team_locked(team_id)
+    if team.deleted:
+        return
+    _set_name(team, name, sequence, snapshot=False)
+    for p in players:
+        _membership(team, player_id=p["id"], sequence=sequence, present=True, name=p["name"], position=p["position"])
+    _bump(team, sequence)
+    _save(team)
+
+
+def team_renamed(*, team_id: int, name: str, sequence: int) -> None:
+    team, _ = _team_locked(team_id)
+    if team.deleted:
+        return
+    _set_name(team, name, sequence, snapshot=False)
+    _bump(team, sequence)
+    _save(team)
+
+
+def team_deleted(*, team_id: int, name: str, sequence: int) -> None:
+    team, _ = _team_locked(team_id)
+    if team.deleted:
+        return
+    team.deleted = True
+    if not team.name:
+        team.name = name
+    _bump(team, sequence)
+    team.players.filter(present=True).update(present=False, sequence=max(sequence, team.sequence))
+    _save(team)
+
+
+def player_added(*, team_id: int, player_id: int, name: str, position: str, sequence: int) -> None:
+    team, _ = _team_locked(team_id)
+    if team.deleted:
+        return
+    _membership(team, player_id=player_id, sequence=sequence, present=True, name=name, position=position)
+    _bump(team, sequence)
+    _save(team)
+
+
+def player_removed(*, team_id: int, player_id: int, name: str, sequence: int) -> None:
+    team, _ = _team_locked(team_id)
+    if team.deleted:
+        return
+    _membership(team, player_id=player_id, sequence=sequence, present=False, name=name)
+    _bump(team, sequence)
+    _save(team)
+
+
+def player_transferred(
+    *,
+    player_id: int,
+    name: str,
+    position: str,
+    from_team_id: int,
+    to_team_id: int,
+    from_team_sequence: int,
+    to_team_sequence: int,
+) -> None:
+    """The removal from one team and the addition to the other, each ordered by its own
+    team's sequence. Rows are locked in team id order so that two concurrent handlers
+    (or a handler and a sync) never deadlock."""
+    facts = {
+        from_team_id: (from_team_sequence, False),
+        to_team_id: (to_team_sequence, True),
+    }
+    for team_id in sorted(facts):
+        sequence, present = facts[team_id]
+        team, _ = _team_locked(team_id)
+        if team.deleted:
+            continue
+        _membership(team, player_id=player_id, sequence=sequence, present=present, name=name, position=position)
+        _bump(team, sequence)
+        _save(team)
+
+
+# ---------------------------------------------------------------------------------------
+# Snapshots
+# ---------------------------------------------------------------------------------------
+
+
+def apply_team_state(snapshot: dict[str, Any]) -> TeamOutcome:
+    """Merge one team's full state (from the export or ``GET /api/teams/{id}/``).
+
+    Every element older than (or as old as) the snapshot takes the snapshot's value;
+    players the replica holds at or below the snapshot's sequence but that the snapshot
+    does not list have left the team. Elements newer than the snapshot (events that
+    arrived first) are kept.
+    """
+    team_id, sequence = snapshot["id"], snapshot["sequence"]
+    team, created = _team_locked(team_id)
+    if team.deleted:
+        return TeamOutcome(team_id, team.name, team.sequence, 0, Action.STALE)
+    was_stub = team.name_sequence == 0
+    changed = _set_name(team, snapshot["name"], sequence, snapshot=True)
+    listed = set()
+    for p in snapshot["players"]:
+        listed.add(p["id"])
+        changed |= _membership(
+            team,
+            player_id=p["id"],
+            sequence=sequence,
+            present=True,
+            name=p.get("name", ""),
+            position=p.get("position", ""),
+            snapshot=True,
+        )
+    left = team.players.filter(present=True, sequence__lte=sequence).exclude(player_id__in=listed)
+    changed |= left.update(present=False, sequence=sequence) > 0
+    stale = sequence < team.sequence
+    _bump(team, sequence)
+    _save(team, synced=True)
+    if created or was_stub:
+        action = Action.CREATED
+    elif changed:
+        action = Action.UPDATED
+    elif stale:
+        action = Action.STALE
+    else:
+        action = Action.UNCHANGED
+    players = team.players.filter(present=True).count()
+    return TeamOutcome(team_id, team.name, team.sequence, players, action)
+
+
+def apply_export(*, teams: list[dict[str, Any]], requested_at: datetime) -> list[TeamOutcome]:
+    """Merge a full export; then decide about teams the export does not list.
+
+    The absence rule: the export lists every team that existed when it was read, which was
+    after ``requested_at``. A team absent from it was therefore deleted at the teams
+    service if it already existed before ``requested_at``, which is true of every team
+    this replica had heard of by then (``created_at`` on the replica's clock). Such a team
+    becomes a tombstone. A team first heard of after ``requested_at`` (its ``team.created``
+    handled while the export was in flight) may have been created after the export was
+    read, so it is kept; if it was in fact deleted, its ``team.deleted`` event removes it.
+    ``ABSENCE_GRACE`` moves the cut-off earlier to absorb clock skew between processes.
+    Sequences cannot decide this: a team's sequence says nothing about the export's moment.
+    """
+    outcomes = [apply_team_state(t) for t in sorted(teams, key=lambda t: t["id"])]
+    listed = {t["id"] for t in teams}
+    cutoff = requested_at - ABSENCE_GRACE
+    absent = (
+        TeamReplica.objects.select_for_update().filter(deleted=False).exclude(team_id__in=listed).order_by("team_id")
+    )
+    for team in absent:
+        if team.created_at < cutoff:
+            team.deleted = True
+            team.players.filter(present=True).update(present=False, sequence=team.sequence)
+            _save(team, synced=True)
+            outcomes.append(TeamOutcome(team.team_id, team.name, team.sequence, 0, Action.DELETED))
+        else:
+            players = team.players.filter(present=True).count()
+            outcomes.append(TeamOutcome(team.team_id, team.name, team.sequence, players, Action.KEPT))
+    return outcomes

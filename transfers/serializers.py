@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from .models import PlayerReplica, TeamReplica, Transfer
+
+
+class PlayerReplicaSerializer(serializers.ModelSerializer):
+    id = serializers.IntegerField(source="player_id")
+
+    class Meta:
+        model = PlayerReplica
+        fields = ["id", "name", "position"]
+
+
+class TeamReplicaSerializer(serializers.ModelSerializer):
+    id = serializers.IntegerField(source="team_id")
+    players = PlayerReplicaSerializer(source="squad", many=True, read_only=True)
+
+    class Meta:
+        model = TeamReplica
+        fields = ["id", "name", "sequence", "players", "synced_at", "updated_at"]
+
+
+class TransferSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Transfer
+        fields = [
+            "id",
+            "player_id",
+            "player_name",
+            "from_team_id",
+            "to_team_id",
+            "fee",
+            "state",
+            "reason",
+            "created_at",
+            "updated_at",
+            "completed_at",
+        ]
+        read_only_fields = fields
+
+
+class TransferRequestSerializer(serializers.Serializer):
+    """Input of POST /api/transfers/; the business rules live in ``transfer_request``."""
+
+    player_id = serializers.IntegerField(min_value=1)
+    from_team_id = serializers.IntegerField(min_value=1)
+    to_team_id = serializers.IntegerField(min_value=1)
+    fee = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0)

@@ -1,0 +1,124 @@
+"""The one sanctioned HTTP call between services: transfers reads the teams REST API.
+
+Two reads only: the full export (``GET /api/teams/export/``, for ``sync_teams``) and one
+team (``GET /api/teams/{id}/``, on a replica miss). Retries are urllib3's (connect errors
+and 502/503/504, exponential back-off), never a hand loop. Settings are read on each call,
+not at import, so tests and deployments can change them.
+
+Never call this inside ``transaction.atomic()``: a slow or retrying teams service would
+hold the transaction (and its locks) open for the whole wait.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+BACKOFF_FACTOR = 0.2  # seconds; urllib3 doubles it on each consecutive retry
+RETRY_STATUSES = (502, 503, 504)
+
+
+class TeamsServiceError(Exception):
+    """Base of the errors this client raises."""
+
+
+class TeamsServiceUnavailable(TeamsServiceError):
+    """The teams service could not be reached or did not give a usable answer."""
+
+
+class TeamNotFound(TeamsServiceError):
+    """The teams service does not know this team (404)."""
+
+    def __init__(self, team_id: int) -> None:
+        self.team_id = team_id
+        super().__init__(f"Team {team_id} does not exist.")
+
+
+def _session() -> requests.Session:
+    retries = settings.TEAMS_SERVICE_RETRIES
+    retry = Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        backoff_factor=BACKOFF_FACTOR,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET"}),
+        raise_on_status=False,  # hand back the last 5xx; _get turns it into TeamsServiceUnavailable
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["Accept"] = "application/json"
+    if settings.TEAMS_SERVICE_TOKEN:
+        session.headers["Authorization"] = f"Token {settings.TEAMS_SERVICE_TOKEN}"
+    return session
+
+
+def _url(path: str) -> str:
+    return settings.TEAMS_SERVICE_URL.rstrip("/") + path
+
+
+def _get(path: str) -> requests.Response:
+    url = _url(path)
+    with _session() as session:
+        try:
+            response = session.get(url, timeout=settings.TEAMS_SERVICE_TIMEOUT)
+        except requests.RequestException as exc:
+            raise TeamsServiceUnavailable(
+                f"The teams service at {url} is unavailable ({type(exc).__name__}). Try again later."
+            ) from exc
+    if response.status_code >= 500:
+        raise TeamsServiceUnavailable(f"The teams service at {url} answered {response.status_code}. Try again later.")
+    return response
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise TeamsServiceUnavailable(f"The teams service at {response.url} did not answer JSON.") from exc
+
+
+def _check_team(team: Any, url: str) -> dict[str, Any]:
+    ok = (
+        isinstance(team, dict)
+        and isinstance(team.get("id"), int)
+        and isinstance(team.get("name"), str)
+        and isinstance(team.get("sequence"), int)
+        and isinstance(team.get("players"), list)
+        and all(isinstance(p, dict) and isinstance(p.get("id"), int) for p in team["players"])
+    )
+    if not ok:
+        raise TeamsServiceUnavailable(f"The teams service at {url} answered a team in an unexpected shape.")
+    return team
+
+
+def fetch_export() -> list[dict[str, Any]]:
+    """All teams with their players and sequences, in one request."""
+    response = _get("/api/teams/export/")
+    if response.status_code != 200:
+        raise TeamsServiceUnavailable(
+            f"The teams service at {response.url} answered {response.status_code} to the export."
+        )
+    body = _json(response)
+    if not isinstance(body, dict) or not isinstance(body.get("teams"), list):
+        raise TeamsServiceUnavailable(f"The teams service at {response.url} answered an export without 'teams'.")
+    return [_check_team(team, response.url) for team in body["teams"]]
+
+
+def fetch_team(team_id: int) -> dict[str, Any]:
+    """One team with its players and sequence; ``TeamNotFound`` on a 404."""
+    response = _get(f"/api/teams/{int(team_id)}/")
+    if response.status_code == 404:
+        raise TeamNotFound(team_id)
+    if response.status_code != 200:
+        raise TeamsServiceUnavailable(
+            f"The teams service at {response.url} answered {response.status_code} for team {team_id}."
+        )
+    return _check_team(_json(response), response.url)
