@@ -10,8 +10,14 @@ Promises:
 - An undecodable message, or one not from this bus, goes to the DLQ at once with the
   reason as a message attribute. An event type the service does not handle is
   acknowledged and logged.
-- SIGTERM/SIGINT: stop receiving, finish the message in hand, release the unstarted ones
-  (visibility 0), flush deletes, return.
+- Long handlers keep their message: a heartbeat thread extends its visibility while the
+  handler runs, so no other consumer gets it meanwhile.
+- SIGTERM/SIGINT: stop receiving (a long poll in progress is cut short), finish the
+  message in hand, release the unstarted ones (visibility 0), flush deletes, return.
+- Broadcast (``broadcast=True``): an instance queue of its own, subscribed at start,
+  tagged with a heartbeat, unsubscribed and deleted at stop; ``reap_queues`` removes the
+  leftovers of an instance that died. Broadcast handlers update in-process state: they
+  run without the inbox (every instance must run them) and must be idempotent.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from django.db import (
     transaction,
 )
 
-from . import aws, catalogue, context, registry
+from . import aws, broadcasting, catalogue, context, metrics, registry
 from .envelope import EnvelopeError, Event
 from .models import InboxMessage
 
@@ -47,6 +53,36 @@ class Duplicate(Exception):
     pass
 
 
+class StopReceiving(BaseException):
+    """Raised by a signal handler to cut a long poll short."""
+
+
+class Heartbeat:
+    """Extends a message's visibility while its handler runs longer than half of it."""
+
+    def __init__(self, consumer: Consumer, message: dict[str, Any]) -> None:
+        self.consumer = consumer
+        self.message = message
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        self.thread = threading.Thread(target=self._beat, name="visibility-heartbeat", daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        if self.thread:
+            self.thread.join()
+
+    def _beat(self) -> None:
+        timeout = settings.CONSUMER_VISIBILITY_TIMEOUT
+        while not self.done.wait(max(timeout / 2, 0.5)):
+            log.info("consumer %s: handler still running; extending visibility by %s s", self.consumer.service, timeout)
+            self.consumer.change_visibility(self.message, timeout)
+
+
 @dataclass
 class Stats:
     received: int = 0
@@ -59,8 +95,9 @@ class Stats:
 
 
 def visibility_backoff(receive_count: int) -> int:
-    """Seconds a failed message stays invisible: 2, 4, 8, ... up to 15 minutes."""
-    return int(min(2 ** max(receive_count, 1), 900))
+    """Seconds a failed message stays invisible: base, 2 x base, 4 x base, ... up to 15
+    minutes (base ``CONSUMER_BACKOFF_BASE_SECONDS``, 2 s by default)."""
+    return int(min(settings.CONSUMER_BACKOFF_BASE_SECONDS * 2 ** max(receive_count - 1, 0), 900))
 
 
 class Consumer:
@@ -72,15 +109,20 @@ class Consumer:
         stop: threading.Event | None = None,
         queue_name: str | None = None,
         check_topology: bool = True,
+        broadcast: bool = False,
     ) -> None:
         self.service = service
         self.wait_seconds = settings.CONSUMER_WAIT_SECONDS if wait_seconds is None else wait_seconds
         self.stop = stop or threading.Event()
-        self.queue_name = queue_name or aws.queue_name(service)
-        self.check_topology = check_topology
+        self.broadcast = broadcast
+        self.instance = broadcasting.instance_id() if broadcast else None
+        self.queue_name = queue_name or aws.queue_name(service, instance=self.instance)
+        self.check_topology = check_topology and not broadcast
         self.stats = Stats()
+        self.receiving = False  # True while blocked in a long poll (a signal may cut it short)
         self._queue_url: str | None = None
         self._dlq_url: str | None = None
+        self._instance_queue: broadcasting.InstanceQueue | None = None
 
     # ----------------------------------------------------------------- setup
     @property
@@ -121,6 +163,17 @@ class Consumer:
                 f"The bus topology for {self.service!r} is not ready: {'; '.join(drift)}. Run `manage.py setup_bus`."
             )
 
+    def open_instance_queue(self) -> None:
+        """Broadcast: create, subscribe and tag this instance's own queue."""
+        assert self.instance is not None
+        self._instance_queue = broadcasting.InstanceQueue.create(self.service, self.instance, stop=self.stop)
+        self._queue_url = self._instance_queue.url
+
+    def close_instance_queue(self) -> None:
+        if self._instance_queue is not None:
+            self._instance_queue.delete()
+            self._instance_queue = None
+
     def run_startup_hooks(self) -> None:
         for hook in registry.startup_hooks(self.service):
             log.info("consumer %s: running startup hook %s", self.service, hook.__qualname__)
@@ -132,23 +185,45 @@ class Consumer:
     # ----------------------------------------------------------------- loop
     def run(self, *, drain: bool = False, max_messages: int | None = None) -> Stats:
         """Receive and handle until stopped. ``drain``: stop at the first empty receive."""
-        while not self.stop.is_set():
-            handled = self.poll(wait_seconds=min(self.wait_seconds, 1) if drain else self.wait_seconds)
-            if drain and handled == 0:
-                break
-            if max_messages is not None and self.stats.received >= max_messages:
-                break
+        if self.broadcast and self._instance_queue is None:
+            self.open_instance_queue()
+        try:
+            while not self.stop.is_set():
+                handled = self.poll(wait_seconds=min(self.wait_seconds, 1) if drain else self.wait_seconds)
+                if drain and handled == 0:
+                    break
+                if max_messages is not None and self.stats.received >= max_messages:
+                    break
+        finally:
+            if self.broadcast:
+                self.close_instance_queue()
         return self.stats
 
     def receive(self, wait_seconds: int) -> list[dict[str, Any]]:
-        response = aws.client("sqs").receive_message(
-            QueueUrl=self.queue_url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=wait_seconds,
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
-            MessageAttributeNames=["All"],
-        )
+        self.receiving = True
+        try:
+            if self.stop.is_set():
+                return []
+            response = aws.client("sqs").receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=wait_seconds,
+                VisibilityTimeout=settings.CONSUMER_VISIBILITY_TIMEOUT,
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+                MessageAttributeNames=["All"],
+            )
+        except StopReceiving:
+            return []
+        finally:
+            self.receiving = False
         return response.get("Messages", [])
+
+    def interrupt(self) -> None:
+        """From a signal handler: stop; cut a long poll short (nothing is in hand then;
+        a message SQS handed out meanwhile comes back after its visibility timeout)."""
+        self.stop.set()
+        if self.receiving:
+            raise StopReceiving()
 
     def poll(self, *, wait_seconds: int | None = None) -> int:
         """One receive: handle each message, delete the done ones in one batch."""
@@ -179,16 +254,19 @@ class Consumer:
             except EnvelopeError as exc:
                 self.dead_letter(message, str(exc))
                 return True
-            handlers = registry.handlers(service=self.service, event_type=event.type)
+            handlers = registry.handlers(service=self.service, event_type=event.type, broadcast=self.broadcast)
             if not handlers:
                 self.stats.ignored += 1
                 log.info("consumer %s: no handler for %s %s; acknowledged", self.service, event.type, event.id)
                 return True
             for h in handlers:
                 try:
-                    self.run_handler(h, event)
+                    with Heartbeat(self, message):
+                        self.run_handler(h, event)
+                    metrics.event_handled(self.service, event)
                 except Duplicate:
                     self.stats.duplicates += 1
+                    metrics.event_duplicate(self.service, event)
                     log.info("consumer %s: %s already handled %s; skipped", self.service, h.name, event.id)
             self.stats.handled += 1
             self.stats.by_type[event.type] = self.stats.by_type.get(event.type, 0) + 1
@@ -196,12 +274,14 @@ class Consumer:
         except (OperationalError, InterfaceError) as exc:
             # The database is down: keep the message, back off, do not crash-loop.
             self.stats.failed += 1
+            metrics.event_failed(self.service, message)
             log.error("consumer %s: database unavailable (%s); message kept, backing off", self.service, exc)
             self.change_visibility(message, 5)
             self.stop.wait(2)
             return False
         except Exception as exc:
             self.stats.failed += 1
+            metrics.event_failed(self.service, message)
             count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
             log.exception(
                 "consumer %s: handler failed on message %s (receive %s): %s",
@@ -226,6 +306,10 @@ class Consumer:
 
     def run_handler(self, h: registry.Handler, event: Event) -> None:
         with context.bound(correlation=event.correlationid, causation=event.id):
+            if h.broadcast:
+                h.func(event)
+                log.info("consumer %s: %s handled %s %s (broadcast)", self.service, h.name, event.type, event.id)
+                return
             with transaction.atomic():
                 try:
                     with transaction.atomic():
@@ -239,6 +323,7 @@ class Consumer:
                 except IntegrityError:
                     raise Duplicate() from None
                 h.func(event)
+            log.info("consumer %s: %s handled %s %s", self.service, h.name, event.type, event.id)
 
     # ----------------------------------------------------------------- SQS calls
     def delete(self, messages: Iterable[dict[str, Any]]) -> None:
@@ -275,6 +360,7 @@ class Consumer:
     def dead_letter(self, message: dict[str, Any], reason: str) -> None:
         self.stats.dead_lettered += 1
         log.error("consumer %s: message %s to the DLQ: %s", self.service, message.get("MessageId"), reason)
+        extra = {"MessageGroupId": "dead-letters", "MessageDeduplicationId": message["MessageId"]} if aws.fifo() else {}
         aws.client("sqs").send_message(
             QueueUrl=self.dlq_url,
             MessageBody=message.get("Body") or "(empty)",
@@ -282,6 +368,7 @@ class Consumer:
                 "reason": {"DataType": "String", "StringValue": reason[:1000]},
                 "source_queue": {"DataType": "String", "StringValue": self.queue_name},
             },
+            **extra,
         )
 
 

@@ -12,6 +12,8 @@ import contextvars
 import uuid
 from collections.abc import Iterator
 
+import structlog
+
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 causation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("causation_id", default=None)
 
@@ -24,8 +26,11 @@ def new_id() -> str:
 def bound(*, correlation: str | None, causation: str | None = None) -> Iterator[None]:
     t1 = correlation_id.set(correlation)
     t2 = causation_id.set(causation)
+    # The same ids on every log line written meanwhile (league/logging.py renders them).
+    log_tokens = structlog.contextvars.bind_contextvars(correlation_id=correlation, causation_id=causation)
     try:
         yield
     finally:
+        structlog.contextvars.reset_contextvars(**log_tokens)
         causation_id.reset(t2)
         correlation_id.reset(t1)

@@ -31,7 +31,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from . import aws
+from . import aws, metrics
 from .models import OutboxMessage, OutboxState
 
 log = logging.getLogger("events.relay")
@@ -181,10 +181,12 @@ def _mark(rows: Iterable[OutboxMessage], results: dict[int, str | Exception]) ->
             OutboxMessage.objects.bulk_update(
                 retry, ["state", "attempts", "last_error", "next_attempt_at", "claimed_until"]
             )
+    metrics.outbox_marked(published, retry)
     outcome.published = len(published)
     return outcome
 
 
+@metrics.timed_relay_batch
 def relay_once(publisher: Publisher | None = None, *, batch_size: int | None = None) -> RelayResult:
     """Claim one batch, publish it, record the outcome."""
     publisher = publisher or SnsPublisher()

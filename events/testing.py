@@ -96,3 +96,52 @@ def moto_server(moto_server_url, settings) -> Iterator[str]:
     aws.reset()
     yield moto_server_url
     aws.reset()
+
+
+def database_url() -> str:
+    """A URL for the database this test process uses (the test database), so that the
+    processes a test starts share it."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    return f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def child_env(moto_url: str, **extra: str) -> dict[str, str]:
+    """The environment for a process a test starts: this test's database, the given
+    moto_server, this checkout's data dir."""
+    from django.conf import settings
+
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url(),
+        AWS_ENDPOINT_URL=moto_url,
+        DATA_DIR=str(settings.DATA_DIR),
+        CELERY_BROKER_URL="filesystem://",
+        CONSUMER_WAIT_SECONDS="1",
+        OUTBOX_KICK="false",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(extra)
+    return env
+
+
+def manage_argv(*args: str) -> list[str]:
+    from django.conf import settings
+
+    return [sys.executable, str(settings.BASE_DIR / "manage.py"), *args]
+
+
+def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds naming ``what``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

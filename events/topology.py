@@ -33,7 +33,9 @@ class Report:
 
 
 def consuming_services() -> list[str]:
-    return [s for s in settings.ACTIVE_SERVICES if registry.subscriptions(s)]
+    """Services with handlers in this process (LEAGUE_SERVICE decides which apps, and so
+    which handlers, are loaded)."""
+    return sorted({h.service for h in registry.handlers(broadcast=False)})
 
 
 def queue_specs(services: list[str] | None = None) -> list[QueueSpec]:

@@ -34,7 +34,8 @@ DEBUG = env.bool("DEBUG", default=True)
 TESTING = "pytest" in sys.modules or env.bool("TESTING", default=False)
 
 if DEBUG:
-    SECRET_KEY = env.str("SECRET_KEY", default="insecure-development-key-do-not-use-in-production")
+    # `or`: a .env copied from .env.example before it is filled in has SECRET_KEY empty.
+    SECRET_KEY = env.str("SECRET_KEY", default="") or "insecure-development-key-do-not-use-in-production"
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
 else:
     SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -67,7 +68,8 @@ if LEAGUE_SERVICE != "all" and LEAGUE_SERVICE not in SERVICES:
 ACTIVE_SERVICES = SERVICES if LEAGUE_SERVICE == "all" else (LEAGUE_SERVICE,)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin with the event-bus page added (events/admin_site.py).
+    "events.admin_site.EventsAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -76,11 +78,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "events",
     *ACTIVE_SERVICES,
 ]
 
 MIDDLEWARE = [
+    # First, so that every log line and event of the request carries its X-Request-ID.
+    "league.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -175,6 +181,24 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "league.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# OpenAPI schema at /api/schema/, Swagger UI at /api/docs/ (assets bundled by the sidecar
+# package: nothing is fetched from a CDN). https://drf-spectacular.readthedocs.io/en/latest/settings.html
+SPECTACULAR_SETTINGS = {
+    "TITLE": "League Manager API",
+    "DESCRIPTION": (
+        "Teams, transfers and fixtures of a football league. Reads are public; writes need a "
+        "token (`Authorization: Token <key>`) or a session. Every error is JSON. Send "
+        "`X-Request-ID` to follow a request through the events it causes."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --------------------------------------------------------------------------------------
@@ -197,6 +221,15 @@ OUTBOX_KICK = env.bool("OUTBOX_KICK", default=True)
 CONSUMER_WAIT_SECONDS = env.int("CONSUMER_WAIT_SECONDS", default=20)
 CONSUMER_VISIBILITY_TIMEOUT = env.int("CONSUMER_VISIBILITY_TIMEOUT", default=30)
 CONSUMER_MAX_RECEIVE_COUNT = env.int("CONSUMER_MAX_RECEIVE_COUNT", default=5)
+CONSUMER_BACKOFF_BASE_SECONDS = env.int("CONSUMER_BACKOFF_BASE_SECONDS", default=2)
+# Extra modules whose @handler registrations to load (tests start consumers with probes).
+EVENTS_HANDLER_MODULES = env.list("EVENTS_HANDLER_MODULES", default=[])
+# Broadcast instance queues: heartbeat tag interval, and the age after which
+# `manage.py reap_queues` treats an instance as dead.
+BROADCAST_HEARTBEAT_SECONDS = env.int("BROADCAST_HEARTBEAT_SECONDS", default=30)
+BROADCAST_REAP_AFTER_SECONDS = env.int("BROADCAST_REAP_AFTER_SECONDS", default=300)
+# FIFO topics and queues (MessageGroupId = aggregate, MessageDeduplicationId = event id).
+BUS_FIFO = env.bool("BUS_FIFO", default=False)
 
 # --------------------------------------------------------------------------------------
 # Celery: a broker that needs no server unless CELERY_BROKER_URL is set.
@@ -209,6 +242,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "data_folder_in": str(_broker_dir / "out"),
         "data_folder_out": str(_broker_dir / "out"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
         "polling_interval": 0.1,
     }
@@ -252,15 +286,17 @@ except ValueError as exc:
 # Logging: structured, one line per event.
 # --------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "botocore": {"level": "WARNING"},
-        "urllib3": {"level": "WARNING"},
-        "celery": {"level": "WARNING"},
-    },
-}
+# JSON lines in production, a readable console in development; stdlib logging and
+# structlog share one pipeline with the correlation/causation ids (league/logging.py).
+LOG_JSON = env.bool("LOG_JSON", default=not DEBUG)
+from league.logging import configure_structlog, logging_config  # noqa: E402
+
+configure_structlog()
+LOGGING = logging_config(level=LOG_LEVEL, json=LOG_JSON)
+
+# --------------------------------------------------------------------------------------
+# Operations: /healthz, /readyz and /metrics (events/health.py, events/metrics.py).
+# Counters are per process; with PROMETHEUS_MULTIPROC_DIR set (gunicorn workers, Celery,
+# consumers on one host) prometheus-client aggregates them across processes.
+# --------------------------------------------------------------------------------------
+HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=2.0)

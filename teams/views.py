@@ -4,11 +4,13 @@ shape the answer. Errors: service ``ValidationError`` -> 400 (league.api), unkno
 from __future__ import annotations
 
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import status
 from rest_framework.generics import GenericAPIView, ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
+
+from league.openapi import errors
 
 from . import selectors, services
 from .models import Player, Team
@@ -42,11 +44,50 @@ class TeamListApi(ListAPIView):
     def get_queryset(self):
         return selectors.team_list()
 
-    @extend_schema(operation_id="teams_list")
+    @extend_schema(
+        operation_id="teams_list",
+        examples=[
+            OpenApiExample(
+                "A team",
+                value={
+                    "id": 1,
+                    "name": "Ajax",
+                    "sequence": 2,
+                    "players": [{"id": 1, "name": "Johan Cruijff", "position": "ST"}],
+                    "created_at": "2026-07-01T12:00:00Z",
+                },
+                response_only=True,
+            )
+        ],
+        responses={200: TeamSerializer(many=True)},
+    )
     def get(self, request: Request, *args, **kwargs) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(operation_id="teams_create", request=TeamCreateInputSerializer, responses={201: TeamSerializer})
+    @extend_schema(
+        operation_id="teams_create",
+        request=TeamCreateInputSerializer,
+        responses={201: TeamSerializer, **errors(400, 401)},
+        examples=[
+            OpenApiExample(
+                "With a player",
+                value={"name": "Ajax", "players": [{"name": "Johan Cruijff", "position": "ST"}]},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Created",
+                value={
+                    "id": 1,
+                    "name": "Ajax",
+                    "sequence": 2,
+                    "players": [{"id": 1, "name": "Johan Cruijff", "position": "ST"}],
+                    "created_at": "2026-07-01T12:00:00Z",
+                },
+                response_only=True,
+                status_codes=["201"],
+            ),
+        ],
+    )
     def post(self, request: Request) -> Response:
         data = _valid(TeamCreateInputSerializer, request)
         team = services.team_create(name=data["name"], players=data.get("players"))
@@ -57,7 +98,26 @@ class TeamExportApi(GenericAPIView):
     serializer_class = TeamExportSerializer
     pagination_class = None
 
-    @extend_schema(operation_id="teams_export")
+    @extend_schema(
+        operation_id="teams_export",
+        responses={200: TeamExportSerializer},
+        examples=[
+            OpenApiExample(
+                "Snapshot",
+                value={
+                    "teams": [
+                        {
+                            "id": 1,
+                            "name": "Ajax",
+                            "sequence": 2,
+                            "players": [{"id": 1, "name": "Johan Cruijff", "position": "ST"}],
+                        }
+                    ]
+                },
+                response_only=True,
+            )
+        ],
+    )
     def get(self, request: Request) -> Response:
         """Every team with its players and sequence, in one unpaginated answer (the
         snapshot the transfers replica loads)."""
@@ -67,18 +127,56 @@ class TeamExportApi(GenericAPIView):
 class TeamDetailApi(GenericAPIView):
     serializer_class = TeamSerializer
 
-    @extend_schema(operation_id="teams_retrieve")
+    @extend_schema(
+        operation_id="teams_retrieve",
+        responses={200: TeamSerializer, **errors(404, e404={"detail": "Team 9 does not exist."})},
+        examples=[
+            OpenApiExample(
+                "A team",
+                value={
+                    "id": 1,
+                    "name": "Ajax",
+                    "sequence": 2,
+                    "players": [{"id": 1, "name": "Johan Cruijff", "position": "ST"}],
+                    "created_at": "2026-07-01T12:00:00Z",
+                },
+                response_only=True,
+            )
+        ],
+    )
     def get(self, request: Request, team_id: int) -> Response:
         return Response(TeamSerializer(_team_or_404(team_id)).data)
 
-    @extend_schema(operation_id="teams_rename", request=TeamUpdateInputSerializer, responses={200: TeamSerializer})
+    @extend_schema(
+        operation_id="teams_rename",
+        request=TeamUpdateInputSerializer,
+        responses={200: TeamSerializer, **errors(400, 401, 404)},
+        examples=[
+            OpenApiExample("Rename", value={"name": "AFC Ajax"}, request_only=True),
+            OpenApiExample(
+                "Renamed",
+                value={
+                    **{
+                        "id": 1,
+                        "name": "Ajax",
+                        "sequence": 2,
+                        "players": [{"id": 1, "name": "Johan Cruijff", "position": "ST"}],
+                        "created_at": "2026-07-01T12:00:00Z",
+                    },
+                    "name": "AFC Ajax",
+                    "sequence": 3,
+                },
+                response_only=True,
+            ),
+        ],
+    )
     def patch(self, request: Request, team_id: int) -> Response:
         team = _team_or_404(team_id)
         data = _valid(TeamUpdateInputSerializer, request)
         services.team_rename(team=team, name=data["name"])
         return Response(TeamSerializer(_team_or_404(team_id)).data)
 
-    @extend_schema(operation_id="teams_delete", responses={204: None})
+    @extend_schema(operation_id="teams_delete", responses={204: None, **errors(401, 404)})
     def delete(self, request: Request, team_id: int) -> Response:
         services.team_delete(team=_team_or_404(team_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -88,12 +186,34 @@ class PlayerListApi(GenericAPIView):
     serializer_class = PlayerSerializer
     pagination_class = None  # a squad is bounded by SQUAD_LIMIT
 
-    @extend_schema(operation_id="teams_players_list", responses=PlayerSerializer(many=True))
+    @extend_schema(
+        operation_id="teams_players_list",
+        responses={200: PlayerSerializer(many=True), **errors(404)},
+        examples=[
+            OpenApiExample("Squad", value=[{"id": 1, "name": "Johan Cruijff", "position": "ST"}], response_only=True)
+        ],
+    )
     def get(self, request: Request, team_id: int) -> Response:
         team = _team_or_404(team_id)
         return Response(PlayerSerializer(selectors.player_list(team=team), many=True).data)
 
-    @extend_schema(operation_id="teams_players_add", request=PlayerInputSerializer, responses={201: PlayerSerializer})
+    @extend_schema(
+        operation_id="teams_players_add",
+        request=PlayerInputSerializer,
+        responses={
+            201: PlayerSerializer,
+            **errors(400, 401, 404, e400={"position": ["Position must be one of GK, DEF, MID, ST."]}),
+        },
+        examples=[
+            OpenApiExample("Add a keeper", value={"name": "Edwin van der Sar", "position": "GK"}, request_only=True),
+            OpenApiExample(
+                "Added",
+                value={"id": 2, "name": "Edwin van der Sar", "position": "GK"},
+                response_only=True,
+                status_codes=["201"],
+            ),
+        ],
+    )
     def post(self, request: Request, team_id: int) -> Response:
         team = _team_or_404(team_id)
         data = _valid(PlayerInputSerializer, request)
@@ -104,11 +224,17 @@ class PlayerListApi(GenericAPIView):
 class PlayerDetailApi(GenericAPIView):
     serializer_class = PlayerSerializer
 
-    @extend_schema(operation_id="teams_players_retrieve")
+    @extend_schema(
+        operation_id="teams_players_retrieve",
+        responses={200: PlayerSerializer, **errors(404, e404={"detail": "Player 9 is not in team 1."})},
+        examples=[
+            OpenApiExample("A player", value={"id": 1, "name": "Johan Cruijff", "position": "ST"}, response_only=True)
+        ],
+    )
     def get(self, request: Request, team_id: int, player_id: int) -> Response:
         return Response(PlayerSerializer(_player_or_404(_team_or_404(team_id), player_id)).data)
 
-    @extend_schema(operation_id="teams_players_remove", responses={204: None})
+    @extend_schema(operation_id="teams_players_remove", responses={204: None, **errors(401, 404)})
     def delete(self, request: Request, team_id: int, player_id: int) -> Response:
         services.player_remove(player=_player_or_404(_team_or_404(team_id), player_id))
         return Response(status=status.HTTP_204_NO_CONTENT)

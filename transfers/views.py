@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import APIException
 from rest_framework.permissions import IsAuthenticatedOrReadOnly
 from rest_framework.request import Request
 from rest_framework.response import Response
+
+from league.openapi import errors
 
 from . import selectors, services
 from .models import TransferState
@@ -18,6 +21,25 @@ class TeamsServiceDown(APIException):
     default_code = "teams_service_unavailable"
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="transfers_teams_list",
+        examples=[
+            OpenApiExample(
+                "A replicated team",
+                value={
+                    "id": 1,
+                    "name": "Ajax",
+                    "sequence": 2,
+                    "players": [{"id": 7, "name": "Johan Cruijff", "position": "ST"}],
+                    "synced_at": "2026-07-01T12:00:00Z",
+                    "updated_at": "2026-07-01T12:00:00Z",
+                },
+                response_only=True,
+            )
+        ],
+    )
+)
 class TeamReplicaListView(generics.ListAPIView):
     """The teams this service knows (its replica), with their players. Read-only."""
 
@@ -33,6 +55,68 @@ class _Filters(serializers.Serializer):
     team_id = serializers.IntegerField(min_value=1, required=False)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="transfers_list",
+        parameters=[_Filters],
+        responses={
+            200: TransferSerializer(many=True),
+            **errors(400, e400={"state": ['"pending" is not a valid choice.']}),
+        },
+        examples=[
+            OpenApiExample(
+                "A transfer",
+                value={
+                    "id": 1,
+                    "player_id": 7,
+                    "player_name": "Johan Cruijff",
+                    "from_team_id": 1,
+                    "to_team_id": 2,
+                    "fee": "1500000.00",
+                    "state": "requested",
+                    "reason": "",
+                    "created_at": "2026-07-01T12:00:00Z",
+                    "updated_at": "2026-07-01T12:00:00Z",
+                    "completed_at": None,
+                },
+                response_only=True,
+            )
+        ],
+    ),
+    post=extend_schema(
+        operation_id="transfers_request",
+        request=TransferRequestSerializer,
+        responses={
+            201: TransferSerializer,
+            **errors(400, 401, 503, e400={"player_id": ["Player 7 is not in team 1."]}),
+        },
+        examples=[
+            OpenApiExample(
+                "Request a transfer",
+                value={"player_id": 7, "from_team_id": 1, "to_team_id": 2, "fee": "1500000.00"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Requested",
+                value={
+                    "id": 1,
+                    "player_id": 7,
+                    "player_name": "Johan Cruijff",
+                    "from_team_id": 1,
+                    "to_team_id": 2,
+                    "fee": "1500000.00",
+                    "state": "requested",
+                    "reason": "",
+                    "created_at": "2026-07-01T12:00:00Z",
+                    "updated_at": "2026-07-01T12:00:00Z",
+                    "completed_at": None,
+                },
+                response_only=True,
+                status_codes=["201"],
+            ),
+        ],
+    ),
+)
 class TransferListCreateView(generics.ListCreateAPIView):
     """Transfers, newest first (filters: ``state``, ``player_id``, ``team_id``); POST
     requests one. A request is answered 201 in state ``requested``; the teams service
@@ -59,6 +143,35 @@ class TransferListCreateView(generics.ListCreateAPIView):
         return Response(TransferSerializer(transfer).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        operation_id="transfers_retrieve",
+        responses={200: TransferSerializer, **errors(404)},
+        examples=[
+            OpenApiExample(
+                "Completed",
+                value={
+                    **{
+                        "id": 1,
+                        "player_id": 7,
+                        "player_name": "Johan Cruijff",
+                        "from_team_id": 1,
+                        "to_team_id": 2,
+                        "fee": "1500000.00",
+                        "state": "requested",
+                        "reason": "",
+                        "created_at": "2026-07-01T12:00:00Z",
+                        "updated_at": "2026-07-01T12:00:00Z",
+                        "completed_at": None,
+                    },
+                    "state": "completed",
+                    "completed_at": "2026-07-01T12:00:03Z",
+                },
+                response_only=True,
+            )
+        ],
+    )
+)
 class TransferDetailView(generics.RetrieveAPIView):
     serializer_class = TransferSerializer
 

@@ -7,57 +7,25 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 
+from events import testing
 from events.models import OutboxMessage, OutboxState
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def database_url() -> str:
-    s = connection.settings_dict
-    if s["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{s['NAME']}"
-    return f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
 def child_env(moto_url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url(),
-        AWS_ENDPOINT_URL=moto_url,
-        DATA_DIR=str(settings.DATA_DIR),
-        CELERY_BROKER_URL="filesystem://",
-        CONSUMER_WAIT_SECONDS="1",
-        PYTHONUNBUFFERED="1",
-    )
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    return env
+    return testing.child_env(moto_url, OUTBOX_KICK="true")
 
 
 def manage(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(settings.BASE_DIR / "manage.py"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=settings.BASE_DIR,
-    )
+    return subprocess.run(testing.manage_argv(*args), env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def wait_until(predicate, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+wait_until = testing.wait_until
 
 
 @pytest.fixture

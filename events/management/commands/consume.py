@@ -19,36 +19,50 @@ class Command(BaseCommand):
         parser.add_argument("--drain", action="store_true", help="Process until the queue is empty, then exit 0.")
         parser.add_argument("--wait", type=int, default=None, help="Long-poll seconds (default CONSUMER_WAIT_SECONDS).")
         parser.add_argument("--no-startup", action="store_true", help="Skip startup hooks (e.g. the replica sync).")
+        parser.add_argument(
+            "--broadcast",
+            action="store_true",
+            help="Run the service's broadcast handlers on an instance queue of this process's own.",
+        )
 
-    def handle(self, *args, service: str | None, drain: bool, wait: int | None, no_startup: bool, **options):
+    def handle(
+        self, *args, service: str | None, drain: bool, wait: int | None, no_startup: bool, broadcast: bool, **options
+    ):
         service = service or (settings.LEAGUE_SERVICE if settings.LEAGUE_SERVICE != "all" else None)
         consuming = topology.consuming_services()
+        if broadcast:
+            consuming = sorted({h.service for h in registry.handlers(broadcast=True)})
         if not service:
             raise CommandError(f"Name the service to consume: --service one of {', '.join(consuming)}.")
         if service not in consuming:
+            kind = "broadcast handlers" if broadcast else "handlers"
             raise CommandError(
-                f"Service {service!r} has no handlers here (LEAGUE_SERVICE={settings.LEAGUE_SERVICE}). "
-                f"Consuming services: {', '.join(consuming) or 'none'}."
+                f"Service {service!r} has no {kind} here (LEAGUE_SERVICE={settings.LEAGUE_SERVICE}). "
+                f"Services with {kind}: {', '.join(consuming) or 'none'}."
             )
         stop = threading.Event()
+        consumer = Consumer(service, wait_seconds=wait, stop=stop, broadcast=broadcast)
 
         def on_signal(signum, _frame):
             log.info("consumer %s: signal %s, finishing in-flight messages", service, signum)
-            stop.set()
+            consumer.interrupt()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
 
         if not wait_for_database(stop):
             raise CommandError("The database did not answer. Check DATABASE_URL.")
-        consumer = Consumer(service, wait_seconds=wait, stop=stop)
         try:
-            consumer.verify()
-            if not no_startup:
+            consumer.verify() if not broadcast else None
+            if not no_startup and not broadcast:
                 consumer.run_startup_hooks()
+            if broadcast:
+                consumer.open_instance_queue()
         except ConsumerConfigError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"consuming {consumer.queue_name} ({', '.join(registry.subscriptions(service))})")
+        types = registry.subscriptions(service, broadcast=broadcast)
+        self.stdout.write(f"consuming {consumer.queue_name} ({', '.join(types)})")
+        self.stdout.flush()
         stats = consumer.run(drain=drain)
         self.stdout.write(
             f"stopped: received {stats.received}, handled {stats.handled}, duplicates {stats.duplicates}, "

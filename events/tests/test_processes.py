@@ -1,0 +1,246 @@
+"""The bus with real processes: relays and consumers started as ``manage.py`` commands
+against a real ``moto_server``, sharing this test's database."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from django.db import connection, transaction
+
+import events
+from events import aws, relay, topology
+from events.models import InboxMessage, OutboxMessage, OutboxState
+from events.testing import child_env, manage_argv, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+PROBE = {"EVENTS_HANDLER_MODULES": "events.tests.probe_handlers"}
+
+
+def publish_teams(n: int, start: int = 1) -> None:
+    with transaction.atomic():
+        for i in range(start, start + n):
+            events.publish("team.created", subject=i, data={"id": i, "name": f"Team {i}"})
+
+
+def depth(name: str) -> tuple[int, int]:
+    attrs = aws.queue_attributes(
+        aws.queue_url(name), "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"
+    )
+    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def lines(path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def probe_topology(moto_server, recorder):
+    """The probe service's queue, subscribed to team.created/team.renamed."""
+    topology.ensure(["probe"])
+    return moto_server
+
+
+@pytest.mark.postgres
+def test_four_relays_at_once_publish_each_row_exactly_once(probe_topology):
+    publish_teams(2000)
+    env = child_env(probe_topology)
+    procs = [
+        subprocess.Popen(manage_argv("relay_outbox", "--once", "--batch-size", "50"), env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0]
+    shares = [int(out.split()[1].rstrip(",")) for out in outputs]
+    assert sum(shares) == 2000
+    assert sum(1 for s in shares if s > 0) >= 2, f"the relays did not share the work: {shares}"
+    assert OutboxMessage.objects.exclude(state=OutboxState.PUBLISHED).count() == 0
+    # SQS counts what SNS delivered: a row published twice would make it 2,001 or more.
+    # (Receiving 2,000 messages back from moto costs minutes; its cost grows with depth.)
+    assert depth(aws.queue_name("probe")) == (2000, 0)
+    sample = aws.client("sqs").receive_message(QueueUrl=aws.queue_url(aws.queue_name("probe")), MaxNumberOfMessages=10)
+    published_ids = set(OutboxMessage.objects.values_list("event_id", flat=True))
+    assert {uuid.UUID(json.loads(m["Body"])["id"]) for m in sample["Messages"]} <= published_ids
+
+
+@pytest.mark.postgres
+def test_concurrent_writers_get_consecutive_sequences_in_commit_order():
+    import threading
+
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for _ in range(25):
+                with transaction.atomic():
+                    events.publish("team.renamed", subject=1, data={"id": 1, "name": "X", "old_name": "Y"})
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    rows = list(OutboxMessage.objects.order_by("id").values_list("sequence", flat=True))
+    assert rows == list(range(1, 201))
+
+
+@pytest.mark.postgres
+def test_due_query_uses_the_partial_index():
+    from django.utils import timezone
+
+    now = timezone.now()
+    OutboxMessage.objects.bulk_create(
+        [
+            OutboxMessage(
+                type="team.created",
+                subject=str(i),
+                aggregate_key=f"team:{i}",
+                sequence=1,
+                envelope={},
+                state=OutboxState.PUBLISHED,
+                published_at=now,
+            )
+            for i in range(20000)
+        ],
+        batch_size=5000,
+    )
+    publish_teams(5, start=100000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE events_outboxmessage")
+    sql, params = relay.due_queryset(now).values("id")[:100].query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "outbox_pending" in plan, plan
+    assert "Seq Scan on events_outboxmessage" not in plan, plan
+
+
+@pytest.mark.postgres
+def test_four_consumers_on_one_queue_handle_each_event_once(probe_topology, tmp_path):
+    out = tmp_path / "probe.out"
+    env = child_env(probe_topology, PROBE_OUT=str(out), **PROBE)
+    procs = [
+        subprocess.Popen(manage_argv("consume", "--service", "probe"), env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    try:
+        publish_teams(1000)
+        assert relay.relay().published == 1000
+        wait_until(lambda: len(lines(out)) >= 1000, timeout=240, what="1,000 events handled", interval=1)
+        time.sleep(3)  # a doubly-applied side effect would show up now
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        outputs = [p.communicate(timeout=60)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
+    seen = Counter(event_id for _, event_id, _ in lines(out))
+    assert len(seen) == 1000
+    assert max(seen.values()) == 1, "a side effect was applied twice"
+    assert InboxMessage.objects.filter(handler__startswith="probe:").count() == 1000
+    assert len({pid for pid, _, _ in lines(out)}) >= 2, "the consumers did not share the queue"
+    assert depth(aws.queue_name("probe")) == (0, 0)
+
+
+def test_sigterm_finishes_the_message_in_hand_and_releases_the_rest(probe_topology, tmp_path):
+    publish_teams(3)
+    relay.relay()
+    out = tmp_path / "probe.out"
+    env = child_env(probe_topology, PROBE_OUT=str(out), PROBE_DELAY="2", **PROBE)
+    proc = subprocess.Popen(manage_argv("consume", "--service", "probe"), env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_until(
+            lambda: InboxMessage.objects.exists() or depth(aws.queue_name("probe"))[1] > 0,
+            timeout=30,
+            what="a message in flight",
+        )
+        time.sleep(0.5)  # inside the 2 s handler
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "stopped: received" in stdout
+    assert len(lines(out)) == 1  # the message in hand was finished ...
+    assert InboxMessage.objects.count() == 1
+    assert depth(aws.queue_name("probe")) == (2, 0)  # ... and the others released at once, not left invisible
+
+
+def test_sigint_cuts_a_long_poll_short(probe_topology, tmp_path):
+    env = child_env(probe_topology, PROBE_OUT=str(tmp_path / "x"), CONSUMER_WAIT_SECONDS="20", **PROBE)
+    proc = subprocess.Popen(manage_argv("consume", "--service", "probe"), env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: depth(aws.queue_name("probe")) == (0, 0) and proc.poll() is None, timeout=10, what="start")
+        time.sleep(3)  # now in a 20 s long poll
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=15)
+        took = time.monotonic() - started
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "stopped: received 0" in stdout
+    assert took < 10
+
+
+def instance_queues() -> list[str]:
+    urls = aws.client("sqs").list_queues(QueueNamePrefix=f"{aws.queue_name('probe')}-").get("QueueUrls", [])
+    return [u.rsplit("/", 1)[-1] for u in urls if not u.endswith("-dlq")]
+
+
+def probe_subscriptions() -> list[str]:
+    return [
+        s["Endpoint"]
+        for s in topology.subscriptions_of(aws.topic_arn("team.created"))
+        if s["Endpoint"].rsplit(":", 1)[-1].startswith(f"{aws.queue_name('probe')}-")
+    ]
+
+
+def test_broadcast_instances_each_get_every_event_then_clean_up_or_get_reaped(probe_topology, tmp_path):
+    out = tmp_path / "probe.out"
+    env = child_env(probe_topology, PROBE_OUT=str(out), **PROBE)
+    argv = manage_argv("consume", "--service", "probe", "--broadcast")
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        wait_until(lambda: len(instance_queues()) == 3, timeout=30, what="three instance queues")
+        publish_teams(2)
+        relay.relay()
+        wait_until(lambda: len(lines(out)) == 6, timeout=30, what="every instance to get every event")
+        per_pid = Counter(pid for pid, _, _ in lines(out))
+        assert sorted(per_pid.values()) == [2, 2, 2]
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        assert [p.wait(20) for p in procs] == [0, 0, 0]
+    finally:
+        for p in procs:
+            p.kill()
+    assert instance_queues() == [] and probe_subscriptions() == []
+
+    # kill -9: the instance cannot clean up; reap_queues does.
+    crashed = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: len(instance_queues()) == 1, timeout=30, what="the instance queue")
+        crashed.send_signal(signal.SIGKILL)
+        crashed.wait(10)
+    finally:
+        crashed.kill()
+    assert len(instance_queues()) == 1 and len(probe_subscriptions()) == 1
+    reap = subprocess.run(
+        manage_argv("reap_queues", "--max-age", "0"), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert reap.returncode == 0, reap.stderr
+    assert instance_queues() == [] and probe_subscriptions() == []
+    publish_teams(1, start=50)
+    assert relay.relay().published == 1  # the topic still publishes

@@ -1,0 +1,260 @@
+"""docker-compose.yml without a Docker engine: the file is valid compose, every command is
+a real entry point of this repository, every variable it sets is one the settings read,
+and the microservices profile really runs (scripts/smoke_microservices.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from django.apps import apps
+from django.conf import settings
+from django.core.management import get_commands
+
+from events import registry
+
+ROOT = Path(settings.BASE_DIR)
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+APP_SERVICES = {name: spec for name, spec in SERVICES.items() if "build" in spec}
+PROFILES = ("monolith", "microservices")
+ENTRY_POINTS = ("python", "celery", "gunicorn", "sh")
+
+
+def compose_binary() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return None
+
+
+def settings_variables() -> set[str]:
+    """Names league/settings.py reads: env("X"), env.str("X", ...), env.db_url("X") ..."""
+    source = (ROOT / "league" / "settings.py").read_text()
+    return set(re.findall(r"\benv(?:\.\w+)?\(\s*[\"']([A-Z][A-Z0-9_]*)[\"']", source))
+
+
+def commands_for(league_service: str) -> set[str]:
+    """manage.py subcommands with LEAGUE_SERVICE=league_service: Django's own plus those
+    of the apps that service installs (the other services' apps are not installed)."""
+    others = set(settings.SERVICES) - ({league_service} if league_service != "all" else set(settings.SERVICES))
+    installed = {c.name for c in apps.get_app_configs()} - others
+    return {name for name, app in get_commands().items() if app == "django.core" or app in installed}
+
+
+def manage_commands(spec: dict) -> list[list[str]]:
+    """The manage.py invocations of a service: its command, or each part of an
+    ``sh -ec "a && b"`` one-shot."""
+    command = spec["command"]
+    if command[0] == "sh":
+        assert command[1] == "-ec" and len(command) == 3, command
+        return [shlex.split(part) for part in command[2].split("&&")]
+    return [command] if command[0] == "python" else []
+
+
+def interpolated_environment(spec: dict) -> dict[str, str]:
+    return {k: str(v) for k, v in (spec.get("environment") or {}).items()}
+
+
+def in_profile(profile: str) -> dict[str, dict]:
+    return {n: s for n, s in APP_SERVICES.items() if profile in s.get("profiles", [])}
+
+
+# ----------------------------------------------------------------------------- the compose binary
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_compose_config_is_valid(profile, tmp_path):
+    binary = compose_binary()
+    if binary is None:
+        pytest.skip("no docker-compose here (CI installs it: apt-get install -y docker-compose)")
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    env = {**os.environ, "SECRET_KEY": "config-check", "POSTGRES_PASSWORD": "config-check"}
+    done = subprocess.run(
+        [*binary, "--env-file", str(empty), "-f", "docker-compose.yml", "--profile", profile, "config", "-q"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_compose_refuses_to_run_without_secrets(tmp_path):
+    binary = compose_binary()
+    if binary is None:
+        pytest.skip("no docker-compose here (CI installs it: apt-get install -y docker-compose)")
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "POSTGRES_PASSWORD")}
+    done = subprocess.run(
+        [*binary, "--env-file", str(empty), "-f", "docker-compose.yml", "--profile", "monolith", "config", "-q"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "SECRET_KEY" in done.stderr or "POSTGRES_PASSWORD" in done.stderr
+
+
+# ----------------------------------------------------------------------------- the file itself
+
+
+def test_profiles_hold_the_whole_system():
+    for profile in PROFILES:
+        names = {n for n, s in SERVICES.items() if profile in s.get("profiles", [])}
+        assert {"postgres", "redis", "moto"} <= names
+    assert {"setup", "web", "worker", "beat", "consumer-teams", "consumer-transfers", "consumer-fixtures"} == set(
+        in_profile("monolith")
+    )
+    roles = ("setup", "web", "worker", "beat", "consumer")
+    assert {f"{s}-{r}" for s in settings.SERVICES for r in roles} == set(in_profile("microservices"))
+    assert SERVICES["moto"]["image"].startswith("motoserver/moto")
+
+
+@pytest.mark.parametrize("name", sorted(APP_SERVICES))
+def test_command_is_an_entry_point_of_this_repository(name):
+    spec = APP_SERVICES[name]
+    command = spec["command"]
+    assert isinstance(command, list) and command[0] in ENTRY_POINTS, command
+    league_service = interpolated_environment(spec)["LEAGUE_SERVICE"]
+    available = commands_for(league_service)
+    for argv in manage_commands(spec):
+        assert argv[:2] == ["python", "manage.py"], argv
+        assert argv[2] in available, f"{name}: manage.py {argv[2]} does not exist with LEAGUE_SERVICE={league_service}"
+        if argv[2] == "consume":
+            consumed = argv[argv.index("--service") + 1] if "--service" in argv else league_service
+            assert consumed in settings.SERVICES, f"{name}: consume needs --service under LEAGUE_SERVICE=all"
+            assert league_service in ("all", consumed)
+            assert registry.subscriptions(consumed), f"{name}: {consumed} has no handlers"
+    if command[0] == "celery":
+        assert command[1:3] == ["-A", "league"] and command[3] in ("worker", "beat"), command
+    if command[0] == "gunicorn":
+        assert command[1] == "league.wsgi" and (ROOT / "league" / "wsgi.py").exists()
+        assert command[command.index("--bind") + 1] == "0.0.0.0:8000"
+
+
+@pytest.mark.parametrize("name", sorted(APP_SERVICES))
+def test_environment_is_read_by_the_settings(name):
+    known = settings_variables()
+    unknown = set(interpolated_environment(APP_SERVICES[name])) - known
+    assert not unknown, f"{name} sets {sorted(unknown)}, which league/settings.py never reads"
+
+
+def test_no_secret_has_a_value_in_the_file():
+    raw = (ROOT / "docker-compose.yml").read_text()
+    for variable in ("SECRET_KEY", "POSTGRES_PASSWORD"):
+        for value in re.findall(rf"^\s*{variable}:\s*(.+)$", raw, flags=re.M):
+            assert value.startswith(f"${{{variable}:?"), f"{variable} must come from the environment: {value}"
+    example = (ROOT / ".env.example").read_text()
+    for required in set(re.findall(r"\$\{([A-Z_]+):\?", raw)):
+        assert re.search(rf"^{required}=", example, flags=re.M), f".env.example does not mention {required}"
+
+
+def test_every_long_running_service_has_a_health_check():
+    checks = (ROOT / "docker" / "healthcheck.py").read_text()
+    for name, spec in SERVICES.items():
+        if spec.get("restart") == "no":
+            continue
+        test = spec.get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no health check"
+        if test[1:3] == ["python", "docker/healthcheck.py"]:
+            assert f'"{test[3]}": check_' in checks, f"{name}: healthcheck.py has no {test[3]!r} check"
+
+
+def test_depends_on_waits_for_health_and_setup():
+    for name, spec in APP_SERVICES.items():
+        depends = spec.get("depends_on") or {}
+        assert isinstance(depends, dict) and depends, f"{name} starts without waiting"
+        for dep, rule in depends.items():
+            assert dep in SERVICES
+            wanted = "service_completed_successfully" if SERVICES[dep].get("restart") == "no" else "service_healthy"
+            assert rule["condition"] == wanted, f"{name} -> {dep}"
+        if spec.get("restart") != "no":
+            setups = [d for d in depends if SERVICES[d].get("restart") == "no"]
+            assert len(setups) == 1, f"{name} must wait for its setup"
+
+
+def test_consumers_scale():
+    """No container_name or host port on a consumer: ``--scale transfers-consumer=4`` works."""
+    for name, spec in APP_SERVICES.items():
+        if "consume" in str(spec["command"]):
+            assert "container_name" not in spec and "ports" not in spec, name
+
+
+def test_each_microservice_has_its_own_database_and_broker():
+    envs = {n: interpolated_environment(s) for n, s in in_profile("microservices").items()}
+    by_service: dict[str, set[tuple[str, str]]] = {}
+    for env in envs.values():
+        by_service.setdefault(env["LEAGUE_SERVICE"], set()).add((env["DATABASE_URL"], env["CELERY_BROKER_URL"]))
+    assert set(by_service) == set(settings.SERVICES)
+    assert all(len(pairs) == 1 for pairs in by_service.values()), "one database and broker per service"
+    pairs = [next(iter(p)) for p in by_service.values()]
+    assert len({db for db, _ in pairs}) == 3 and len({broker for _, broker in pairs}) == 3
+    init = (ROOT / "docker" / "postgres-init" / "01-databases.sql").read_text()
+    for db, _ in pairs:
+        assert f"CREATE DATABASE {db.rsplit('/', 1)[1]};" in init
+    transfers = {e["TEAMS_SERVICE_URL"] for e in envs.values() if e["LEAGUE_SERVICE"] == "transfers"}
+    assert transfers == {"http://teams-web:8000"}
+
+
+def test_dockerfile():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", dockerfile, flags=re.M)
+    assert re.search(r"^USER league$", dockerfile, flags=re.M)
+    assert "pip install -r requirements.txt" in dockerfile
+    assert re.search(r"DEBUG=false SECRET_KEY=.*\n\s+python manage.py collectstatic --noinput", dockerfile)
+    assert 'CMD ["gunicorn", "league.wsgi"' in dockerfile
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".env", ".data"} <= set(ignored)
+
+
+# ----------------------------------------------------------------------------- the profile, run
+
+
+def _reachable(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+@pytest.mark.slow
+def test_smoke_microservices():
+    """scripts/smoke_microservices.py: the microservices profile's processes, run locally,
+    carry a team created on teams into the transfers and fixtures replicas."""
+    if not (_reachable("127.0.0.1", 5432) and _reachable("127.0.0.1", 6379)):
+        if os.environ.get("REQUIRE_SMOKE") == "1":
+            pytest.fail("REQUIRE_SMOKE=1 but Postgres (127.0.0.1:5432) or Redis (127.0.0.1:6379) is not up")
+        pytest.skip("needs Postgres at 127.0.0.1:5432 and Redis at 127.0.0.1:6379")
+    # Own databases and Redis numbers, so that runs at the same time do not meet.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "scripts/smoke_microservices.py",
+            "--db-prefix",
+            f"league_smoke_{os.getpid()}",
+            "--redis-db-offset",
+            str(4 + os.getpid() % 3 * 3),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "smoke passed" in done.stdout

@@ -1,0 +1,158 @@
+"""``manage.py runstack`` on a fresh machine: one command brings the whole system up on
+embedded parts (SQLite, moto_server, the filesystem broker), a team created over HTTP
+reaches the transfers replica, and Ctrl-C stops everything with exit code 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+
+from events.netutil import free_port
+
+pytestmark = pytest.mark.slow
+
+# What a fresh machine does not have: runstack must bring its own.
+UNSET = (
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "AWS_ENDPOINT_URL",
+    "LEAGUE_SERVICE",
+    "TEAMS_SERVICE_URL",
+    "DJANGO_SETTINGS_MODULE",
+)
+
+
+def children_of(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class Output:
+    """Collects a process's output lines on a thread (the pipe never fills up)."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, *, timeout: float, proc: subprocess.Popen) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if m := re.search(pattern, line):
+                    return m
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"runstack never printed {pattern!r}:\n" + "\n".join(self.lines[-60:]))
+
+    def tail(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+
+def replica_names(url: str) -> set[str]:
+    body = requests.get(url, timeout=5).json()
+    items = body["results"] if isinstance(body, dict) else body
+    return {t["name"] for t in items}
+
+
+def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    env.update(DATA_DIR=str(tmp_path), PYTHONUNBUFFERED="1", CONSUMER_WAIT_SECONDS="2")
+    port, moto_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "runstack",
+            "--port",
+            str(port),
+            "--moto-port",
+            str(moto_port),
+            "--workers",
+            "1",
+            "--demo",
+        ],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = Output(proc.stdout)
+    descendants: set[int] = set()
+    try:
+        token = out.wait_for(r"API token\s+(\w+)", timeout=120, proc=proc).group(1)
+        base = f"http://127.0.0.1:{port}"
+        # --demo seeded a believable league through the teams service.
+        demo = requests.get(f"{base}/api/teams/?limit=100", timeout=5).json()
+        assert demo["count"] >= 20, demo
+
+        response = requests.post(
+            f"{base}/api/teams/",
+            json={"name": "Runstack Rovers"},
+            headers={"Authorization": f"Token {token}"},
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+
+        deadline = time.monotonic() + 20
+        while "Runstack Rovers" not in replica_names(f"{base}/api/transfers/teams/?limit=100"):
+            assert time.monotonic() < deadline, "the team never reached the transfers replica\n" + out.tail()
+            time.sleep(0.2)
+        descendants = children_of(proc.pid)
+        assert len(descendants) >= 6, descendants  # moto, web (+ workers), worker, beat, consumers
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, out.tail()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        descendants |= children_of(proc.pid)
+        out.thread.join(10)
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in descendants) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = {pid for pid in descendants if alive(pid)}
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"runstack left processes behind: {left}"
+    assert "stopping" in out.tail()
