@@ -35,6 +35,8 @@ class OutboxMessage(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Which relay's claim the lease belongs to; a relay renews only its own leases.
+    claim_token = models.UUIDField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True)
 
     class Meta:

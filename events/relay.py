@@ -20,6 +20,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -121,7 +122,7 @@ def due_queryset(now: Any) -> Any:
     )
 
 
-def claim(limit: int) -> list[OutboxMessage]:
+def claim(limit: int, *, token: uuid.UUID | None = None) -> list[OutboxMessage]:
     """Lease up to ``limit`` due rows in one short transaction."""
     now = timezone.now()
     with transaction.atomic():
@@ -131,9 +132,35 @@ def claim(limit: int) -> list[OutboxMessage]:
         rows = list(qs.only("id", "event_id", "type", "aggregate_key", "envelope", "attempts")[:limit])
         if rows:
             OutboxMessage.objects.filter(pk__in=[r.pk for r in rows]).update(
-                claimed_until=now + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
+                claimed_until=now + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS), claim_token=token
             )
     return rows
+
+
+class Lease:
+    """Keeps a claim's lease alive while its rows are published. A slow SNS (or a slow
+    emulator) must not let the lease run out mid-batch, or another relay would claim and
+    publish the same rows again. Before each ``PublishBatch`` the lease is renewed once a
+    third of it has passed; rows whose lease was lost meanwhile are dropped, not sent."""
+
+    def __init__(self, token: uuid.UUID, rows: Sequence[OutboxMessage]) -> None:
+        self.token = token
+        self.owned = {r.pk for r in rows}
+        self.renewed_at = time.monotonic()
+
+    def keep(self, chunk: Sequence[OutboxMessage]) -> list[OutboxMessage]:
+        seconds = settings.OUTBOX_LEASE_SECONDS
+        if time.monotonic() - self.renewed_at > seconds / 3:
+            mine = OutboxMessage.objects.filter(pk__in=self.owned, claim_token=self.token, state=OutboxState.PENDING)
+            renewed = mine.update(claimed_until=timezone.now() + timedelta(seconds=seconds))
+            if renewed < len(self.owned):
+                self.owned = set(mine.values_list("pk", flat=True))
+                log.warning(
+                    "relay lost the lease of %s row(s); another relay has them",
+                    len(chunk) - len(self.owned & {r.pk for r in chunk}),
+                )
+            self.renewed_at = time.monotonic()
+        return [r for r in chunk if r.pk in self.owned]
 
 
 def backoff(attempts: int) -> float:
@@ -176,7 +203,7 @@ def _mark(rows: Iterable[OutboxMessage], results: dict[int, str | Exception]) ->
             retry.append(row)
     with transaction.atomic():
         if published:
-            OutboxMessage.objects.bulk_update(published, ["state", "published_at", "sns_message_id", "claimed_until"])
+            _mark_published(published, now)
         if retry:
             OutboxMessage.objects.bulk_update(
                 retry, ["state", "attempts", "last_error", "next_attempt_at", "claimed_until"]
@@ -186,20 +213,46 @@ def _mark(rows: Iterable[OutboxMessage], results: dict[int, str | Exception]) ->
     return outcome
 
 
+def _mark_published(rows: Sequence[OutboxMessage], now: Any) -> None:
+    """One UPDATE for the batch, the message ids in a plain ``CASE``. (``bulk_update``
+    builds a ``Case(When(...))`` per row and field and resolves each in Python: ~180 ms for
+    100 rows, 90% of the relay's time with no I/O; the SQL itself takes ~2 ms.)"""
+    table = connection.ops.quote_name(OutboxMessage._meta.db_table)
+    whens = " ".join(["WHEN %s THEN %s"] * len(rows))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET state = %s, published_at = %s, claimed_until = NULL, "
+            f"sns_message_id = CASE id {whens} END WHERE id IN ({', '.join(['%s'] * len(rows))})",
+            [
+                OutboxState.PUBLISHED,
+                connection.ops.adapt_datetimefield_value(now),
+                *[p for row in rows for p in (row.pk, row.sns_message_id)],
+                *[row.pk for row in rows],
+            ],
+        )
+
+
 @metrics.timed_relay_batch
 def relay_once(publisher: Publisher | None = None, *, batch_size: int | None = None) -> RelayResult:
     """Claim one batch, publish it, record the outcome."""
     publisher = publisher or SnsPublisher()
-    rows = claim(batch_size or settings.OUTBOX_BATCH_SIZE)
+    token = uuid.uuid4()
+    rows = claim(batch_size or settings.OUTBOX_BATCH_SIZE, token=token)
     if not rows:
         return RelayResult()
+    lease = Lease(token, rows)
     by_type: dict[str, list[OutboxMessage]] = defaultdict(list)
     for row in rows:
         by_type[row.type].append(row)
     results: dict[int, str | Exception] = {}
+    sent: list[OutboxMessage] = []
     for event_type, typed in by_type.items():
-        results.update(publisher.publish(event_type, typed))
-    return _mark(rows, results)
+        for start in range(0, len(typed), SNS_BATCH):
+            chunk = lease.keep(typed[start : start + SNS_BATCH])
+            if chunk:
+                results.update(publisher.publish(event_type, chunk))
+                sent.extend(chunk)
+    return _mark(sent, results)
 
 
 def relay(

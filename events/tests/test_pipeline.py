@@ -118,3 +118,25 @@ def test_topic_arns_resolve_by_exact_name_not_substring(aws_mock, settings, db):
     wanted = sns.create_topic(Name="leaguemanager-team-created")["TopicArn"]
     aws.reset()
     assert aws.topic_arn("team.created") == wanted
+
+
+def test_a_slow_publish_keeps_its_lease_so_no_other_relay_takes_the_rows(probe_bus, settings):
+    """A batch that takes longer than the lease to publish renews it between PublishBatch
+    calls; without that, another relay would claim and publish the same rows again."""
+    import time
+    import uuid
+
+    settings.OUTBOX_LEASE_SECONDS = 1
+    for i in range(1, 31):
+        _create(i)  # 30 rows: three PublishBatch calls of 10
+    stolen = []
+
+    class SlowPublisher(relay.NullPublisher):
+        def publish(self, event_type, rows):
+            time.sleep(0.6)
+            stolen.extend(relay.claim(100, token=uuid.uuid4()))  # another relay, meanwhile
+            return super().publish(event_type, rows)
+
+    result = relay.relay_once(SlowPublisher())
+    assert stolen == []
+    assert result.published == 30
