@@ -140,3 +140,59 @@ def test_a_slow_publish_keeps_its_lease_so_no_other_relay_takes_the_rows(probe_b
     result = relay.relay_once(SlowPublisher())
     assert stolen == []
     assert result.published == 30
+
+
+def test_a_failed_entry_of_a_batch_is_retried_alone(probe_bus):
+    rows = [_create(i) for i in range(1, 13)]  # two PublishBatch calls: 10 + 2
+    bad = rows[3].pk
+
+    class OneEntryRefused(relay.SnsPublisher):
+        def publish(self, event_type, chunk):
+            results = super().publish(event_type, [r for r in chunk if r.pk != bad])
+            if any(r.pk == bad for r in chunk):
+                results[bad] = RuntimeError("InternalError: try again")
+            return results
+
+    result = relay.relay_once(OneEntryRefused())
+    assert (result.published, result.retried) == (11, 1)
+    row = OutboxMessage.objects.get(pk=bad)
+    assert row.state == OutboxState.PENDING and row.attempts == 1 and "InternalError" in row.last_error
+    OutboxMessage.objects.filter(pk=bad).update(next_attempt_at=None)
+    assert relay.relay().published == 1  # alone, the others are not sent again
+    assert probe_bus.consume("probe") == 12
+
+
+def test_topic_arns_are_listed_once_per_process(probe_bus):
+    calls = []
+    aws.reset()
+    aws.client("sns").meta.events.register("before-call.sns.ListTopics", lambda **kw: calls.append(1))
+    for i in range(1, 4):
+        _create(i)
+        relay.relay()
+    assert len(calls) == 1
+
+
+def test_published_rows_past_retention_are_purged(probe_bus, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    old, recent, pending = _create(1), _create(2), _create(3)
+    relay.relay()
+    OutboxMessage.objects.filter(pk=pending.pk).update(state=OutboxState.PENDING)
+    OutboxMessage.objects.filter(pk=old.pk).update(published_at=timezone.now() - timedelta(days=8))
+    settings.OUTBOX_RETENTION = timedelta(days=7)
+    from events.tasks import purge_outbox
+
+    assert purge_outbox() == 1
+    assert set(OutboxMessage.objects.values_list("pk", flat=True)) == {recent.pk, pending.pk}
+
+
+def test_beat_runs_the_relay_every_second_and_the_purge():
+    from league.celery import app
+
+    app.finalize()
+    schedule = app.conf.beat_schedule
+    assert schedule["relay-outbox"]["task"] == "events.relay_outbox"
+    assert schedule["relay-outbox"]["schedule"].total_seconds() == 1.0
+    assert schedule["purge-outbox"]["task"] == "events.purge_outbox"
