@@ -108,7 +108,7 @@ def next_sequence(key: str) -> int:
 
 def _kick_relay_on_commit() -> None:
     # One kick per transaction, however many events it wrote.
-    if any(getattr(func, "_is_relay_kick", False) for _, func, _ in connection.run_on_commit):
+    if any(getattr(entry[1], "_is_relay_kick", False) for entry in connection.run_on_commit):
         return
     transaction.on_commit(_kick_relay)
 

@@ -1,4 +1,4 @@
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -14,7 +14,7 @@ def _when(value: str | None, flag: str) -> datetime | None:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise CommandError(f"{flag} {value!r} is not an ISO date or date-time (e.g. 2026-11-27T10:00:00Z).") from None
-    return dt if dt.tzinfo else timezone.make_aware(dt, timezone.utc)
+    return dt if dt.tzinfo else timezone.make_aware(dt, UTC)
 
 
 class Command(BaseCommand):
