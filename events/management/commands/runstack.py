@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
@@ -63,7 +64,9 @@ class Command(BaseCommand):
                 endpoint = f"http://127.0.0.1:{moto_port}"
                 if port_open("127.0.0.1", moto_port):
                     raise CommandError(f"Port {moto_port} is taken; pass --moto-port or set AWS_ENDPOINT_URL.")
-                self.spawn(Child("moto", [self.bin("moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)]), env)
+                # moto logs every request: to a file, not the terminal.
+                moto_log = open(settings.DATA_DIR / "moto.log", "ab")
+                self.spawn(Child("moto", [self.bin("moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)]), env, output=moto_log)
                 wait_for_http(f"{endpoint}/moto-api/")
                 env["AWS_ENDPOINT_URL"] = endpoint
                 settings.AWS_ENDPOINT_URL = endpoint
@@ -95,7 +98,7 @@ class Command(BaseCommand):
                 ),
                 env,
             )
-            wait_for_http(f"{base_url}/api/", timeout=30)
+            wait_for_http(f"{base_url}/healthz", timeout=30)
             self.spawn(Child("worker", [*celery, "worker", "-l", "warning", "-P", "solo"]), env)
             self.spawn(
                 Child("beat", [*celery, "beat", "-l", "warning", "-s", str(settings.DATA_DIR / "celerybeat-schedule")]),
@@ -117,10 +120,12 @@ class Command(BaseCommand):
         self.stdout.write(line)
         self.stdout.flush()
 
-    def spawn(self, child: Child, env: dict[str, str]) -> None:
+    def spawn(self, child: Child, env: dict[str, str], output: Any = None) -> None:
         # Own process group: Ctrl-C in the terminal reaches only runstack, which then
         # stops each child in order.
-        child.proc = subprocess.Popen(child.argv, env=env, start_new_session=True)
+        child.proc = subprocess.Popen(
+            child.argv, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT if output else None
+        )
         self.children.append(child)
         self.say(f"started   {child.name} (pid {child.proc.pid})")
 
