@@ -182,8 +182,8 @@ def test_sigint_cuts_a_long_poll_short(probe_topology, tmp_path):
     env = child_env(probe_topology, PROBE_OUT=str(tmp_path / "x"), CONSUMER_WAIT_SECONDS="20", **PROBE)
     proc = subprocess.Popen(manage_argv("consume", "--service", "probe"), env=env, stdout=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: depth(aws.queue_name("probe")) == (0, 0) and proc.poll() is None, timeout=10, what="start")
-        time.sleep(3)  # now in a 20 s long poll
+        assert proc.stdout.readline().startswith("consuming leaguemanager-probe")  # started (however slowly)
+        time.sleep(2)  # now in a 20 s long poll
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
         stdout, _ = proc.communicate(timeout=15)
@@ -214,7 +214,11 @@ def test_broadcast_instances_each_get_every_event_then_clean_up_or_get_reaped(pr
     argv = manage_argv("consume", "--service", "probe", "--broadcast")
     procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(3)]
     try:
-        wait_until(lambda: len(instance_queues()) == 3, timeout=30, what="three instance queues")
+        wait_until(
+            lambda: len(instance_queues()) == 3 and len(probe_subscriptions()) == 3,
+            timeout=30,
+            what="three subscribed instance queues",
+        )
         publish_teams(2)
         relay.relay()
         wait_until(lambda: len(lines(out)) == 6, timeout=30, what="every instance to get every event")
@@ -231,7 +235,11 @@ def test_broadcast_instances_each_get_every_event_then_clean_up_or_get_reaped(pr
     # kill -9: the instance cannot clean up; reap_queues does.
     crashed = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: len(instance_queues()) == 1, timeout=30, what="the instance queue")
+        wait_until(
+            lambda: len(instance_queues()) == 1 and len(probe_subscriptions()) == 1,
+            timeout=30,
+            what="the instance queue and its subscription",
+        )
         crashed.send_signal(signal.SIGKILL)
         crashed.wait(10)
     finally:
