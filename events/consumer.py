@@ -3,7 +3,8 @@
 Promises:
 - Effectively once: each handler runs inside ``transaction.atomic()`` together with an
   inbox row keyed by (event id, handler); a redelivered event finds the row and is
-  skipped, so its side effects happen once.
+  skipped, so its side effects happen once. The messages of one receive (up to 10) share
+  one transaction, a savepoint each, so a batch costs one commit.
 - Nothing is lost: a message is deleted only after every handler committed (or was a
   duplicate). A failing handler leaves the message for redelivery, with visibility
   backing off by receive count; SQS redrive moves it to the DLQ after the bound.
@@ -22,16 +23,18 @@ Promises:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Iterable
+import time
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.db import (
     DatabaseError,
-    IntegrityError,
     InterfaceError,
     OperationalError,
     close_old_connections,
@@ -58,29 +61,42 @@ class StopReceiving(BaseException):
 
 
 class Heartbeat:
-    """Extends a message's visibility while its handler runs longer than half of it."""
+    """Extends the visibility of the message in hand while its handler runs longer than
+    half of it. One daemon thread per consumer, started on first use: starting a thread
+    per message cost more than many handlers do."""
 
-    def __init__(self, consumer: Consumer, message: dict[str, Any]) -> None:
+    def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
-        self.message = message
-        self.done = threading.Event()
-        self.thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._message: dict[str, Any] | None = None
+        self._since = 0.0
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> Heartbeat:
-        self.thread = threading.Thread(target=self._beat, name="visibility-heartbeat", daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        if self.thread:
-            self.thread.join()
+    @contextlib.contextmanager
+    def track(self, message: dict[str, Any]) -> Iterator[None]:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name="visibility-heartbeat", daemon=True)
+            self._thread.start()
+        with self._lock:
+            self._message, self._since = message, time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._message = None
 
     def _beat(self) -> None:
-        timeout = settings.CONSUMER_VISIBILITY_TIMEOUT
-        while not self.done.wait(max(timeout / 2, 0.5)):
-            log.info("consumer %s: handler still running; extending visibility by %s s", self.consumer.service, timeout)
-            self.consumer.change_visibility(self.message, timeout)
+        while True:
+            timeout = settings.CONSUMER_VISIBILITY_TIMEOUT
+            time.sleep(max(timeout / 4, 0.25))
+            with self._lock:
+                message, since = self._message, self._since
+                due = message is not None and time.monotonic() - since >= timeout / 2
+                if due:
+                    self._since = time.monotonic()
+            if due and message is not None:
+                log.info("consumer %s: handler still running; extending visibility by %s s", self.consumer.service, timeout)
+                self.consumer.change_visibility(message, timeout)
 
 
 @dataclass
@@ -123,6 +139,8 @@ class Consumer:
         self._queue_url: str | None = None
         self._dlq_url: str | None = None
         self._instance_queue: broadcasting.InstanceQueue | None = None
+        self.heartbeat = Heartbeat(self)
+        self._db_broken = False
 
     # ----------------------------------------------------------------- setup
     @property
@@ -234,13 +252,24 @@ class Consumer:
             self.stop.wait(2)
             return 0
         done: list[dict[str, Any]] = []
-        for index, message in enumerate(messages):
-            if self.stop.is_set():
-                self.release(messages[index:])
-                break
-            self.stats.received += 1
-            if self.handle(message):
-                done.append(message)
+        self._db_broken = False
+        _close_old_connections()
+        try:
+            # One commit per receive: each handler runs in a savepoint of the batch's
+            # transaction (with its inbox row); the messages are deleted after the commit.
+            with contextlib.nullcontext() if self.broadcast else transaction.atomic():
+                for index, message in enumerate(messages):
+                    if self.stop.is_set() or self._db_broken:
+                        self.release(messages[index:])
+                        break
+                    self.stats.received += 1
+                    if self.handle(message):
+                        done.append(message)
+        except (OperationalError, InterfaceError) as exc:
+            # The commit failed: nothing of the batch was kept, so every message comes back.
+            log.error("consumer %s: database unavailable at commit (%s); messages kept", self.service, exc)
+            done = []
+            self.stop.wait(2)
         self.delete(done)
         return len(messages)
 
@@ -261,7 +290,7 @@ class Consumer:
                 return True
             for h in handlers:
                 try:
-                    with Heartbeat(self, message):
+                    with self.heartbeat.track(message):
                         self.run_handler(h, event)
                     metrics.event_handled(self.service, event)
                 except Duplicate:
@@ -276,6 +305,7 @@ class Consumer:
             self.stats.failed += 1
             metrics.event_failed(self.service, message)
             log.error("consumer %s: database unavailable (%s); message kept, backing off", self.service, exc)
+            self._db_broken = True
             self.change_visibility(message, 5)
             self.stop.wait(2)
             return False
@@ -311,17 +341,8 @@ class Consumer:
                 log.info("consumer %s: %s handled %s %s (broadcast)", self.service, h.name, event.type, event.id)
                 return
             with transaction.atomic():
-                try:
-                    with transaction.atomic():
-                        InboxMessage.objects.create(
-                            event_id=event.id,
-                            handler=h.name,
-                            type=event.type,
-                            subject=event.subject,
-                            sequence=event.sequence,
-                        )
-                except IntegrityError:
-                    raise Duplicate() from None
+                if not _inbox_insert(event, h.name):
+                    raise Duplicate()
                 h.func(event)
             log.info("consumer %s: %s handled %s %s", self.service, h.name, event.type, event.id)
 
@@ -370,6 +391,31 @@ class Consumer:
             },
             **extra,
         )
+
+
+def _inbox_insert(event: Event, handler: str) -> bool:
+    """Insert the inbox row; False when (event, handler) is already there. One statement
+    (``ON CONFLICT DO NOTHING``) instead of a savepoint around an insert that may fail. On
+    Postgres a concurrent insert of the same key waits for the other transaction and then
+    finds the row: two consumers never both run a handler for one event."""
+    from django.db import connection
+    from django.utils import timezone
+
+    table = connection.ops.quote_name(InboxMessage._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (event_id, handler, type, subject, sequence, handled_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (event_id, handler) DO NOTHING RETURNING id",
+            [
+                InboxMessage._meta.get_field("event_id").get_db_prep_value(uuid.UUID(event.id), connection),
+                handler,
+                event.type,
+                event.subject,
+                event.sequence,
+                connection.ops.adapt_datetimefield_value(timezone.now()),
+            ],
+        )
+        return cursor.fetchone() is not None
 
 
 def _close_old_connections() -> None:

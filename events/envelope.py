@@ -7,6 +7,7 @@ extensions dataversion, sequence, correlationid, causationid.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,8 +47,9 @@ class Event:
         try:
             time = datetime.fromisoformat(str(envelope["time"]).replace("Z", "+00:00"))
             sequence = int(envelope["sequence"])
+            uuid.UUID(str(envelope["id"]))
         except (TypeError, ValueError) as exc:
-            raise EnvelopeError(f"bad time or sequence: {exc}") from None
+            raise EnvelopeError(f"bad id, time or sequence: {exc}") from None
         return cls(
             id=str(envelope["id"]),
             type=str(envelope["type"]),

@@ -196,3 +196,11 @@ def test_beat_runs_the_relay_every_second_and_the_purge():
     assert schedule["relay-outbox"]["task"] == "events.relay_outbox"
     assert schedule["relay-outbox"]["schedule"].total_seconds() == 1.0
     assert schedule["purge-outbox"]["task"] == "events.purge_outbox"
+
+
+def test_an_envelope_whose_id_is_not_a_uuid_goes_to_the_dlq(probe_bus, recorder):
+    row = _create(1)
+    url = aws.queue_url(aws.queue_name("probe"))
+    aws.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(dict(row.envelope, id="not-a-uuid")))
+    probe_bus.consume("probe")
+    assert recorder.seen == [] and probe_bus.consumed["probe"].dead_lettered == 1
