@@ -126,6 +126,7 @@ def claim(limit: int, *, token: uuid.UUID | None = None) -> list[OutboxMessage]:
     """Lease up to ``limit`` due rows in one short transaction."""
     now = timezone.now()
     with transaction.atomic():
+        _relaxed_commit()
         qs = due_queryset(now)
         if connection.features.has_select_for_update_skip_locked:
             qs = qs.select_for_update(skip_locked=True)
@@ -202,6 +203,7 @@ def _mark(rows: Iterable[OutboxMessage], results: dict[int, str | Exception]) ->
             outcome.errors.append(row.last_error)
             retry.append(row)
     with transaction.atomic():
+        _relaxed_commit()
         if published:
             _mark_published(published, now)
         if retry:
@@ -211,6 +213,17 @@ def _mark(rows: Iterable[OutboxMessage], results: dict[int, str | Exception]) ->
     metrics.outbox_marked(published, retry)
     outcome.published = len(published)
     return outcome
+
+
+def _relaxed_commit() -> None:
+    """Postgres: let this transaction's COMMIT return before its WAL reaches the disk.
+    Only for the relay's own bookkeeping, in its own transaction (not a caller's): a lease
+    or a "published" mark lost in a database crash means the row is published again,
+    which at-least-once delivery and the consumers' inbox already absorb. Saves a disk
+    flush on each claim and each mark, on the path of every event (1-10 ms on a busy disk)."""
+    if connection.vendor == "postgresql" and len(connection.atomic_blocks) == 1:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 def _mark_published(rows: Sequence[OutboxMessage], now: Any) -> None:

@@ -1,0 +1,274 @@
+"""Shared set-up of the benchmarks: a fresh Postgres database per run (random suffix), a
+``moto_server`` on a free port, Django configured against both, child processes that are
+always stopped (also on failure or SIGTERM), and small statistics helpers.
+
+Import order matters: ``configure()`` sets the environment Django's settings read, so it
+runs before anything imports Django models.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BIN = Path(sys.executable).parent
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+_children: list[subprocess.Popen] = []
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class Result:
+    name: str
+    unit: str
+    value: float
+    baseline: float
+    ratio: float  # value / baseline, oriented so that higher is better
+    target: str  # human-readable: "ratio >= 0.8", "value <= 30 ms"
+    met: bool | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pct(values: list[float], p: float) -> float:
+    """Percentile by linear interpolation (numpy's default)."""
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+median = statistics.median
+
+
+# ----------------------------------------------------------------------------- processes
+def spawn(argv: list[str], *, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+    """Start a child in its own process group (gunicorn's workers go with it) and remember
+    it for cleanup."""
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    _children.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen, *, timeout: float = 10) -> None:
+    """SIGTERM the child's own process group, SIGKILL it after ``timeout``."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
+    else:  # the leader is gone; its group (gunicorn workers) may not be
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if proc in _children:
+        _children.remove(proc)
+
+
+def stop_all() -> None:
+    for proc in reversed(list(_children)):
+        stop(proc, timeout=5)
+
+
+def _on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass
+class Env:
+    suffix: str
+    db_name: str
+    moto_url: str
+    data_dir: Path
+    queue: str  # the Celery queue name of this run
+    moto: subprocess.Popen | None = None
+
+    def child_env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(extra)
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        return env
+
+
+_env: Env | None = None
+
+
+def configure() -> Env:
+    """Create the database, start moto_server, point Django's settings at both, set up
+    Django, migrate and create the bus topology. Cleanup is registered at exit."""
+    global _env
+    import psycopg
+
+    from events.netutil import free_port
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    atexit.register(teardown)
+    suffix = secrets.token_hex(4)
+    db_name = f"bench_{suffix}"
+    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
+        conn.execute(f'CREATE DATABASE "{db_name}"')
+    data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{suffix}-"))
+    port = free_port()
+    _env = Env(suffix, db_name, f"http://127.0.0.1:{port}", data_dir, queue=f"bench-{suffix}")
+    _env.moto = spawn([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log=data_dir / "moto.log")
+
+    os.environ.update(
+        DATABASE_URL=f"postgres://{PG['user']}@{PG['host']}:{PG['port']}/{db_name}",
+        AWS_ENDPOINT_URL=_env.moto_url,
+        DATA_DIR=str(data_dir),
+        BUS_PREFIX=f"bench{suffix}",
+        # Production-like: DEBUG off (no query log on every cursor), quiet logs.
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(32),
+        ALLOWED_HOSTS="*",
+        SECURE_SSL_REDIRECT="false",
+        LOG_LEVEL="WARNING",
+        # Redis, on a queue of this run's own (others share the server).
+        CELERY_BROKER_URL=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/0"),
+        CELERY_TASK_DEFAULT_QUEUE=_env.queue,
+        CELERY_RELAY_INTERVAL_SECONDS="1",
+        PYTHONUNBUFFERED="1",
+        DJANGO_SETTINGS_MODULE="league.settings",
+    )
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from events.netutil import wait_for_http
+
+    wait_for_http(f"{_env.moto_url}/moto-api/")
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    from events import topology
+
+    topology.ensure()
+    return _env
+
+
+def env() -> Env:
+    assert _env is not None, "configure() first"
+    return _env
+
+
+def teardown() -> None:
+    """Stop every child, drop the database, delete the Celery queue and the data dir."""
+    global _env
+    stop_all()
+    if _env is None:
+        return
+    e, _env = _env, None
+    try:
+        from django.db import connections
+
+        connections.close_all()
+    except Exception:
+        pass
+    try:
+        import psycopg
+
+        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{e.db_name}" WITH (FORCE)')
+    except Exception as exc:  # pragma: no cover - report, do not mask the real error
+        print(f"warning: could not drop {e.db_name}: {exc}", file=sys.stderr)
+    try:
+        import redis
+
+        url = os.environ.get("CELERY_BROKER_URL", "")
+        if url.startswith("redis"):
+            r = redis.Redis.from_url(url)
+            r.delete(e.queue, *[f"{e.queue}\x06\x16{i}" for i in range(10)])
+    except Exception:
+        pass
+    import shutil
+
+    shutil.rmtree(e.data_dir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- helpers
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def truncate(*tables: str) -> None:
+    from django.db import connection
+
+    with connection.cursor() as c:
+        c.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+
+
+def vacuum(*tables: str) -> None:
+    from django.db import connection
+
+    with connection.cursor() as c:
+        for t in tables:
+            c.execute(f"VACUUM ANALYZE {t}")
+
+
+def queue_depth(name: str) -> int:
+    from events import aws
+
+    a = aws.queue_attributes(
+        aws.queue_url(name), "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"
+    )
+    return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
+
+
+def start_drainer(*services: str) -> subprocess.Popen:
+    """A separate process that keeps the services' queues empty with a bare receive +
+    delete loop (moto's cost per call grows with queue depth)."""
+    from events import aws, topology
+
+    services = services or tuple(topology.consuming_services())
+    urls = [aws.queue_url(aws.queue_name(s)) for s in services]
+    return spawn(
+        [sys.executable, str(ROOT / "bench" / "drainer.py"), env().moto_url, *urls],
+        env=env().child_env(),
+        log=env().data_dir / "drainer.log",
+    )
+
+
+def wait_empty(*services: str, timeout: float = 60) -> None:
+    from events import aws, topology
+
+    services = services or tuple(topology.consuming_services())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(queue_depth(aws.queue_name(s)) == 0 for s in services):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"queues of {services} not drained within {timeout} s")

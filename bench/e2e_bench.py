@@ -1,0 +1,248 @@
+"""End-to-end latency through the running stack: POST /api/teams/ to gunicorn at a steady
+rate; latency = the transfers handler's inbox row ``handled_at`` minus the envelope
+``time`` of the team.created outbox row. With the on-commit kick vs beat alone."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import requests
+from django.db import connection
+
+from . import common
+from .common import BIN, ROOT, Result
+
+HANDLER = "transfers:transfers.handlers.on_team_created"
+
+
+class Stack:
+    """gunicorn (2 workers), Celery worker (-P solo) and beat, one consumer per service."""
+
+    def __init__(self, *, kick: bool, tag: str) -> None:
+        self.kick, self.tag = kick, tag
+        self.procs = []
+
+    def __enter__(self) -> Stack:
+        from events import topology
+        from events.netutil import free_port, wait_for_http
+
+        e = common.env()
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        env = e.child_env(OUTBOX_KICK="true" if self.kick else "false", TEAMS_SERVICE_URL=self.url)
+        logs = e.data_dir
+        manage = [sys.executable, str(ROOT / "manage.py")]
+        celery = [str(BIN / "celery"), "-A", "league"]
+        try:
+            self.procs.append(
+                common.spawn(
+                    [str(BIN / "gunicorn"), "league.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2"],
+                    env=env,
+                    log=logs / f"web-{self.tag}.log",
+                )
+            )
+            self.procs.append(
+                common.spawn(
+                    [
+                        *celery,
+                        "worker",
+                        "-l",
+                        "warning",
+                        "-P",
+                        "solo",
+                        "--without-gossip",
+                        "--without-mingle",
+                        "--without-heartbeat",
+                    ],
+                    env=env,
+                    log=logs / f"worker-{self.tag}.log",
+                )
+            )
+            self.procs.append(
+                common.spawn(
+                    [*celery, "beat", "-l", "warning", "-s", str(logs / f"beat-{self.tag}")],
+                    env=env,
+                    log=logs / f"beat-{self.tag}.log",
+                )
+            )
+            for service in topology.consuming_services():
+                self.procs.append(
+                    common.spawn(
+                        [*manage, "consume", "--service", service, "--no-startup"],
+                        env=env,
+                        log=logs / f"consume-{service}-{self.tag}.log",
+                    )
+                )
+            wait_for_http(f"{self.url}/api/", timeout=60)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in reversed(self.procs):
+            common.stop(p)
+        self.procs.clear()
+
+    def check_alive(self) -> None:
+        for p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(
+                    f"stack process {p.args[:3]} exited with {p.returncode}; logs in {common.env().data_dir}"
+                )
+
+
+def _token() -> str:
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-e2e", defaults={"is_staff": True})
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+def load(url: str, token: str, *, rate: float, seconds: float, prefix: str) -> list[int]:
+    """Open loop: request i is due at t0 + i/rate, whatever the previous ones do."""
+    total = int(rate * seconds)
+    ids: list[int] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    t0 = time.monotonic() + 0.2
+    nxt = iter(range(total))
+
+    def worker() -> None:
+        s = requests.Session()
+        s.headers["Authorization"] = f"Token {token}"
+        while True:
+            with lock:
+                i = next(nxt, None)
+            if i is None:
+                return
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            r = s.post(f"{url}/api/teams/", json={"name": f"{prefix} {i}"}, timeout=30)
+            with lock:
+                if r.status_code == 201:
+                    ids.append(r.json()["id"])
+                else:
+                    errors.append(f"{r.status_code} {r.text[:200]}")
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} POSTs failed, e.g. {errors[0]}")
+    return ids
+
+
+def latencies(team_ids: list[int], *, timeout: float = 60) -> list[dict[str, float]]:
+    """Per team.created (waits for all): ``total`` ms from the envelope time to the
+    transfers handler's inbox row, split at the outbox row's ``published_at`` (set by the
+    relay once SNS answered) into ``to_published`` and ``published_to_handler``."""
+    subjects = [str(i) for i in team_ids]
+    sql = """
+        SELECT o.envelope->>'time', o.published_at, i.handled_at
+        FROM events_outboxmessage o JOIN events_inboxmessage i
+          ON i.event_id = o.event_id AND i.handler = %s
+        WHERE o.type = 'team.created' AND o.subject = ANY(%s)
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with connection.cursor() as c:
+            c.execute(sql, [HANDLER, subjects])
+            rows = c.fetchall()
+        if len(rows) == len(subjects) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if len(rows) < len(subjects):
+        raise RuntimeError(f"only {len(rows)} of {len(subjects)} team.created events handled within {timeout} s")
+    out = []
+    for t, published, handled in rows:
+        t0 = datetime.fromisoformat(t.replace("Z", "+00:00"))
+        out.append(
+            {
+                "total": (handled - t0).total_seconds() * 1000,
+                "to_published": (published - t0).total_seconds() * 1000,
+                "published_to_handler": (handled - published).total_seconds() * 1000,
+            }
+        )
+    return out
+
+
+def run_config(*, kick: bool, rate: float, seconds: float, token: str) -> list[float]:
+    tag = "kick" if kick else "beat"
+    with Stack(kick=kick, tag=tag) as stack:
+        # warm-up until the whole pipeline answers (consumers up, worker and beat running)
+        warm = load(stack.url, token, rate=5, seconds=1, prefix=f"warm-{tag}")
+        latencies(warm, timeout=90)
+        time.sleep(1)
+        ids = load(stack.url, token, rate=rate, seconds=seconds, prefix=f"bench-{tag}")
+        stack.check_alive()
+        return latencies(ids)
+
+
+def breakdown(samples: list[dict[str, float]]) -> dict[str, float]:
+    return {f"{k}_p{p}_ms": common.pct([x[k] for x in samples], p) for k in samples[0] for p in (50, 99)}
+
+
+def plot(kick: list[float], beat: list[float], path: Path, rate: float, seconds: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for data, label, color in ((kick, "on-commit kick + beat 1 s", "tab:blue"), (beat, "beat 1 s alone", "tab:orange")):
+        s = sorted(data)
+        ax1.plot(s, [(i + 1) / len(s) for i in range(len(s))], label=label, color=color)
+        ax2.hist(data, bins=60, alpha=0.6, label=label, color=color)
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_xlabel("commit -> handler (ms, log scale)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    ax1.set_ylabel("fraction of events")
+    ax1.set_title("CDF")
+    ax2.set_ylabel("events")
+    ax2.set_title("histogram")
+    for p, style in ((50, ":"), (99, "--")):
+        ax1.axvline(common.pct(kick, p), color="tab:blue", linestyle=style, linewidth=0.8)
+    fig.suptitle(f"team.created end-to-end latency, {rate:g} POST/s for {seconds:g} s (p50 dotted, p99 dashed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def e2e_latency(quick: bool) -> list[Result]:
+    rate, seconds = 20.0, (10.0 if quick else 60.0)
+    token = _token()
+    kick_s = run_config(kick=True, rate=rate, seconds=seconds, token=token)
+    beat_s = run_config(kick=False, rate=rate, seconds=seconds, token=token)
+    kick, beat = [x["total"] for x in kick_s], [x["total"] for x in beat_s]
+    split = {"kick": breakdown(kick_s), "beat": breakdown(beat_s)}
+    common.RESULTS.mkdir(parents=True, exist_ok=True)
+    plot(kick, beat, common.RESULTS / "e2e_latency.png", rate, seconds)
+    out = []
+    targets = {50: 30.0, 95: None, 99: 150.0}
+    for p, target in targets.items():
+        v, b = common.pct(kick, p), common.pct(beat, p)
+        out.append(
+            Result(
+                f"e2e_latency_p{p}",
+                "ms",
+                v,
+                b,
+                b / v,
+                f"value <= {target:g} ms" if target else "(none)",
+                (v <= target) if target else None,
+                f"{len(kick)} team.created, {rate:g}/s for {seconds:g} s; value: kick, baseline: beat 1 s alone",
+                {"n": len(kick), "kick_max_ms": max(kick), "beat_max_ms": max(beat), "split": split},
+            )
+        )
+    return out

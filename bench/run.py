@@ -1,0 +1,134 @@
+"""Run the benchmarks, print a table, write bench/results/latest.json.
+
+    .venv/bin/python bench/run.py            # the full run (~15 min)
+    .venv/bin/python bench/run.py --quick    # the same code, shorter (~3 min)
+    .venv/bin/python bench/run.py --only relay_vs_boto3,e2e_latency
+
+Each figure is a ratio against a baseline measured in the same run (docs/PERFORMANCE.md).
+Needs PostgreSQL at 127.0.0.1:5432 (user postgres) and Redis at 127.0.0.1:6379; a fresh
+database and a moto_server on a free port are made for the run and removed after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common  # noqa: E402
+
+ORDER = [
+    "relay_vs_boto3",
+    "relay_vs_seed",
+    "relay_null_publisher",
+    "e2e_latency",
+    "write_overhead",
+    "due_query_scale",
+    "consumer_vs_boto3",
+]
+
+
+def benchmarks():
+    from bench import consumer_bench, db_bench, e2e_bench, relay_bench
+
+    return {
+        "relay_vs_boto3": relay_bench.relay_vs_boto3,
+        "relay_vs_seed": relay_bench.relay_vs_seed,
+        "relay_null_publisher": relay_bench.relay_null_publisher,
+        "e2e_latency": e2e_bench.e2e_latency,
+        "write_overhead": db_bench.write_overhead,
+        "due_query_scale": db_bench.due_query_scale,
+        "consumer_vs_boto3": consumer_bench.consumer_vs_boto3,
+    }
+
+
+def fmt(x: float) -> str:
+    if x != x:  # nan
+        return "-"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def table(results: list[common.Result]) -> str:
+    head = ("benchmark", "unit", "value", "baseline", "ratio", "target", "met")
+    rows = [
+        (
+            r.name,
+            r.unit,
+            fmt(r.value),
+            fmt(r.baseline),
+            fmt(r.ratio),
+            r.target,
+            {True: "yes", False: "NO", None: "-"}[r.met],
+        )
+        for r in results
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
+    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short run of the same code")
+    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(ORDER)}")
+    parser.add_argument("--output", default=str(common.RESULTS / "latest.json"))
+    args = parser.parse_args(argv)
+    names = args.only.split(",") if args.only else ORDER
+    unknown = set(names) - set(ORDER)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+
+    started = time.monotonic()
+    results: list[common.Result] = []
+    failed: list[str] = []
+    try:
+        e = common.configure()
+        print(f"database {e.db_name}, moto {e.moto_url}, celery queue {e.queue}", flush=True)
+        funcs = benchmarks()
+        for name in names:
+            t0 = time.monotonic()
+            print(f"-- {name} ...", flush=True)
+            try:
+                out = funcs[name](args.quick)
+            except Exception:
+                traceback.print_exc()
+                failed.append(name)
+                continue
+            out = out if isinstance(out, list) else [out]
+            results.extend(out)
+            for r in out:
+                print(
+                    f"   {r.name}: {fmt(r.value)} {r.unit} vs {fmt(r.baseline)} -> ratio {fmt(r.ratio)} ({time.monotonic() - t0:.0f} s)",
+                    flush=True,
+                )
+    finally:
+        common.teardown()
+    elapsed = time.monotonic() - started
+    print()
+    print(table(results))
+    print(f"\n{'quick' if args.quick else 'full'} run in {elapsed:.0f} s on {platform.python_version()}")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = [{k: v for k, v in r.as_dict().items()} | {"quick": args.quick} for r in results]
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {out}")
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
