@@ -6,7 +6,10 @@ from datetime import timedelta
 
 from celery import Celery
 
+from . import broker
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "league.settings")
+broker.register()  # filesystem:// with atomic writes (league/broker.py)
 
 app = Celery("league")
 app.config_from_object("django.conf:settings", namespace="CELERY")

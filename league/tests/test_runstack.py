@@ -140,6 +140,23 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
         descendants = children_of(proc.pid)
         assert len(descendants) >= 6, descendants  # moto, web (+ workers), worker, beat, consumers
 
+        # A consumer that crashes is restarted, and events still flow.
+        consumer_pid = int(out.wait_for(r"started\s+consume-transfers \(pid (\d+)\)", timeout=5, proc=proc).group(1))
+        os.kill(consumer_pid, signal.SIGKILL)
+        out.wait_for(r"restarted consume-transfers: it exited with code -9", timeout=10, proc=proc)
+        response = requests.post(
+            f"{base}/api/teams/",
+            json={"name": "Phoenix Town"},
+            headers={"Authorization": f"Token {token}"},
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        deadline = time.monotonic() + 30
+        while "Phoenix Town" not in replica_names(f"{base}/api/transfers/teams/?limit=100"):
+            assert time.monotonic() < deadline, "events stopped after the consumer restart\n" + out.tail()
+            time.sleep(0.2)
+        descendants |= children_of(proc.pid)
+
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0, out.tail()
     finally:

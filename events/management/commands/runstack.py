@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -33,6 +33,9 @@ class Child:
     name: str
     argv: list[str]
     proc: subprocess.Popen | None = None
+    env: dict[str, str] | None = None
+    output: Any = None
+    restarts: list[float] = field(default_factory=list)
 
 
 class Command(BaseCommand):
@@ -121,13 +124,22 @@ class Command(BaseCommand):
         self.stdout.flush()
 
     def spawn(self, child: Child, env: dict[str, str], output: Any = None) -> None:
-        # Own process group: Ctrl-C in the terminal reaches only runstack, which then
-        # stops each child in order.
-        child.proc = subprocess.Popen(
-            child.argv, env=env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT if output else None
-        )
+        child.env, child.output = env, output
+        child.proc = self._popen(child)
         self.children.append(child)
         self.say(f"started   {child.name} (pid {child.proc.pid})")
+
+    @staticmethod
+    def _popen(child: Child) -> subprocess.Popen:
+        # Own process group: Ctrl-C in the terminal reaches only runstack, which then
+        # stops each child in order.
+        return subprocess.Popen(
+            child.argv,
+            env=child.env,
+            start_new_session=True,
+            stdout=child.output,
+            stderr=subprocess.STDOUT if child.output else None,
+        )
 
     def ensure_admin(self) -> str:
         from django.contrib.auth import get_user_model
@@ -158,11 +170,21 @@ class Command(BaseCommand):
         self.say(f"\n  export TOKEN={token}\n  Ctrl-C stops everything.\n")
 
     def supervise(self) -> int | None:
+        """Restart a child that dies (at most 5 times a minute, like a process manager);
+        one that keeps dying stops the stack with exit code 1."""
         while not self.stop.wait(0.5):
             for child in self.children:
                 if child.proc and child.proc.poll() is not None:
-                    self.shutdown()
-                    raise CommandError(f"{child.name} exited with code {child.proc.returncode}; stopped the stack.")
+                    now = time.monotonic()
+                    child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+                    if len(child.restarts) > 5:
+                        self.shutdown()
+                        raise CommandError(
+                            f"{child.name} exited with code {child.proc.returncode} 6 times within a minute; "
+                            "stopped the stack."
+                        )
+                    self.say(f"restarted {child.name}: it exited with code {child.proc.returncode}")
+                    child.proc = self._popen(child)
         self.say("stopping ...")
         return None
 
