@@ -19,5 +19,9 @@ urlpatterns = [
     path("metrics", metrics.metrics_view, name="metrics"),
 ]
 
+handler400 = "league.api.bad_request"
+handler404 = "league.api.not_found"
+handler500 = "league.api.server_error"
+
 for _service in settings.ACTIVE_SERVICES:
     urlpatterns.append(path("api/", include(f"{_service}.urls")))

@@ -1,0 +1,546 @@
+"""The crash-injection suite: ``python -m faults.run [--quick] [--keep-logs]``.
+
+Starts the whole stack as real processes (a fresh Postgres database, ``moto_server``,
+gunicorn, ``relay_outbox``, one ``consume`` per service plus the probe service), writes
+through the REST API with a token, injects one kind of fault per scenario, waits until
+the bus has drained, and checks that every event was handled by every subscribed handler
+exactly once (faults/checks.py). Prints a table; exits 1 if any event was lost or
+applied twice, a replica disagrees, something is stuck, or a DLQ misses what it must hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from .stack import CONSUMED, Stack, postgres_available
+
+
+@dataclass
+class Plan:
+    """Sizes of the scenarios: the full run (CI's crash-suite step) or --quick (pytest)."""
+
+    baseline: int = 200
+    relay_events: int = 1200
+    relay_kills: int = 10
+    consumer_events: int = 400
+    consumer_kills: int = 4
+    outage_seconds: float = 30
+    outage_events: int = 150
+    db_events: int = 300
+    db_cuts: int = 3
+    two_relays_events: int = 400
+    poison_events: int = 100
+    drain_timeout: float = 240
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(
+            baseline=40,
+            relay_events=150,
+            relay_kills=2,
+            consumer_events=80,
+            consumer_kills=1,
+            outage_seconds=5,
+            outage_events=20,
+            db_events=60,
+            db_cuts=1,
+            two_relays_events=80,
+            poison_events=20,
+            drain_timeout=240,
+        )
+
+
+@dataclass
+class Row:
+    scenario: str
+    events: int = 0
+    faults: str = ""
+    lost: int = 0
+    twice: int = 0
+    redelivered: int = 0
+    dlq: int = 0
+    drain: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.lost and not self.twice and not self.problems
+
+
+# ---------------------------------------------------------------------------------- writes
+class Writer:
+    """Random team/squad changes through the REST API; the outbox is the record of what
+    was written (an API call cut by a fault may or may not have committed)."""
+
+    POSITIONS = ("GK", "DEF", "MID", "ST")
+
+    def __init__(self, stack: Stack, token: str, seed: int) -> None:
+        self.base = f"{stack.web_url}/api"
+        self.http = stack.api(token)
+        self.rng = random.Random(seed)
+        self.teams: dict[int, dict[int, str]] = {}  # team id -> {player id: name}
+        self.n = 0
+        self.api_errors = 0
+
+    def _call(self, method: str, path: str, **kw) -> requests.Response | None:
+        try:
+            r = self.http.request(method, f"{self.base}{path}", timeout=30, **kw)
+        except requests.RequestException:
+            self.api_errors += 1
+            return None
+        if r.status_code >= 500:
+            self.api_errors += 1
+            return None
+        return r
+
+    def _name(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}-{self.rng.randrange(10**6)}"
+
+    def create_team(self, name: str | None = None, players: int = 0) -> int | None:
+        squad = [{"name": self._name("P"), "position": self.rng.choice(self.POSITIONS)} for _ in range(players)]
+        r = self._call("POST", "/teams/", json={"name": name or self._name("Team "), "players": squad})
+        if r is None or r.status_code != 201:
+            return None
+        body = r.json()
+        self.teams[body["id"]] = {p["id"]: p["name"] for p in body["players"]}
+        return body["id"]
+
+    def step(self) -> bool:
+        """One change; True if the API accepted it (one event)."""
+        roll = self.rng.random()
+        if len(self.teams) < 8 or roll < 0.25:
+            return self.create_team(players=self.rng.randrange(3)) is not None
+        tid = self.rng.choice(list(self.teams))
+        squad = self.teams[tid]
+        if roll < 0.55 and len(squad) < 20:
+            r = self._call(
+                "POST",
+                f"/teams/{tid}/players/",
+                json={"name": self._name("P"), "position": self.rng.choice(self.POSITIONS)},
+            )
+            if r is not None and r.status_code == 201:
+                squad[r.json()["id"]] = r.json()["name"]
+                return True
+        elif roll < 0.75:
+            r = self._call("PATCH", f"/teams/{tid}/", json={"name": self._name("Team ")})
+            return r is not None and r.status_code == 200
+        elif roll < 0.92 and squad:
+            pid = self.rng.choice(list(squad))
+            r = self._call("DELETE", f"/teams/{tid}/players/{pid}/")
+            if r is not None and r.status_code in (204, 404):
+                squad.pop(pid)
+                return r.status_code == 204
+        elif roll >= 0.92:
+            r = self._call("DELETE", f"/teams/{tid}/")
+            if r is not None and r.status_code in (204, 404):
+                self.teams.pop(tid)
+                return r.status_code == 204
+        return False
+
+    def write(self, events: int, *, on_progress: Callable[[int], None] | None = None, pace: float = 0) -> None:
+        done = 0
+        while done < events:
+            if self.step():
+                done += 1
+                if on_progress:
+                    on_progress(done)
+            if pace:
+                time.sleep(pace)
+
+
+# ---------------------------------------------------------------------------------- suite
+class Suite:
+    def __init__(self, stack: Stack, plan: Plan, token: str, seed: int) -> None:
+        self.stack = stack
+        self.plan = plan
+        self.writer = Writer(stack, token, seed)
+        self.rows: list[Row] = []
+        self.tag = uuid.uuid4().hex[:8]
+
+    # -------------------------------------------------------------- measurements
+    @staticmethod
+    def last_outbox_id() -> int:
+        from events.models import OutboxMessage
+
+        return OutboxMessage.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+    def counters(self) -> dict[str, float]:
+        """Sums across every process of the run (prometheus multiprocess files survive kill -9)."""
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        reg = CollectorRegistry()
+        multiprocess.MultiProcessCollector(reg, path=str(self.stack.prom_dir))
+        sums: dict[str, float] = {}
+        for metric in reg.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    sums[sample.name] = sums.get(sample.name, 0) + sample.value
+        return sums
+
+    def leased(self) -> int:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM events_outboxmessage WHERE state = 'pending' AND claimed_until > now()"
+            )
+            return cursor.fetchone()[0]
+
+    def handled_by(self, service: str) -> int:
+        from events.models import InboxMessage
+
+        return InboxMessage.objects.filter(handler__startswith=f"{service}:").count()
+
+    def wait_drained(self, lo: int, started: float, *, extra: Callable[[], list[str]] | None = None):
+        from . import checks
+
+        deadline = time.monotonic() + self.plan.drain_timeout
+        while True:
+            crashed = self.stack.check_alive()
+            if crashed:
+                raise RuntimeError(f"processes exited on their own: {crashed}")
+            verdict = checks.exactly_once(lo, self.last_outbox_id())
+            problems: list[str] = []
+            if verdict.lost == 0 and verdict.stuck == 0:
+                problems = checks.replicas_match() + (extra() if extra else [])
+                if not problems:
+                    return verdict, time.monotonic() - started, []
+            if time.monotonic() > deadline:
+                problems += checks.explain(lo, self.last_outbox_id(), problems)
+            if time.monotonic() > deadline:  # noqa: SIM102
+                extra_problems = [f"not drained after {self.plan.drain_timeout:.0f} s: stuck {verdict.stuck}"]
+                return verdict, time.monotonic() - started, extra_problems + problems[:30]
+            time.sleep(0.5)
+
+    def scenario(self, name: str, body: Callable[[Row], Callable[[], list[str]] | None]) -> Row:
+        row = Row(name)
+        print(f"-- {name}", flush=True)
+        lo = self.last_outbox_id()
+        before = self.counters()
+        try:
+            extra = body(row)
+            started = time.monotonic()
+            verdict, row.drain, problems = self.wait_drained(lo, started, extra=extra)
+        except Exception as exc:  # a scenario that breaks is a failed scenario, not a crash
+            traceback.print_exc()
+            from . import checks
+
+            verdict, problems = checks.exactly_once(lo, self.last_outbox_id()), [f"{type(exc).__name__}: {exc}"]
+        after = self.counters()
+        row.events = verdict.events
+        row.lost = verdict.lost
+        row.twice = verdict.twice
+        row.problems += problems
+        row.redelivered = int(
+            after.get("league_events_duplicate_total", 0) - before.get("league_events_duplicate_total", 0)
+        )
+        self.rows.append(row)
+        print(f"   {self.format_row(row)}{'  ' + '; '.join(row.problems) if row.problems else ''}", flush=True)
+        return row
+
+    # -------------------------------------------------------------- scenarios
+    def baseline(self, row: Row):
+        self.writer.write(self.plan.baseline)
+        row.faults = "none"
+
+    def relay_kill(self, row: Row):
+        """kill -9 of the relay while it holds claimed rows (a batch between claim and mark),
+        then a new relay at once: the leased rows come back when their lease runs out."""
+        kills, orphaned = self.plan.relay_kills, 0
+        marks = {int(self.plan.relay_events * (i + 1) / (kills + 1)) for i in range(kills)}
+        killed = 0
+
+        def on_progress(done: int) -> None:
+            nonlocal killed, orphaned
+            if done not in marks:
+                return
+            deadline = time.monotonic() + 10
+            while self.leased() == 0 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self.stack.kill9("relay")
+            orphaned += self.leased()
+            killed += 1
+            self.stack.start_relay()
+
+        self.writer.write(self.plan.relay_events, on_progress=on_progress)
+        row.faults = f"{killed}x kill -9 relay ({orphaned} rows leased at death)"
+        if killed and not orphaned:
+            row.problems.append("no kill landed mid-batch (no leased rows at death)")
+
+    def consumer_kill(self, row: Row):
+        """kill -9 of a consumer while it is handling messages (its inbox count moving)."""
+        services = ["transfers", "fixtures", "faultprobe"]
+        kills = self.plan.consumer_kills
+        marks = {int(self.plan.consumer_events * (i + 1) / (kills + 1)): services[i % 3] for i in range(kills)}
+        mid = 0
+
+        def on_progress(done: int) -> None:
+            nonlocal mid
+            service = marks.get(done)
+            if service is None:
+                return
+            deadline = time.monotonic() + 10
+            before = self.handled_by(service)
+            while time.monotonic() < deadline:
+                time.sleep(0.02)
+                now = self.handled_by(service)
+                if now != before:
+                    mid += 1
+                    break
+            self.stack.kill9(f"consume-{service}")
+            time.sleep(0.5)
+            self.stack.start_consumer(service)
+
+        self.writer.write(self.plan.consumer_events, on_progress=on_progress)
+        row.faults = f"{kills}x kill -9 consumer ({mid} while handling)"
+
+    def moto_outage(self, row: Row):
+        """Drain, stop moto_server, write during the outage (the outbox keeps the events and
+        the relay backs off), start a fresh moto_server, restore the topology with setup_bus."""
+        lo = self.last_outbox_id()
+        self.wait_drained(lo, time.monotonic())
+        self.stack.stop_moto()
+        down = time.monotonic()
+        pace = max(self.plan.outage_seconds / max(self.plan.outage_events, 1) - 0.05, 0)
+        self.writer.write(self.plan.outage_events, pace=pace)
+        remaining = self.plan.outage_seconds - (time.monotonic() - down)
+        if remaining > 0:
+            time.sleep(remaining)
+        outage = time.monotonic() - down
+        # A restarted moto_server is empty. While setup_bus recreates it, a topic can exist
+        # before its subscriptions do, and SNS drops what is published to a topic without
+        # subscribers: pause the relays (SIGSTOP) for the restore. Real SNS/SQS is durable;
+        # only the emulator loses its state.
+        self.stack.pause_relays()
+        try:
+            self.stack.start_moto()
+            self.stack.manage("setup_bus")
+        finally:
+            self.stack.resume_relays()
+        row.faults = f"moto_server down {outage:.0f} s, restarted empty + setup_bus"
+
+    def db_cut(self, row: Row):
+        """pg_terminate_backend on every connection of the run's database but ours."""
+        from django.db import connection
+
+        cuts = self.plan.db_cuts
+        marks = {int(self.plan.db_events * (i + 1) / (cuts + 1)) for i in range(cuts)}
+        cut = 0
+
+        def on_progress(done: int) -> None:
+            nonlocal cut
+            if done not in marks:
+                return
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                cut += cursor.fetchone()[0]
+
+        self.writer.write(self.plan.db_events, on_progress=on_progress)
+        row.faults = f"{cuts}x pg_terminate_backend ({cut} connections cut)"
+        row.problems += [] if cut else ["no connection was cut"]
+
+    def two_relays(self, row: Row):
+        self.stack.start_relay("relay-2")
+        self.writer.write(self.plan.two_relays_events)
+        row.faults = "two relays at once"
+
+    def poison(self, row: Row):
+        """A poison subject (the probe's handler raises for it) and undecodable or foreign
+        messages sent straight to every queue: all of them must end in the DLQs."""
+        import json
+
+        from events import aws
+
+        from . import checks
+        from .probe import POISON_PREFIX
+
+        poison_id = self.writer.create_team(name=f"{POISON_PREFIX} {self.tag}")
+        self.writer.write(self.plan.poison_events)
+        garbage = [
+            f"not json {self.tag}",
+            json.dumps({"garbage": self.tag}),
+            json.dumps(
+                {
+                    "specversion": "1.0",
+                    "id": str(uuid.uuid4()),
+                    "source": "/somebody-else",
+                    "type": "team.created",
+                    "time": "2026-01-01T00:00:00Z",
+                    "subject": "1",
+                    "datacontenttype": "application/json",
+                    "data": {"id": 1, "name": self.tag, "players": []},
+                    "dataversion": "1",
+                    "sequence": 1,
+                    "tag": self.tag,
+                }
+            ),
+        ]
+        sqs = aws.client("sqs")
+        for service in CONSUMED:
+            url = aws.queue_url(aws.queue_name(service))
+            for body in garbage:
+                sqs.send_message(QueueUrl=url, MessageBody=body)
+        row.faults = f"1 poison subject (team {poison_id}), {len(garbage)} garbage msgs x {len(CONSUMED)} queues"
+        found: dict[str, list[str]] = {s: [] for s in CONSUMED}
+
+        def in_dlqs() -> list[str]:
+            from events.models import OutboxMessage
+
+            poison_events = {
+                str(e)
+                for e in OutboxMessage.objects.filter(
+                    type__startswith="team.", envelope__data__name__startswith=POISON_PREFIX
+                ).values_list("event_id", flat=True)
+            }
+            for s in CONSUMED:
+                found[s] += checks.dlq_bodies(s)
+            problems = []
+            for s in CONSUMED:
+                tagged = [b for b in found[s] if self.tag in b]
+                if len(tagged) < len(garbage):
+                    problems.append(f"{s} DLQ holds {len(tagged)} of {len(garbage)} garbage messages")
+            missing = poison_events - checks.event_ids(found["faultprobe"])
+            if missing:
+                problems.append(f"faultprobe DLQ misses poison events {sorted(missing)}")
+            row.dlq = sum(len(v) for v in found.values())
+            return problems
+
+        return in_dlqs
+
+    # -------------------------------------------------------------- report
+    HEADER = (
+        f"{'scenario':<16} {'events':>6} {'lost':>5} {'twice':>5} {'redeliv.':>8} "
+        f"{'DLQ':>4} {'drain s':>7}  faults injected"
+    )
+
+    @staticmethod
+    def format_row(r: Row) -> str:
+        return (
+            f"{r.scenario:<16} {r.events:>6} {r.lost:>5} {r.twice:>5} {r.redelivered:>8} "
+            f"{r.dlq:>4} {r.drain:>7.1f}  {r.faults}"
+        )
+
+    def report(self, total: Row, elapsed: float) -> str:
+        lines = [self.HEADER, "-" * len(self.HEADER)]
+        lines += [self.format_row(r) for r in self.rows]
+        lines += ["-" * len(self.HEADER), self.format_row(total)]
+        lines.append(
+            f"{total.events} events, {self.writer.api_errors} API calls cut by faults, {elapsed:.0f} s in all. "
+            "lost/twice: (event, handler) pairs without an inbox row / side effects committed twice; "
+            "redeliv.: redelivered or republished events the inbox skipped."
+        )
+        for r in [*self.rows, total]:
+            for p in r.problems:
+                lines.append(f"PROBLEM {r.scenario}: {p}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m faults.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="Small sizes (the pytest wrapper).")
+    parser.add_argument("--keep-logs", action="store_true", help="Keep the run directory (logs) after success.")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--only", action="append", help="Run only scenarios whose name contains this (repeatable).")
+    args = parser.parse_args(argv)
+    if not postgres_available():
+        print("PostgreSQL is not reachable at 127.0.0.1:5432 (user postgres): the crash suite needs it.")
+        return 2
+    plan = Plan.quick() if args.quick else Plan()
+    seed = args.seed if args.seed is not None else random.randrange(10**6)
+    run_dir = Path(tempfile.mkdtemp(prefix="faults-"))
+    stack = Stack(run_dir)
+    stack.prom_dir.mkdir()
+    os.environ.update(stack.env)
+    ok = False
+    started = time.monotonic()
+    print(f"crash suite ({'quick' if args.quick else 'full'}, seed {seed}): database {stack.db_name}, logs {run_dir}")
+    try:
+        stack.create_database()
+        import django
+
+        django.setup()
+        from django.contrib.auth import get_user_model
+        from django.db import connection
+        from rest_framework.authtoken.models import Token
+
+        from .probe import LEDGER_DDL
+
+        stack.manage("migrate", "--noinput")
+        with connection.cursor() as cursor:
+            cursor.execute(LEDGER_DDL)
+        user = get_user_model().objects.create_user(username="faults", password=uuid.uuid4().hex)
+        token = Token.objects.create(user=user).key
+        stack.start_moto()
+        stack.manage("setup_bus")
+        stack.start_web()
+        stack.start_relay()
+        for service in CONSUMED:
+            stack.start_consumer(service)
+        for service in CONSUMED:
+            stack.wait_ready(f"consume-{service}", "consuming ")
+
+        suite = Suite(stack, plan, token, seed)
+        scenarios = [
+            ("baseline", suite.baseline),
+            ("relay kill -9", suite.relay_kill),
+            ("consumer kill -9", suite.consumer_kill),
+            ("moto outage", suite.moto_outage),
+            ("db cut", suite.db_cut),
+            ("two relays", suite.two_relays),
+            ("poison+garbage", suite.poison),
+        ]
+        for name, body in scenarios:
+            if not args.only or any(o in name for o in args.only):
+                suite.scenario(name, body)
+
+        from . import checks
+
+        whole = checks.exactly_once(0, suite.last_outbox_id())
+        total = Row(
+            "ALL (re-check)",
+            events=whole.events,
+            lost=whole.lost,
+            twice=whole.twice,
+            redelivered=sum(r.redelivered for r in suite.rows),
+            dlq=sum(r.dlq for r in suite.rows),
+            drain=sum(r.drain for r in suite.rows),
+            faults=f"stuck outbox rows: {whole.stuck}",
+        )
+        total.problems += [f"{whole.stuck} outbox rows stuck"] if whole.stuck else []
+        total.problems += checks.replicas_match()[:10]
+        print()
+        print(suite.report(total, time.monotonic() - started))
+        ok = total.ok and all(r.ok for r in suite.rows)
+        print("\nRESULT:", "PASS: no event lost, none applied twice" if ok else "FAIL")
+        return 0 if ok else 1
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        stack.close()
+        if ok and not args.keep_logs:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            print(f"logs kept in {run_dir}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
