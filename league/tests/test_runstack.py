@@ -95,7 +95,12 @@ def replica_names(url: str) -> set[str]:
 
 def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
-    env.update(DATA_DIR=str(tmp_path), PYTHONUNBUFFERED="1", CONSUMER_WAIT_SECONDS="2")
+    # A short visibility timeout: the killed consumer's long poll may still be open in
+    # moto and take the next message into a dead socket (real SQS does the same); the
+    # message then comes back after the visibility timeout, not the default 30 s.
+    env.update(
+        DATA_DIR=str(tmp_path), PYTHONUNBUFFERED="1", CONSUMER_WAIT_SECONDS="2", CONSUMER_VISIBILITY_TIMEOUT="5"
+    )
     port, moto_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
