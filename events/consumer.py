@@ -38,6 +38,7 @@ from django.db import (
     InterfaceError,
     OperationalError,
     close_old_connections,
+    connection,
     transaction,
 )
 
@@ -54,6 +55,10 @@ class ConsumerConfigError(RuntimeError):
 
 class Duplicate(Exception):
     pass
+
+
+class BatchRolledBack(Exception):
+    """Leaves a receive's transaction by rollback: a handler's database error broke it."""
 
 
 class StopReceiving(BaseException):
@@ -265,6 +270,15 @@ class Consumer:
                     self.stats.received += 1
                     if self.handle(message):
                         done.append(message)
+                # A connection lost inside a handler's savepoint leaves the batch marked
+                # for rollback, and leaving the block would then roll back *silently*:
+                # the messages handled before it must not be deleted.
+                if not self.broadcast and (self._db_broken or connection.needs_rollback):
+                    raise BatchRolledBack()
+        except BatchRolledBack:
+            log.error("consumer %s: the batch was rolled back (database error); its messages come back", self.service)
+            done = []
+            self.stop.wait(2)
         except (OperationalError, InterfaceError) as exc:
             # The commit failed: nothing of the batch was kept, so every message comes back.
             log.error("consumer %s: database unavailable at commit (%s); messages kept", self.service, exc)

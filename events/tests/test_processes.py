@@ -252,3 +252,34 @@ def test_broadcast_instances_each_get_every_event_then_clean_up_or_get_reaped(pr
     assert instance_queues() == [] and probe_subscriptions() == []
     publish_teams(1, start=50)
     assert relay.relay().published == 1  # the topic still publishes
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_mid_batch_keeps_every_message_of_the_batch(probe_topology, recorder):
+    """The messages of one receive share a transaction. If the connection dies inside a
+    handler, the batch rolls back, so the messages handled before it in the same batch
+    must not be deleted either (they were, silently: found by the crash suite's db cut)."""
+    from events.consumer import Consumer
+
+    publish_teams(3)
+    relay.relay()
+
+    def kill_own_connection_on_subject_2(event):
+        if event.subject == "2":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        recorder.seen.append(event)
+
+    from events import registry
+
+    for i, h in enumerate(registry._handlers):
+        if h.service == "probe" and h.event_type == "team.created":
+            registry._handlers[i] = registry.Handler("probe", "team.created", kill_own_connection_on_subject_2)
+    consumer = Consumer("probe", wait_seconds=0, check_topology=False)
+    consumer.stop.wait = lambda timeout=None: False  # no back-off sleep in the test
+    wait_until(lambda: depth(aws.queue_name("probe"))[0] == 3, timeout=10, what="3 messages")
+    consumer.poll(wait_seconds=1)
+    connection.close()
+    assert InboxMessage.objects.count() == 0  # nothing committed ...
+    visible, in_flight = depth(aws.queue_name("probe"))
+    assert visible + in_flight == 3  # ... and nothing deleted: all three come back
