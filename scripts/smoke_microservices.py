@@ -29,7 +29,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,10 @@ import requests
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from events.netutil import free_port, port_open  # noqa: E402  (the repo's own helpers)
+
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 PROFILE = "microservices"
 BIN = Path(sys.executable).parent
@@ -112,18 +115,6 @@ def seconds(value: str | int | float | None, default: float) -> float:
 
 
 # ----------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
 
 
 @dataclass

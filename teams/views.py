@@ -38,6 +38,16 @@ def _player_or_404(team: Team, player_id: int) -> Player:
     return player
 
 
+# The team every example of this module shows (the shape of TeamSerializer).
+TEAM_EXAMPLE = {
+    "id": 1,
+    "name": "Ajax",
+    "sequence": 2,
+    "players": [{"id": 1, "name": "Johan Cruijff", "position": "ST"}],
+    "created_at": "2026-07-01T12:00:00Z",
+}
+
+
 class TeamListApi(ListAPIView):
     serializer_class = TeamSerializer
 
@@ -46,19 +56,7 @@ class TeamListApi(ListAPIView):
 
     @extend_schema(
         operation_id="teams_list",
-        examples=[
-            OpenApiExample(
-                "A team",
-                value={
-                    "id": 1,
-                    "name": "Ajax",
-                    "sequence": 2,
-                    "players": [{"id": 1, "name": "Johan Cruijff", "position": "ST"}],
-                    "created_at": "2026-07-01T12:00:00Z",
-                },
-                response_only=True,
-            )
-        ],
+        examples=[OpenApiExample("A team", value=TEAM_EXAMPLE, response_only=True)],
         responses={200: TeamSerializer(many=True)},
     )
     def get(self, request: Request, *args, **kwargs) -> Response:
@@ -76,13 +74,7 @@ class TeamListApi(ListAPIView):
             ),
             OpenApiExample(
                 "Created",
-                value={
-                    "id": 1,
-                    "name": "Ajax",
-                    "sequence": 2,
-                    "players": [{"id": 1, "name": "Johan Cruijff", "position": "ST"}],
-                    "created_at": "2026-07-01T12:00:00Z",
-                },
+                value=TEAM_EXAMPLE,
                 response_only=True,
                 status_codes=["201"],
             ),
@@ -104,16 +96,7 @@ class TeamExportApi(GenericAPIView):
         examples=[
             OpenApiExample(
                 "Snapshot",
-                value={
-                    "teams": [
-                        {
-                            "id": 1,
-                            "name": "Ajax",
-                            "sequence": 2,
-                            "players": [{"id": 1, "name": "Johan Cruijff", "position": "ST"}],
-                        }
-                    ]
-                },
+                value={"teams": [{k: v for k, v in TEAM_EXAMPLE.items() if k != "created_at"}]},
                 response_only=True,
             )
         ],
@@ -130,19 +113,7 @@ class TeamDetailApi(GenericAPIView):
     @extend_schema(
         operation_id="teams_retrieve",
         responses={200: TeamSerializer, **errors(404, e404={"detail": "Team 9 does not exist."})},
-        examples=[
-            OpenApiExample(
-                "A team",
-                value={
-                    "id": 1,
-                    "name": "Ajax",
-                    "sequence": 2,
-                    "players": [{"id": 1, "name": "Johan Cruijff", "position": "ST"}],
-                    "created_at": "2026-07-01T12:00:00Z",
-                },
-                response_only=True,
-            )
-        ],
+        examples=[OpenApiExample("A team", value=TEAM_EXAMPLE, response_only=True)],
     )
     def get(self, request: Request, team_id: int) -> Response:
         return Response(TeamSerializer(_team_or_404(team_id)).data)
@@ -155,17 +126,7 @@ class TeamDetailApi(GenericAPIView):
             OpenApiExample("Rename", value={"name": "AFC Ajax"}, request_only=True),
             OpenApiExample(
                 "Renamed",
-                value={
-                    **{
-                        "id": 1,
-                        "name": "Ajax",
-                        "sequence": 2,
-                        "players": [{"id": 1, "name": "Johan Cruijff", "position": "ST"}],
-                        "created_at": "2026-07-01T12:00:00Z",
-                    },
-                    "name": "AFC Ajax",
-                    "sequence": 3,
-                },
+                value={**TEAM_EXAMPLE, "name": "AFC Ajax", "sequence": 3},
                 response_only=True,
             ),
         ],

@@ -14,6 +14,21 @@ from .models import TransferState
 from .serializers import TeamReplicaSerializer, TransferRequestSerializer, TransferSerializer
 from .teams_client import TeamsServiceUnavailable
 
+# The transfer the examples of this module show (the shape of TransferSerializer).
+TRANSFER_EXAMPLE = {
+    "id": 1,
+    "player_id": 7,
+    "player_name": "Johan Cruijff",
+    "from_team_id": 1,
+    "to_team_id": 2,
+    "fee": "1500000.00",
+    "state": "requested",
+    "reason": "",
+    "created_at": "2026-07-01T12:00:00Z",
+    "updated_at": "2026-07-01T12:00:00Z",
+    "completed_at": None,
+}
+
 
 class TeamsServiceDown(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
@@ -66,19 +81,7 @@ class _Filters(serializers.Serializer):
         examples=[
             OpenApiExample(
                 "A transfer",
-                value={
-                    "id": 1,
-                    "player_id": 7,
-                    "player_name": "Johan Cruijff",
-                    "from_team_id": 1,
-                    "to_team_id": 2,
-                    "fee": "1500000.00",
-                    "state": "requested",
-                    "reason": "",
-                    "created_at": "2026-07-01T12:00:00Z",
-                    "updated_at": "2026-07-01T12:00:00Z",
-                    "completed_at": None,
-                },
+                value=TRANSFER_EXAMPLE,
                 response_only=True,
             )
         ],
@@ -98,19 +101,7 @@ class _Filters(serializers.Serializer):
             ),
             OpenApiExample(
                 "Requested",
-                value={
-                    "id": 1,
-                    "player_id": 7,
-                    "player_name": "Johan Cruijff",
-                    "from_team_id": 1,
-                    "to_team_id": 2,
-                    "fee": "1500000.00",
-                    "state": "requested",
-                    "reason": "",
-                    "created_at": "2026-07-01T12:00:00Z",
-                    "updated_at": "2026-07-01T12:00:00Z",
-                    "completed_at": None,
-                },
+                value=TRANSFER_EXAMPLE,
                 response_only=True,
                 status_codes=["201"],
             ),
@@ -150,23 +141,7 @@ class TransferListCreateView(generics.ListCreateAPIView):
         examples=[
             OpenApiExample(
                 "Completed",
-                value={
-                    **{
-                        "id": 1,
-                        "player_id": 7,
-                        "player_name": "Johan Cruijff",
-                        "from_team_id": 1,
-                        "to_team_id": 2,
-                        "fee": "1500000.00",
-                        "state": "requested",
-                        "reason": "",
-                        "created_at": "2026-07-01T12:00:00Z",
-                        "updated_at": "2026-07-01T12:00:00Z",
-                        "completed_at": None,
-                    },
-                    "state": "completed",
-                    "completed_at": "2026-07-01T12:00:03Z",
-                },
+                value={**TRANSFER_EXAMPLE, "state": "completed", "completed_at": "2026-07-01T12:00:03Z"},
                 response_only=True,
             )
         ],
