@@ -81,6 +81,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "events",
+    # The project itself: `manage.py runstack` starts the whole system.
+    "league",
     *ACTIVE_SERVICES,
 ]
 
