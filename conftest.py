@@ -39,6 +39,11 @@ def pytest_collection_modifyitems(config, items):
 
     from django.conf import settings
 
+    # Every test on a real emulator process is marked, so CI can run exactly those again on
+    # the second emulator: BUS_EMULATOR=localstack pytest -m emulator.
+    for item in items:
+        if "moto_server_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.emulator)
     on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
     if os.environ.get("REQUIRE_POSTGRES") == "1" and not on_postgres:
         raise pytest.UsageError("REQUIRE_POSTGRES=1 but DATABASE_URL does not point at PostgreSQL.")

@@ -107,10 +107,11 @@ def _on_signal(signum, _frame):
 class Env:
     suffix: str
     db_name: str
-    moto_url: str
+    endpoint: str  # the emulator's URL
     data_dir: Path
     queue: str  # the Celery queue name of this run
-    moto: subprocess.Popen | None = None
+    emulator: str = "moto"
+    emulator_proc: subprocess.Popen | None = None
 
     def child_env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -122,12 +123,13 @@ class Env:
 _env: Env | None = None
 
 
-def configure() -> Env:
-    """Create the database, start moto_server, point Django's settings at both, set up
+def configure(emulator: str = "moto") -> Env:
+    """Create the database, start the emulator (moto_server or LocalStack), point Django's settings at both, set up
     Django, migrate and create the bus topology. Cleanup is registered at exit."""
     global _env
     import psycopg
 
+    from events import emulators
     from events.netutil import free_port
 
     signal.signal(signal.SIGTERM, _on_signal)
@@ -138,12 +140,13 @@ def configure() -> Env:
         conn.execute(f'CREATE DATABASE "{db_name}"')
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{suffix}-"))
     port = free_port()
-    _env = Env(suffix, db_name, f"http://127.0.0.1:{port}", data_dir, queue=f"bench-{suffix}")
-    _env.moto = spawn([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], log=data_dir / "moto.log")
+    _env = Env(suffix, db_name, f"http://127.0.0.1:{port}", data_dir, queue=f"bench-{suffix}", emulator=emulator)
+    argv, extra = emulators.command(emulator, port, data_dir=data_dir)
+    _env.emulator_proc = spawn(argv, env={**os.environ, **extra}, log=data_dir / f"{emulator}.log")
 
     os.environ.update(
         DATABASE_URL=f"postgres://{PG['user']}@{PG['host']}:{PG['port']}/{db_name}",
-        AWS_ENDPOINT_URL=_env.moto_url,
+        AWS_ENDPOINT_URL=_env.endpoint,
         DATA_DIR=str(data_dir),
         BUS_PREFIX=f"bench{suffix}",
         # Production-like: DEBUG off (no query log on every cursor), quiet logs.
@@ -163,9 +166,7 @@ def configure() -> Env:
     import django
 
     django.setup()
-    from events.netutil import wait_for_http
-
-    wait_for_http(f"{_env.moto_url}/moto-api/")
+    emulators.wait_ready(emulator, _env.endpoint, timeout=120, proc=_env.emulator_proc)
     from django.core.management import call_command
 
     call_command("migrate", interactive=False, verbosity=0)
@@ -256,7 +257,7 @@ def start_drainer(*services: str) -> subprocess.Popen:
     services = services or tuple(topology.consuming_services())
     urls = [aws.queue_url(aws.queue_name(s)) for s in services]
     return spawn(
-        [sys.executable, str(ROOT / "bench" / "drainer.py"), env().moto_url, *urls],
+        [sys.executable, str(ROOT / "bench" / "drainer.py"), env().endpoint, *urls],
         env=env().child_env(),
         log=env().data_dir / "drainer.log",
     )

@@ -3,10 +3,12 @@
     .venv/bin/python bench/run.py            # the full run (~15 min)
     .venv/bin/python bench/run.py --quick    # the same code, shorter (~3 min)
     .venv/bin/python bench/run.py --only relay_vs_boto3,e2e_latency
+    .venv/bin/python bench/run.py --emulator both   # moto, then LocalStack (each in its own process)
 
 Each figure is a ratio against a baseline measured in the same run (docs/PERFORMANCE.md).
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres) and Redis at 127.0.0.1:6379; a fresh
-database and a moto_server on a free port are made for the run and removed after it.
+database and an emulator (moto_server, or LocalStack: `python -m events.emulators install`) on a
+free port are made for the run and removed after it.
 """
 
 from __future__ import annotations
@@ -84,7 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short run of the same code")
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(ORDER)}")
     parser.add_argument("--output", default=str(common.RESULTS / "latest.json"))
+    parser.add_argument(
+        "--emulator",
+        choices=("moto", "localstack", "both"),
+        default="moto",
+        help="the SNS/SQS emulator to measure against; both = one run each, in separate processes",
+    )
     args = parser.parse_args(argv)
+    if args.emulator == "both":
+        return run_both(args)
     names = args.only.split(",") if args.only else ORDER
     unknown = set(names) - set(ORDER)
     if unknown:
@@ -94,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[common.Result] = []
     failed: list[str] = []
     try:
-        e = common.configure()
-        print(f"database {e.db_name}, moto {e.moto_url}, celery queue {e.queue}", flush=True)
+        e = common.configure(args.emulator)
+        print(f"database {e.db_name}, {e.emulator} {e.endpoint}, celery queue {e.queue}", flush=True)
         funcs = benchmarks()
         for name in names:
             t0 = time.monotonic()
@@ -121,13 +131,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'quick' if args.quick else 'full'} run in {elapsed:.0f} s on {platform.python_version()}")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = [{k: v for k, v in r.as_dict().items()} | {"quick": args.quick} for r in results]
+    payload = [r.as_dict() | {"quick": args.quick, "emulator": args.emulator} for r in results]
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {out}")
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_both(args: argparse.Namespace) -> int:
+    """One run per emulator, each in a process of its own (Django is configured once per
+    process), then one file with both: rows carry their ``emulator``."""
+    import subprocess
+
+    base = (["--quick"] if args.quick else []) + (["--only", args.only] if args.only else [])
+    out = Path(args.output)
+    rows: list[dict] = []
+    code = 0
+    for emulator in ("moto", "localstack"):
+        part = out.with_name(f"{out.stem}-{emulator}.json")
+        print(f"\n==== {emulator} ====", flush=True)
+        done = subprocess.run([sys.executable, __file__, *base, "--emulator", emulator, "--output", str(part)])
+        code = code or done.returncode
+        if part.exists():
+            rows += json.loads(part.read_text())
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"\nwrote {out} ({len(rows)} rows, both emulators)")
+    return code
 
 
 if __name__ == "__main__":

@@ -1,30 +1,18 @@
-"""Test helpers for the bus: moto in-process, a real ``moto_server`` process, and a
-driver that drains the outbox and the queues synchronously (like Sentry's
+"""Test helpers for the bus: moto in-process, a real emulator process (``moto_server``, or
+LocalStack with ``BUS_EMULATOR=localstack``: see ``events.emulators``), and a driver that drains the outbox and the queues synchronously (like Sentry's
 ``outbox_runner``), so end-to-end tests are short and deterministic."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-import requests
 
-from . import aws, relay, topology
+from . import aws, emulators, relay, topology
 from .consumer import Consumer, Stats
-from .netutil import free_port, wait_for_http
-
-
-def start_moto_server(port: int) -> subprocess.Popen:
-    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    proc = subprocess.Popen(
-        [exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    wait_for_http(f"http://127.0.0.1:{port}/moto-api/")
-    return proc
 
 
 @dataclass
@@ -78,20 +66,19 @@ def bus(aws_mock, db) -> BusDriver:
 
 @pytest.fixture(scope="session")
 def moto_server_url() -> Iterator[str]:
-    """A real ``moto_server`` process on loopback."""
-    port = free_port()
-    proc = start_moto_server(port)
+    """A real emulator process on loopback: ``moto_server``, or the one ``BUS_EMULATOR``
+    names (CI runs the process tests on both)."""
+    emulator = emulators.start(emulators.selected())
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield emulator.url
     finally:
-        proc.terminate()
-        proc.wait(10)
+        emulator.stop()
 
 
 @pytest.fixture
 def moto_server(moto_server_url, settings) -> Iterator[str]:
-    """Point the bus at the running ``moto_server``, with its state reset for this test."""
-    requests.post(f"{moto_server_url}/moto-api/reset", timeout=5)
+    """Point the bus at the running emulator, with its SNS/SQS state emptied for this test."""
+    emulators.reset(moto_server_url, region=settings.AWS_REGION)
     settings.AWS_ENDPOINT_URL = moto_server_url
     aws.reset()
     yield moto_server_url

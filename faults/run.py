@@ -471,7 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(stack.env)
     ok = False
     started = time.monotonic()
-    print(f"crash suite ({'quick' if args.quick else 'full'}, seed {seed}): database {stack.db_name}, logs {run_dir}")
+    print(
+        f"crash suite ({'quick' if args.quick else 'full'}, seed {seed}): database {stack.db_name}, "
+        f"emulator {stack.emulator}, logs {run_dir}"
+    )
     try:
         stack.create_database()
         import django

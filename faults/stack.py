@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 import requests
 
+from events import emulators
 from events.netutil import free_port, wait_for_http
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -42,7 +43,8 @@ class Stack:
         self.prom_dir = run_dir / "prom"
         self.procs: dict[str, subprocess.Popen] = {}
         self._started: list[subprocess.Popen] = []
-        self.moto: subprocess.Popen | None = None
+        self.emulator = emulators.selected()
+        self.moto: emulators.Emulator | None = None
         self._logs: list = []
         self._seq = 0
         self.env = self._env()
@@ -117,17 +119,14 @@ class Stack:
         return proc
 
     def start_moto(self) -> None:
-        exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
-        log = self._log("moto")
-        self.moto = subprocess.Popen(
-            [exe, "-H", "127.0.0.1", "-p", str(self.moto_port)], stdout=log, stderr=subprocess.STDOUT
+        """Start the bus emulator: ``moto_server``, or LocalStack with ``BUS_EMULATOR=localstack``."""
+        self.moto = emulators.start(
+            self.emulator, self.moto_port, log=self._log(self.emulator), data_dir=self.run_dir, timeout=120
         )
-        wait_for_http(f"{self.moto_url}/moto-api/", timeout=30)
 
     def stop_moto(self) -> None:
         if self.moto is not None:
-            self.moto.kill()
-            self.moto.wait(10)
+            self.moto.stop(kill=True)
             self.moto = None
 
     def start_web(self) -> None:

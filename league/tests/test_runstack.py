@@ -17,9 +17,12 @@ import pytest
 import requests
 from django.conf import settings
 
+from events import emulators
 from events.netutil import free_port
 
-pytestmark = pytest.mark.slow
+# Also run again on LocalStack in CI (BUS_EMULATOR=localstack pytest -m emulator):
+# `runstack --emulator localstack` installs and starts it by itself.
+pytestmark = [pytest.mark.slow, pytest.mark.emulator]
 
 # What a fresh machine does not have: runstack must bring its own.
 UNSET = (
@@ -109,7 +112,9 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
             "runstack",
             "--port",
             str(port),
-            "--moto-port",
+            "--emulator",
+            emulators.selected(),
+            "--emulator-port",
             str(moto_port),
             "--workers",
             "1",

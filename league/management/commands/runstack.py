@@ -1,7 +1,8 @@
 """``manage.py runstack``: the whole system on one machine, one command.
 
-With nothing configured it uses embedded parts: SQLite, ``moto_server`` on loopback, a
-Celery broker on the filesystem. With ``DATABASE_URL``, ``CELERY_BROKER_URL`` or
+With nothing configured it uses embedded parts: SQLite, ``moto_server`` on loopback (or
+LocalStack with ``--emulator localstack``, installed into its own environment on first use),
+a Celery broker on the filesystem. With ``DATABASE_URL``, ``CELERY_BROKER_URL`` or
 ``AWS_ENDPOINT_URL`` set it uses those instead. It migrates, sets up the bus, makes sure
 an admin exists, then supervises: Celery worker and beat, one consumer per service and
 the web server (gunicorn). Ctrl-C (or SIGTERM) stops everything cleanly and exits 0; if a
@@ -24,7 +25,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from events import topology
+from events import emulators, topology
 from events.netutil import port_open, wait_for_http
 
 
@@ -45,12 +46,25 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument(
-            "--moto-port", type=int, default=5005, help="Port for moto_server when AWS_ENDPOINT_URL is unset."
+            "--emulator",
+            choices=emulators.KINDS,
+            default="moto",
+            help="The local AWS emulator to start when AWS_ENDPOINT_URL is unset (default moto).",
+        )
+        parser.add_argument(
+            "--emulator-port",
+            "--moto-port",
+            dest="emulator_port",
+            type=int,
+            default=5005,
+            help="Port for the emulator when AWS_ENDPOINT_URL is unset.",
         )
         parser.add_argument("--demo", action="store_true", help="Seed a believable league (20 teams with full squads).")
         parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
 
-    def handle(self, *args, host: str, port: int, moto_port: int, demo: bool, workers: int, **options):
+    def handle(
+        self, *args, host: str, port: int, emulator: str, emulator_port: int, demo: bool, workers: int, **options
+    ):
         self.stop = threading.Event()
         self.children: list[Child] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -64,13 +78,22 @@ class Command(BaseCommand):
             raise CommandError(f"Port {port} on {host} is taken. Stop what runs there or pass --port.")
         try:
             if "AWS_ENDPOINT_URL" not in os.environ:
-                endpoint = f"http://127.0.0.1:{moto_port}"
-                if port_open("127.0.0.1", moto_port):
-                    raise CommandError(f"Port {moto_port} is taken; pass --moto-port or set AWS_ENDPOINT_URL.")
-                # moto logs every request: to a file, not the terminal.
-                moto_log = open(settings.DATA_DIR / "moto.log", "ab")
-                self.spawn(Child("moto", [self.bin("moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)]), env, output=moto_log)
-                wait_for_http(f"{endpoint}/moto-api/")
+                endpoint = f"http://127.0.0.1:{emulator_port}"
+                if port_open("127.0.0.1", emulator_port):
+                    raise CommandError(f"Port {emulator_port} is taken; pass --emulator-port or set AWS_ENDPOINT_URL.")
+                try:
+                    if emulator == "localstack":
+                        emulators.install_localstack(out=self.stdout)
+                    argv, extra = emulators.command(emulator, emulator_port, data_dir=settings.DATA_DIR)
+                except emulators.EmulatorError as exc:
+                    raise CommandError(str(exc)) from exc
+                # The emulator logs every request: to a file, not the terminal.
+                log = open(settings.DATA_DIR / f"{emulator}.log", "ab")
+                self.spawn(Child(emulator, argv), {**env, **extra}, output=log)
+                try:
+                    emulators.wait_ready(emulator, endpoint, timeout=90)
+                except emulators.EmulatorError as exc:
+                    raise CommandError(f"{exc}: see {settings.DATA_DIR / f'{emulator}.log'}") from exc
                 env["AWS_ENDPOINT_URL"] = endpoint
                 settings.AWS_ENDPOINT_URL = endpoint
             self.say(
