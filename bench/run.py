@@ -33,11 +33,14 @@ ORDER = [
     "write_overhead",
     "due_query_scale",
     "consumer_vs_boto3",
+    "e2e_throughput",
+    "consumer_scaling",
+    "soak",
 ]
 
 
 def benchmarks():
-    from bench import consumer_bench, db_bench, e2e_bench, relay_bench
+    from bench import consumer_bench, db_bench, e2e_bench, pipeline_bench, relay_bench
 
     return {
         "relay_vs_boto3": relay_bench.relay_vs_boto3,
@@ -47,6 +50,9 @@ def benchmarks():
         "write_overhead": db_bench.write_overhead,
         "due_query_scale": db_bench.due_query_scale,
         "consumer_vs_boto3": consumer_bench.consumer_vs_boto3,
+        "e2e_throughput": pipeline_bench.e2e_throughput,
+        "consumer_scaling": pipeline_bench.consumer_scaling,
+        "soak": pipeline_bench.soak,
     }
 
 

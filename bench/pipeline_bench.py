@@ -1,0 +1,427 @@
+"""The whole pipeline under load, as processes: commit -> relay -> SNS -> SQS -> consumer.
+
+- ``e2e_throughput``: an open-loop writer commits ``team.created`` events at rising offered
+  rates; 2 ``relay_outbox`` and 4 ``consume --service transfers`` processes move them.
+  Measured per step: handled events/s and p99 commit -> handled. The baseline is a bare boto3
+  pipeline of the same shape on the same emulator (2 publisher threads doing PublishBatch to
+  the same topic, 4 receive -> delete threads on a queue subscribed to it, timestamps in the
+  bodies). Ratio: the highest rate each sustains (>= 90 % of offered, p99 under 1 s).
+- ``consumer_scaling``: 1, 2 and 4 consumer processes draining the same pre-filled queue.
+- ``soak``: a steady rate for a long time; RSS of every process sampled each second, the
+  backlog and the per-minute p99 logged. Also the peak RSS (VmHWM) of web, relay, consumer
+  and emulator that every full run reports.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from django.db import connection, transaction
+
+from . import common
+from .common import BIN, ROOT, Result
+
+SERVICE = "transfers"
+HANDLER = "transfers:transfers.handlers.on_team_created"
+
+
+# ---------------------------------------------------------------------------- processes
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """Resident set (or its peak, ``VmHWM``) of ``pid`` and its descendants, in KiB."""
+    total = 0
+    for p in [pid, *common_descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def common_descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+class Pipeline:
+    """``relays`` relay processes and ``consumers`` consumers of the transfers queue, plus a
+    drainer for the other services' queues (which also receive team.created)."""
+
+    def __init__(self, *, relays: int = 2, consumers: int = 4, web: bool = False) -> None:
+        self.n_relays, self.n_consumers, self.web = relays, consumers, web
+        self.procs: dict[str, object] = {}
+
+    def __enter__(self) -> Pipeline:
+        from events import topology
+        from events.netutil import free_port, wait_for_http
+
+        e = common.env()
+        env = e.child_env(OUTBOX_KICK="false", CONSUMER_WAIT_SECONDS="1")
+        manage = [sys.executable, str(ROOT / "manage.py")]
+        others = [s for s in topology.consuming_services() if s != SERVICE]
+        if others:
+            self.procs["drainer"] = common.start_drainer(*others)
+        for i in range(self.n_relays):
+            self.procs[f"relay-{i}"] = common.spawn(
+                [*manage, "relay_outbox", "--interval", "0.05"], env=env, log=e.data_dir / f"relay-{i}.log"
+            )
+        for i in range(self.n_consumers):
+            self.procs[f"consumer-{i}"] = common.spawn(
+                [*manage, "consume", "--service", SERVICE, "--no-startup"],
+                env=env,
+                log=e.data_dir / f"consumer-{i}.log",
+            )
+        if self.web:
+            port = free_port()
+            self.url = f"http://127.0.0.1:{port}"
+            self.procs["web"] = common.spawn(
+                [str(BIN / "gunicorn"), "league.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2"],
+                env=env,
+                log=e.data_dir / "web.log",
+            )
+            wait_for_http(f"{self.url}/healthz", timeout=60)
+        time.sleep(3)  # consumers subscribed and polling
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in reversed(list(self.procs.values())):
+            common.stop(proc)  # type: ignore[arg-type]
+        self.procs.clear()
+
+    def peak_rss_mb(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, proc in self.procs.items():
+            kind = name.split("-")[0]
+            out[kind] = max(out.get(kind, 0.0), rss_kb(proc.pid, "VmHWM") / 1024)  # type: ignore[attr-defined]
+        emulator = common.env().emulator_proc
+        if emulator is not None:
+            out["emulator"] = rss_kb(emulator.pid, "VmHWM") / 1024
+        return out
+
+
+# ------------------------------------------------------------------------------ writing
+def commit_events(rate: float, seconds: float, *, start: int) -> tuple[int, float]:
+    """Open loop: one transaction with one ``team.created`` outbox row every 1/rate s,
+    whatever the pipeline does. Returns (events written, wall seconds)."""
+    import events
+
+    total = int(rate * seconds)
+    t0 = time.monotonic()
+    for i in range(total):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        with transaction.atomic():
+            n = start + i
+            events.publish("team.created", subject=n, data={"id": n, "name": f"T{n}", "players": []})
+    return total, time.monotonic() - t0
+
+
+def handled_since(first_subject: int, last_subject: int) -> list[tuple[float, float]]:
+    """(commit epoch s, handled epoch s) for the transfers handler's team.created in range."""
+    sql = """
+        SELECT EXTRACT(EPOCH FROM o.created_at), EXTRACT(EPOCH FROM i.handled_at)
+        FROM events_outboxmessage o JOIN events_inboxmessage i
+          ON i.event_id = o.event_id AND i.handler = %s
+        WHERE o.type = 'team.created' AND o.subject::bigint BETWEEN %s AND %s
+    """
+    with connection.cursor() as c:
+        c.execute(sql, [HANDLER, first_subject, last_subject])
+        return [(float(a), float(b)) for a, b in c.fetchall()]
+
+
+def measure_step(rate: float, seconds: float, start: int, settle: float = 10.0) -> dict[str, float]:
+    written, wall = commit_events(rate, seconds, start=start)
+    deadline = time.monotonic() + settle
+    rows = handled_since(start, start + written - 1)
+    while len(rows) < written and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rows = handled_since(start, start + written - 1)
+    lat = [(h - c) * 1000 for c, h in rows]
+    if rows:
+        span = max(h for _, h in rows) - min(c for c, _ in rows)
+        achieved = len(rows) / max(span, wall)
+    else:
+        achieved = 0.0
+    return {
+        "offered": rate,
+        "achieved": achieved,
+        "handled": len(rows),
+        "written": written,
+        "p50_ms": common.pct(lat, 50),
+        "p99_ms": common.pct(lat, 99),
+    }
+
+
+# ----------------------------------------------------------------------- the bare pipeline
+def bare_step(rate: float, seconds: float, *, topic_arn: str, queue_url: str) -> dict[str, float]:
+    """2 publisher threads (PublishBatch, 10 a call when 10 are due) and 4 receive -> delete
+    threads; latency from the timestamp in the body to the delete."""
+    from events import aws
+
+    total = int(rate * seconds)
+    due: list[int] = list(range(total))
+    lock = threading.Lock()
+    lat: list[float] = []
+    done = threading.Event()
+    t0 = time.monotonic() + 0.1
+
+    def publisher() -> None:
+        sns = aws.client("sns")  # boto3 clients are thread-safe
+        while True:
+            with lock:
+                batch = []
+                while due and t0 + due[0] / rate <= time.monotonic() and len(batch) < 10:
+                    batch.append(due.pop(0))
+                empty = not due
+            if batch:
+                now = time.time()
+                sns.publish_batch(
+                    TopicArn=topic_arn,
+                    PublishBatchRequestEntries=[
+                        {"Id": str(j), "Message": json.dumps({"t": now, "n": n, "pad": "x" * 200})}
+                        for j, n in enumerate(batch)
+                    ],
+                )
+            elif empty:
+                return
+            else:
+                time.sleep(0.001)
+
+    def receiver() -> None:
+        sqs = aws.client("sqs")
+        while not done.is_set():
+            msgs = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+                "Messages", []
+            )
+            if not msgs:
+                continue
+            sqs.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
+            )
+            now = time.time()
+            with lock:
+                lat.extend((now - json.loads(m["Body"])["t"]) * 1000 for m in msgs)
+
+    pubs = [threading.Thread(target=publisher) for _ in range(2)]
+    recs = [threading.Thread(target=receiver) for _ in range(4)]
+    started = time.time()
+    for t in pubs + recs:
+        t.start()
+    for t in pubs:
+        t.join()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with lock:
+            if len(lat) >= total:
+                break
+        time.sleep(0.1)
+    done.set()
+    for t in recs:
+        t.join()
+    wall = time.time() - started
+    return {
+        "offered": rate,
+        "achieved": min(len(lat), total) / max(wall - 0.1, seconds),
+        "handled": len(lat),
+        "written": total,
+        "p50_ms": common.pct(lat, 50),
+        "p99_ms": common.pct(lat, 99),
+    }
+
+
+def _bare_topology() -> tuple[str, str]:
+    """A topic and a raw-delivery queue of the bench's own, shaped like the bus's."""
+    from events import aws
+
+    sns, sqs = aws.client("sns"), aws.client("sqs")
+    name = f"bench-bare-{uuid.uuid4().hex[:6]}"
+    topic = sns.create_topic(Name=name)["TopicArn"]
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+    return topic, url
+
+
+def sustained(steps: list[dict[str, float]]) -> float:
+    """The highest achieved rate among steps that kept up (>= 90 % of offered, p99 < 1 s)."""
+    ok = [s["achieved"] for s in steps if s["achieved"] >= 0.9 * s["offered"] and s["p99_ms"] < 1000]
+    return max(ok) if ok else max((s["achieved"] for s in steps), default=0.0)
+
+
+def plot_throughput(ours: list[dict], bare: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for steps, label in ((ours, "League Manager (2 relays, 4 consumers)"), (bare, "bare boto3 pipeline")):
+        x = [s["offered"] for s in steps]
+        ax1.plot(x, [s["achieved"] for s in steps], marker="o", label=label)
+        ax2.plot(x, [s["p99_ms"] for s in steps], marker="o", label=label)
+    ax1.plot([0, max(s["offered"] for s in ours)], [0, max(s["offered"] for s in ours)], ":", color="grey")
+    ax1.set_xlabel("offered events/s")
+    ax1.set_ylabel("handled events/s")
+    ax2.set_xlabel("offered events/s")
+    ax2.set_ylabel("p99 commit -> handled (ms)")
+    ax2.set_yscale("log")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"end-to-end throughput on {common.env().emulator}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- benchmarks
+def e2e_throughput(quick: bool) -> list[Result]:
+    rates = [25, 50, 100] if quick else [50, 100, 200, 400, 800]
+    seconds = 5.0 if quick else 15.0
+    start = 10_000_000
+    ours: list[dict[str, float]] = []
+    with Pipeline(relays=2, consumers=4) as pipe:
+        commit_events(10, 1, start=start - 100)  # warm-up
+        time.sleep(3)
+        for rate in rates:
+            step = measure_step(rate, seconds, start)
+            start += int(rate * seconds) + 1
+            ours.append(step)
+            print(f"   offered {rate}/s: handled {step['achieved']:.0f}/s, p99 {step['p99_ms']:.0f} ms", flush=True)
+            if step["achieved"] < 0.7 * rate:
+                break  # saturated
+        peaks = pipe.peak_rss_mb()
+    topic, url = _bare_topology()
+    bare: list[dict[str, float]] = []
+    for rate in rates:
+        step = bare_step(rate, seconds, topic_arn=topic, queue_url=url)
+        bare.append(step)
+        if step["achieved"] < 0.7 * rate:
+            break
+    common.RESULTS.mkdir(parents=True, exist_ok=True)
+    plot_throughput(ours, bare, common.RESULTS / f"e2e_throughput-{common.env().emulator}.png")
+    v, b = sustained(ours), sustained(bare)
+    return [
+        Result(
+            "e2e_throughput",
+            "events/s",
+            v,
+            b,
+            v / b if b else float("nan"),
+            "ratio >= 0.6",
+            (v / b >= 0.6) if b else None,
+            "highest offered rate kept up with (>= 90 % handled, p99 < 1 s); 2 relays + 4 consumers vs "
+            "2 PublishBatch + 4 receive/delete threads",
+            {"ours": ours, "bare": bare, "peak_rss_mb": peaks},
+        )
+    ]
+
+
+def consumer_scaling(quick: bool) -> list[Result]:
+    from events import aws
+
+    from .consumer_bench import envelopes, fill
+
+    n = 300 if quick else 1500
+    url = aws.queue_url(aws.queue_name(SERVICE))
+    common.wait_empty(SERVICE)
+    rates: dict[int, float] = {}
+    subject = 20_000_000
+    for consumers in (1, 2, 4):
+        fill(url, envelopes(n, subject))
+        first, subject = subject, subject + n
+        with Pipeline(relays=0, consumers=consumers):
+            t0 = time.time()
+            deadline = time.monotonic() + 300
+            rows = handled_since(first, subject - 1)
+            while len(rows) < n and time.monotonic() < deadline:
+                time.sleep(0.2)
+                rows = handled_since(first, subject - 1)
+            last = max((h for _, h in rows), default=time.time())
+        rates[consumers] = len(rows) / max(last - t0, 1e-3)
+        print(f"   {consumers} consumer(s): {rates[consumers]:.0f} events/s", flush=True)
+    return [
+        Result(
+            "consumer_scaling",
+            "events/s",
+            rates[4],
+            rates[1],
+            rates[4] / rates[1],
+            "ratio >= 2.5",
+            rates[4] / rates[1] >= 2.5,
+            f"{n} team.created pre-filled on the transfers queue, real handler, 4 processes vs 1 "
+            "(includes the processes' start)",
+            {"rates": rates},
+        )
+    ]
+
+
+def soak(quick: bool) -> list[Result]:
+    rate = 50.0
+    minutes = 1.0 if quick else 10.0
+    start = 30_000_000
+    samples: dict[str, list[int]] = {}
+    minute_p99: list[float] = []
+    backlog: list[int] = []
+    with Pipeline(relays=2, consumers=4) as pipe:
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(1.0):
+                for name, proc in pipe.procs.items():
+                    samples.setdefault(name, []).append(rss_kb(proc.pid))  # type: ignore[attr-defined]
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            for _ in range(int(minutes)) or [0]:
+                step = measure_step(rate, 60.0 if not quick else 30.0, start, settle=5.0)
+                start += int(step["written"]) + 1
+                minute_p99.append(step["p99_ms"])
+                backlog.append(int(step["written"] - step["handled"]))
+                print(f"   minute {len(minute_p99)}: p99 {step['p99_ms']:.0f} ms, backlog {backlog[-1]}", flush=True)
+        finally:
+            stop.set()
+            sampler.join()
+        peaks = pipe.peak_rss_mb()
+    growth = {
+        name: (max(s[len(s) // max(int(minutes), 1) :]) / s[min(59, len(s) - 1)] - 1) * 100
+        for name, s in samples.items()
+        if len(s) > 2 and s[min(59, len(s) - 1)]
+    }
+    worst = max(growth.values(), default=0.0)
+    p99_ratio = minute_p99[-1] / minute_p99[0] if minute_p99 and minute_p99[0] else float("nan")
+    ok = worst <= 10 and p99_ratio <= 1.25 and max(backlog, default=0) <= backlog[0] + rate
+    return [
+        Result(
+            "soak",
+            "% RSS growth",
+            worst,
+            10.0,
+            10.0 / worst if worst > 0 else float("inf"),
+            "RSS <= +10 % after minute 1; backlog flat; last p99 <= 1.25 x first",
+            ok,
+            f"{minutes:g} min at {rate:g} writes/s, 2 relays + 4 consumers; last/first minute p99 {p99_ratio:.2f}",
+            {"growth_pct": growth, "minute_p99_ms": minute_p99, "backlog": backlog, "peak_rss_mb": peaks},
+        )
+    ]
