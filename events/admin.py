@@ -46,6 +46,28 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class TraceLinkMixin:
+    """Every outbox and inbox row links to its trace: a "trace" column and field, to
+    ``/admin/events/trace/<correlation id>/`` (events/trace.py)."""
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        return (*super().get_list_display(request), "trace_link")  # type: ignore[misc]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return (*super().get_fields(request, obj), "trace_link")  # type: ignore[misc]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return (*super().get_readonly_fields(request, obj), "trace_link")  # type: ignore[misc]
+
+    @admin.display(description="trace")
+    def trace_link(self, obj: OutboxMessage | InboxMessage) -> str:
+        if not obj.correlation_id:
+            return "-"
+        return format_html(
+            '<a class="trace-link" href="{}">trace</a>', reverse("admin:events_trace", args=[obj.correlation_id])
+        )
+
+
 def _search_ids(queryset: QuerySet, search_term: str) -> QuerySet:
     """Rows whose event id (any UUID spelling) or correlation id is the term."""
     term = search_term.strip()
@@ -58,7 +80,7 @@ def _search_ids(queryset: QuerySet, search_term: str) -> QuerySet:
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyAdmin):
+class OutboxMessageAdmin(TraceLinkMixin, ReadOnlyAdmin):
     list_display = ("type", "subject", "sequence", "state", "attempts", "created_at", "published_at")
     list_filter = ("state", "type")
     search_fields = ("subject",)
@@ -104,7 +126,7 @@ class OutboxMessageAdmin(ReadOnlyAdmin):
 
 
 @admin.register(InboxMessage)
-class InboxMessageAdmin(ReadOnlyAdmin):
+class InboxMessageAdmin(TraceLinkMixin, ReadOnlyAdmin):
     list_display = ("handler", "type", "subject", "sequence", "event_id", "handled_at")
     list_filter = ("handler", "type")
     search_fields = ("subject",)

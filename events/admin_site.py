@@ -24,8 +24,13 @@ class LeagueAdminSite(admin.AdminSite):
 
     def get_urls(self) -> list[Any]:
         from .admin import bus_overview
+        from .trace import trace_view
 
-        return [path("events/bus/", self.admin_view(bus_overview), name="events_bus")] + super().get_urls()
+        return [
+            path("events/bus/", self.admin_view(bus_overview), name="events_bus"),
+            path("events/trace/", self.admin_view(trace_view), name="events_trace_search"),
+            path("events/trace/<str:correlation_id>/", self.admin_view(trace_view), name="events_trace"),
+        ] + super().get_urls()
 
     def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[dict[str, Any]]:
         """The bus page appears as a row of the "Event bus" app, on the index and in the

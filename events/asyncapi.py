@@ -53,6 +53,18 @@ def envelope_schema() -> dict[str, Any]:
                 "description": "The X-Request-ID of the request that started the chain of events.",
             },
             "causationid": {"type": "string", "description": "The id of the event whose handler wrote this one."},
+            "traceparent": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+                "description": (
+                    "CloudEvents distributed-tracing extension: the W3C trace context of the span that "
+                    "wrote the event (present when OpenTelemetry is on). A handler's span continues it."
+                ),
+            },
+            "tracestate": {
+                "type": "string",
+                "description": "CloudEvents distributed-tracing extension: W3C `tracestate`, vendor trace data.",
+            },
             "data": {"type": "object"},
         },
     }

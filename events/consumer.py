@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -42,7 +43,7 @@ from django.db import (
     transaction,
 )
 
-from . import aws, broadcasting, catalogue, context, metrics, registry
+from . import aws, broadcasting, catalogue, context, metrics, registry, telemetry
 from .envelope import EnvelopeError, Event
 from .models import InboxMessage
 
@@ -54,7 +55,7 @@ class ConsumerConfigError(RuntimeError):
 
 
 class Duplicate(Exception):
-    pass
+    trace_as_error = False  # an OpenTelemetry span records a skip, not a failure
 
 
 class BatchRolledBack(Exception):
@@ -239,7 +240,7 @@ class Consumer:
             return []
         finally:
             self.receiving = False
-        return response.get("Messages", [])
+        return _stamp_received(response.get("Messages", []))
 
     def interrupt(self) -> None:
         """From a signal handler: stop; cut a long poll short (nothing is in hand then;
@@ -305,7 +306,7 @@ class Consumer:
             for h in handlers:
                 try:
                     with self.heartbeat.track(message):
-                        self.run_handler(h, event)
+                        self.run_handler(h, event, message)
                     metrics.event_handled(self.service, event)
                 except Duplicate:
                     self.stats.duplicates += 1
@@ -348,16 +349,18 @@ class Consumer:
         if event.source != expected:
             raise EnvelopeError(f"source {event.source!r} is not this bus's {expected!r} for {event.type}")
 
-    def run_handler(self, h: registry.Handler, event: Event) -> None:
-        with context.bound(correlation=event.correlationid, causation=event.id):
+    def run_handler(self, h: registry.Handler, event: Event, message: dict[str, Any] | None = None) -> None:
+        with context.bound(correlation=event.correlationid, causation=event.id), telemetry.handling(self.service, h.name, event):
             if h.broadcast:
                 h.func(event)
                 log.info("consumer %s: %s handled %s %s (broadcast)", self.service, h.name, event.type, event.id)
                 return
             with transaction.atomic():
-                if not _inbox_insert(event, h.name):
+                inbox_id = _inbox_insert(event, h.name, service=self.service, message=message or {})
+                if inbox_id is None:
                     raise Duplicate()
                 h.func(event)
+                _inbox_handled(inbox_id)
             log.info("consumer %s: %s handled %s %s", self.service, h.name, event.type, event.id)
 
     # ----------------------------------------------------------------- SQS calls
@@ -407,29 +410,70 @@ class Consumer:
         )
 
 
-def _inbox_insert(event: Event, handler: str) -> bool:
-    """Insert the inbox row; False when (event, handler) is already there. One statement
-    (``ON CONFLICT DO NOTHING``) instead of a savepoint around an insert that may fail. On
-    Postgres a concurrent insert of the same key waits for the other transaction and then
-    finds the row: two consumers never both run a handler for one event."""
+def _inbox_insert(event: Event, handler: str, *, service: str = "", message: dict[str, Any] | None = None) -> int | None:
+    """Insert the inbox row; None when (event, handler) is already there, else its id. One
+    statement (``ON CONFLICT DO NOTHING``) instead of a savepoint around an insert that may
+    fail. On Postgres a concurrent insert of the same key waits for the other transaction
+    and then finds the row: two consumers never both run a handler for one event. The row
+    also records the hop for the trace: service, ids, queued/received/started times."""
     from django.db import connection
     from django.utils import timezone
 
+    message = message or {}
+    now = timezone.now()
+    sent = message.get("Attributes", {}).get("SentTimestamp")
+    queued = datetime.fromtimestamp(int(sent) / 1000, tz=UTC) if str(sent or "").isdigit() else None
+    adapt = connection.ops.adapt_datetimefield_value
     table = connection.ops.quote_name(InboxMessage._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (event_id, handler, type, subject, sequence, handled_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (event_id, handler) DO NOTHING RETURNING id",
+            f"INSERT INTO {table} (event_id, handler, type, subject, sequence, handled_at, service, correlation_id, "
+            "causation_id, queued_at, received_at, started_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (event_id, handler) DO NOTHING RETURNING id",
             [
                 InboxMessage._meta.get_field("event_id").get_db_prep_value(uuid.UUID(event.id), connection),
                 handler,
                 event.type,
                 event.subject,
                 event.sequence,
-                connection.ops.adapt_datetimefield_value(timezone.now()),
+                adapt(now),
+                service,
+                (event.correlationid or "")[:128],
+                (event.causationid or "")[:64],
+                adapt(queued),
+                adapt(message.get(RECEIVED_AT) or now),
+                adapt(now),
             ],
         )
-        return cursor.fetchone() is not None
+        row = cursor.fetchone()
+        return int(row[0]) if row is not None else None
+
+
+def _inbox_handled(inbox_id: int) -> None:
+    """The handler finished: its end time, in its own transaction (so it commits with it)."""
+    from django.db import connection
+    from django.utils import timezone
+
+    table = connection.ops.quote_name(InboxMessage._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET handled_at = %s WHERE id = %s",
+            [connection.ops.adapt_datetimefield_value(timezone.now()), inbox_id],
+        )
+
+
+# The time the consumer received a message, kept on the message dict (events/trace.py).
+RECEIVED_AT = "LeagueReceivedAt"
+
+
+def _stamp_received(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from django.utils import timezone
+
+    now = timezone.now()
+    for message in messages:
+        message[RECEIVED_AT] = now
+    return messages
 
 
 def _close_old_connections() -> None:

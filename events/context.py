@@ -11,11 +11,15 @@ import contextlib
 import contextvars
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
 import structlog
 
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 causation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("causation_id", default=None)
+# The HTTP request being served ("POST /api/transfers/", its arrival time): stored on the
+# outbox rows it writes, the first hop of the trace (events/trace.py).
+origin: contextvars.ContextVar[tuple[str, datetime] | None] = contextvars.ContextVar("origin", default=None)
 
 
 def new_id() -> str:
@@ -34,3 +38,13 @@ def bound(*, correlation: str | None, causation: str | None = None) -> Iterator[
         structlog.contextvars.reset_contextvars(**log_tokens)
         causation_id.reset(t2)
         correlation_id.reset(t1)
+
+
+@contextlib.contextmanager
+def serving(request: str, *, at: datetime) -> Iterator[None]:
+    """While an HTTP request runs: what it is and when it arrived."""
+    token = origin.set((request[:300], at))
+    try:
+        yield
+    finally:
+        origin.reset(token)

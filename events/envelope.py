@@ -1,7 +1,9 @@
 """The CloudEvents 1.0 envelope (structured JSON mode) that travels as the SQS body.
 
 Attributes: specversion, id, source, type, time, subject, datacontenttype, data, and the
-extensions dataversion, sequence, correlationid, causationid.
+extensions dataversion, sequence, correlationid, causationid, and (when OpenTelemetry is
+on, events/telemetry.py) the distributed-tracing extension's traceparent and tracestate:
+the W3C trace context of the span that wrote the event.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Event:
     dataversion: str = "1"
     correlationid: str | None = None
     causationid: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @classmethod
     def from_envelope(cls, envelope: dict[str, Any]) -> Event:
@@ -61,6 +65,8 @@ class Event:
             dataversion=str(envelope.get("dataversion", "1")),
             correlationid=envelope.get("correlationid"),
             causationid=envelope.get("causationid"),
+            traceparent=_text(envelope.get("traceparent")),
+            tracestate=_text(envelope.get("tracestate")),
         )
 
     @classmethod
@@ -84,6 +90,8 @@ def build(
     dataversion: int,
     correlationid: str | None,
     causationid: str | None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> dict[str, Any]:
     envelope: dict[str, Any] = {
         "specversion": SPECVERSION,
@@ -101,4 +109,13 @@ def build(
         envelope["correlationid"] = correlationid
     if causationid:
         envelope["causationid"] = causationid
+    if traceparent:
+        envelope["traceparent"] = traceparent
+        if tracestate:
+            envelope["tracestate"] = tracestate
     return envelope
+
+
+def _text(value: Any) -> str | None:
+    """A tracing attribute as text, or None: a malformed one must not cost the event."""
+    return value if isinstance(value, str) and 0 < len(value) <= 512 else None

@@ -38,10 +38,17 @@ class OutboxMessage(models.Model):
     # Which relay's claim the lease belongs to; a relay renews only its own leases.
     claim_token = models.UUIDField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True)
+    # The trace (events/trace.py): the request id every event of a request carries, the
+    # event whose handler wrote this one, and the HTTP request that wrote it (if any).
+    correlation_id = models.CharField(max_length=128, blank=True)
+    causation_id = models.CharField(max_length=64, blank=True)
+    request = models.CharField(max_length=300, blank=True, help_text="The HTTP request that wrote the event.")
+    request_at = models.DateTimeField(null=True, blank=True, help_text="When that request arrived.")
 
     class Meta:
         ordering = ["-id"]
         indexes = [
+            models.Index(fields=["correlation_id"], name="outbox_correlation"),
             # The relay's "due" query reads only pending rows: a partial index keeps its
             # cost independent of the published history.
             models.Index(fields=["id"], name="outbox_pending", condition=Q(state="pending")),
@@ -66,12 +73,24 @@ class InboxMessage(models.Model):
     type = models.CharField(max_length=100)
     subject = models.CharField(max_length=100)
     sequence = models.PositiveBigIntegerField(null=True)
+    # The hop from the bus into this service (events/trace.py): which consumer took the
+    # event, when it entered the queue (SQS SentTimestamp), when the consumer received
+    # it, when the handler started, and when it finished (in the handler's transaction).
+    service = models.CharField(max_length=50, blank=True)
+    correlation_id = models.CharField(max_length=128, blank=True)
+    causation_id = models.CharField(max_length=64, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
     handled_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-id"]
         constraints = [models.UniqueConstraint(fields=["event_id", "handler"], name="inbox_once_per_handler")]
-        indexes = [models.Index(fields=["handler", "handled_at"], name="inbox_handler_time")]
+        indexes = [
+            models.Index(fields=["handler", "handled_at"], name="inbox_handler_time"),
+            models.Index(fields=["correlation_id"], name="inbox_correlation"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.handler} <- {self.type} {self.event_id}"

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import catalogue, context, envelope
+from . import catalogue, context, envelope, telemetry
 from .models import OutboxMessage
 
 log = logging.getLogger("events.publish")
@@ -54,27 +54,34 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Out
     subject = str(subject)
     key = f"{et.aggregate}:{subject}"
     event_id = str(uuid.uuid4())
-    sequence = next_sequence(key)
-    body = envelope.build(
-        event_id=event_id,
-        source=f"{settings.BUS_SOURCE_PREFIX}/{et.source}",
-        type=event_type,
-        time=timezone.now(),
-        subject=subject,
-        sequence=sequence,
-        data=data,
-        dataversion=et.version,
-        correlationid=context.correlation_id.get(),
-        causationid=context.causation_id.get(),
-    )
-    row = OutboxMessage.objects.create(
-        event_id=event_id,
-        type=event_type,
-        subject=subject,
-        aggregate_key=key,
-        sequence=sequence,
-        envelope=body,
-    )
+    with telemetry.publishing(event_type, subject) as trace_context:
+        sequence = next_sequence(key)
+        body = envelope.build(
+            event_id=event_id,
+            source=f"{settings.BUS_SOURCE_PREFIX}/{et.source}",
+            type=event_type,
+            time=timezone.now(),
+            subject=subject,
+            sequence=sequence,
+            data=data,
+            dataversion=et.version,
+            correlationid=context.correlation_id.get(),
+            causationid=context.causation_id.get(),
+            **trace_context,
+        )
+        origin = context.origin.get()
+        row = OutboxMessage.objects.create(
+            event_id=event_id,
+            type=event_type,
+            subject=subject,
+            aggregate_key=key,
+            sequence=sequence,
+            envelope=body,
+            correlation_id=(body.get("correlationid") or "")[:128],
+            causation_id=body.get("causationid") or "",
+            request=origin[0] if origin else "",
+            request_at=origin[1] if origin else None,
+        )
     if settings.OUTBOX_KICK:
         _kick_relay_on_commit()
     return row

@@ -32,7 +32,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from . import aws, metrics
+from . import aws, metrics, telemetry
 from .models import OutboxMessage, OutboxState
 
 log = logging.getLogger("events.relay")
@@ -248,7 +248,7 @@ def _mark_published(rows: Sequence[OutboxMessage], now: Any) -> None:
 @metrics.timed_relay_batch
 def relay_once(publisher: Publisher | None = None, *, batch_size: int | None = None) -> RelayResult:
     """Claim one batch, publish it, record the outcome."""
-    publisher = publisher or SnsPublisher()
+    publisher = telemetry.traced(publisher or SnsPublisher())
     token = uuid.uuid4()
     rows = claim(batch_size or settings.OUTBOX_BATCH_SIZE, token=token)
     if not rows:

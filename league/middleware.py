@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 
 from events import context
 
@@ -40,7 +41,7 @@ class RequestIdMiddleware:
         rid = request_id(request)
         request.request_id = rid  # type: ignore[attr-defined]
         started = time.monotonic()
-        with context.bound(correlation=rid):
+        with context.bound(correlation=rid), context.serving(f"{request.method} {request.path}", at=timezone.now()):
             response = self.get_response(request)
             if request.path not in QUIET_PATHS:
                 log.info(

@@ -274,6 +274,29 @@ TEAMS_SERVICE_RETRIES = env.int("TEAMS_SERVICE_RETRIES", default=3)
 # The transfers consumer re-syncs its replica at start when it is older than this.
 TEAMS_CACHE_MAX_AGE = timedelta(seconds=env.int("TEAMS_CACHE_MAX_AGE_SECONDS", default=3600))
 
+# Event traces (events/trace.py): the admin's trace page asks each of these base URLs for its
+# part (microservices: every service's web, e.g. http://teams-web:8000,...); empty: this
+# database only (monolith). Services prove themselves to each other with INTERNAL_TOKEN
+# (`Authorization: Bearer ...` on /internal/...); unset, /internal/ answers 403.
+TRACE_SERVICE_URLS = env.list("TRACE_SERVICE_URLS", default=[])
+INTERNAL_TOKEN = env.str("INTERNAL_TOKEN", default="")
+TRACE_FETCH_TIMEOUT = env.float("TRACE_FETCH_TIMEOUT", default=3.0)
+if TRACE_SERVICE_URLS and not INTERNAL_TOKEN:
+    raise ImproperlyConfigured(
+        "TRACE_SERVICE_URLS is set but INTERNAL_TOKEN is not: set INTERNAL_TOKEN to the same long random "
+        "string on every service, or unset TRACE_SERVICE_URLS."
+    )
+
+# --------------------------------------------------------------------------------------
+# OpenTelemetry (league/telemetry.py): spans are exported over OTLP/HTTP only when
+# OTEL_EXPORTER_OTLP_ENDPOINT is set (e.g. http://jaeger:4318); unset, nothing is installed.
+# https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/
+# --------------------------------------------------------------------------------------
+OTEL_EXPORTER_OTLP_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
+OTEL_SERVICE_NAME = env.str(
+    "OTEL_SERVICE_NAME", default="league" if LEAGUE_SERVICE == "all" else f"league-{LEAGUE_SERVICE}"
+)
+
 # --------------------------------------------------------------------------------------
 # Domain rules
 # --------------------------------------------------------------------------------------

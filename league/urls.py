@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from events import health, metrics
+from events import health, metrics, trace
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -17,6 +17,8 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
+    # Service to service: this service's part of an event trace (token-protected).
+    path("internal/trace/<str:correlation_id>/", trace.internal_trace_view, name="internal-trace"),
 ]
 
 handler400 = "league.api.bad_request"
