@@ -22,6 +22,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from . import context
+
 if TYPE_CHECKING:
     from .envelope import Event
     from .models import OutboxMessage
@@ -54,6 +56,7 @@ def publishing(event_type: str, subject: str) -> Iterator[dict[str, str]]:
             "messaging.operation.type": "create",
             "league.event.type": event_type,
             "league.event.subject": subject,
+            "league.correlation_id": context.correlation_id.get() or "",
         },
     ) as span:
         carrier: dict[str, str] = {}
@@ -85,6 +88,7 @@ class TracedPublisher:
                     "messaging.batch.message_count": len(rows),
                     "league.event.type": event_type,
                     "league.event.id": str(row.event_id),
+                    "league.correlation_id": str(row.envelope.get("correlationid") or ""),
                 },
             )
             for row in rows
@@ -131,6 +135,7 @@ def handling(service: str, handler: str, event: Event) -> Iterator[Any]:
             "league.handler": handler,
             "league.event.type": event.type,
             "league.event.id": event.id,
+            "league.correlation_id": event.correlationid or "",
         },
     ) as span:
         try:

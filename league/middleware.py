@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from opentelemetry import trace
 
 from events import context
 
@@ -41,6 +42,8 @@ class RequestIdMiddleware:
         rid = request_id(request)
         request.request_id = rid  # type: ignore[attr-defined]
         started = time.monotonic()
+        # The OpenTelemetry request span (when on): findable by the same id in a trace viewer.
+        trace.get_current_span().set_attribute("league.correlation_id", rid)
         with context.bound(correlation=rid), context.serving(f"{request.method} {request.path}", at=timezone.now()):
             response = self.get_response(request)
             if request.path not in QUIET_PATHS:

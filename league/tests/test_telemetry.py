@@ -1,0 +1,211 @@
+"""OpenTelemetry (league/telemetry.py, events/telemetry.py): one transfer is one trace, from
+the HTTP request through the teams service and back, producer -> consumer through the
+envelope's ``traceparent``; nothing is installed or written without the OTLP endpoint."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+
+import pytest
+from django.db import transaction
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from opentelemetry.util._once import Once
+
+import events
+from events.models import OutboxMessage
+from league import telemetry
+
+RID = "otel-transfer-0001"
+
+
+def _install(provider) -> object:
+    """Make ``provider`` the global one (the API allows one per process: tests reset it)."""
+    saved = trace._TRACER_PROVIDER
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    trace.set_tracer_provider(provider)
+    return saved
+
+
+def _restore(saved) -> None:
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = saved
+
+
+@pytest.fixture
+def otel_spans() -> Iterator[InMemorySpanExporter]:
+    """The SDK with the in-memory exporter and the project's instrumentations."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    saved = _install(provider)
+    telemetry.instrument(provider)
+    try:
+        yield exporter
+    finally:
+        telemetry.uninstrument()
+        _restore(saved)
+
+
+def create_team(client, name, players=()):
+    body = {"name": name, "players": [{"name": n, "position": p} for n, p in players]}
+    response = client.post("/api/teams/", body, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def ancestors(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[ReadableSpan]:
+    chain = []
+    while span.parent is not None and span.parent.span_id in by_id:
+        span = by_id[span.parent.span_id]
+        chain.append(span)
+    return chain
+
+
+def test_one_transfer_is_one_trace_from_the_request_through_teams_and_back(otel_spans, bus, auth_client):
+    reds = create_team(auth_client, "Reds", [("Ann Smith", "GK")])
+    blues = create_team(auth_client, "Blues")
+    bus.drain()
+    otel_spans.clear()
+
+    response = auth_client.post(
+        "/api/transfers/",
+        {"player_id": reds["players"][0]["id"], "from_team_id": reds["id"], "to_team_id": blues["id"], "fee": "1"},
+        format="json",
+        HTTP_X_REQUEST_ID=RID,
+    )
+    assert response.status_code == 201, response.content
+    bus.drain()
+    assert auth_client.get(f"/api/transfers/{response.json()['id']}/").json()["state"] == "completed"
+
+    spans = otel_spans.get_finished_spans()
+    request = next(s for s in spans if s.kind == SpanKind.SERVER and s.attributes.get("league.correlation_id") == RID)
+    trace_id = request.context.trace_id
+    ours = {s.context.span_id: s for s in spans if s.context.trace_id == trace_id}
+    names = [s.name for s in ours.values()]
+    for hop in (
+        "publish transfer.requested",  # transfers, in the request
+        "send transfer.requested",  # the relay
+        "handle transfer.requested",  # teams moves the player ...
+        "publish player.transferred",
+        "send player.transferred",
+        "handle player.transferred",  # ... and transfers completes the transfer
+        "publish transfer.completed",
+        "send transfer.completed",
+    ):
+        assert names.count(hop) == 1, (hop, sorted(names))
+    # Every span of the saga hangs from the request span: one trace, not pieces.
+    one = {s.name: s for s in ours.values()}
+    for name in names:
+        if name != request.name:
+            assert request in ancestors(one[name], ours) or one[name] is request, name
+    # Producer -> consumer: each handler's parent is the span that wrote its event, through
+    # the envelope's W3C traceparent.
+    assert one["handle transfer.requested"].parent.span_id == one["publish transfer.requested"].context.span_id
+    assert one["handle player.transferred"].parent.span_id == one["publish player.transferred"].context.span_id
+    assert one["publish player.transferred"].parent.span_id == one["handle transfer.requested"].context.span_id
+    assert one["send transfer.requested"].parent.span_id == one["publish transfer.requested"].context.span_id
+    assert one["handle transfer.requested"].kind == SpanKind.CONSUMER
+    assert one["publish transfer.requested"].kind == SpanKind.PRODUCER
+    row = OutboxMessage.objects.get(type="transfer.requested")
+    publish = one["publish transfer.requested"]
+    assert (
+        row.envelope["traceparent"]
+        == f"00-{trace_id:032x}-{publish.context.span_id:016x}-{publish.context.trace_flags:02x}"
+    )
+    assert one["send transfer.requested"].attributes["messaging.message.id"] == row.sns_message_id
+    assert one["handle transfer.requested"].attributes["league.correlation_id"] == RID
+    # botocore's own spans: the SNS publish (named for its topic) and the SQS calls.
+    assert any(s.name == "leaguemanager-transfer-requested send" for s in spans), sorted({s.name for s in spans})
+    assert any(s.name == "SQS.ReceiveMessage" for s in spans)
+
+
+def test_a_handler_failure_is_an_error_span_and_a_bad_traceparent_starts_a_new_trace(otel_spans, aws_mock, db):
+    from events import registry, topology
+    from events.testing import BusDriver
+
+    def explode(event):
+        raise RuntimeError("boom")
+
+    registry._handlers.append(registry.Handler(service="probe", event_type="team.created", func=explode))
+    try:
+        topology.ensure(["probe"])
+        with transaction.atomic():
+            row = events.publish("team.created", subject=1, data={"id": 1, "name": "Ajax"})
+            row.envelope["traceparent"] = "00-not-a-trace-context"
+            row.save(update_fields=["envelope"])
+        BusDriver(services=["probe"]).relay()
+        BusDriver(services=["probe"]).consume("probe")
+    finally:
+        registry._handlers[:] = [h for h in registry._handlers if h.service != "probe"]
+    handle = next(s for s in otel_spans.get_finished_spans() if s.name == "handle team.created")
+    assert handle.status.status_code.name == "ERROR" and "boom" in handle.status.description
+    assert handle.parent is None  # the malformed context was ignored, the event still handled
+
+
+def test_off_by_default_nothing_installed_and_no_traceparent(db, settings):
+    settings.OTEL_EXPORTER_OTLP_ENDPOINT = ""
+    assert telemetry.setup() is False
+    assert not isinstance(trace.get_tracer_provider(), TracerProvider)
+    with transaction.atomic():
+        row = events.publish("team.created", subject=7, data={"id": 7, "name": "Ajax"})
+    assert "traceparent" not in row.envelope and "tracestate" not in row.envelope
+
+
+@pytest.fixture
+def otlp_collector() -> Iterator[dict]:
+    """A stand-in OTLP/HTTP receiver on loopback: records each POST's path and body."""
+    got: dict = {"posts": []}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            got["posts"].append((self.path, self.headers.get("Content-Type"), body))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    got["url"] = f"http://127.0.0.1:{server.server_port}"
+    try:
+        yield got
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_with_the_endpoint_set_spans_are_exported_over_otlp(otlp_collector, settings, monkeypatch, db):
+    settings.OTEL_EXPORTER_OTLP_ENDPOINT = otlp_collector["url"]
+    settings.OTEL_SERVICE_NAME = "league-test"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_collector["url"])
+    saved = trace._TRACER_PROVIDER
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    try:
+        assert telemetry.setup() is True
+        provider = trace.get_tracer_provider()
+        assert isinstance(provider, TracerProvider)
+        with transaction.atomic():
+            row = events.publish("team.created", subject=8, data={"id": 8, "name": "Ajax"})
+        assert row.envelope["traceparent"].startswith("00-")
+        assert provider.force_flush(10_000)
+    finally:
+        telemetry.uninstrument()
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, TracerProvider):
+            provider.shutdown()
+        _restore(saved)
+    paths = [(path, ctype) for path, ctype, _ in otlp_collector["posts"]]
+    assert ("/v1/traces", "application/x-protobuf") in paths
+    assert any(b"publish team.created" in body and b"league-test" in body for _, _, body in otlp_collector["posts"])
