@@ -150,6 +150,9 @@ class Hop:
     after_ms: float | None = None  # since the hop before it in its chain
     offset_ms: float = 0.0  # since the trace began
     link: str = ""  # the admin page of the row (rows of this database only)
+    # A waterfall bar: from the hop before it to this one, in % of the whole trace.
+    bar_left: float = 0.0
+    bar_width: float = 0.0
 
 
 @dataclass
@@ -326,6 +329,11 @@ class Trace:
             start = hops[0].at
             for hop in hops:
                 hop.offset_ms = _ms(start, hop.at) or 0.0
+            total = hops[-1].offset_ms or 1.0
+            for hop in hops:
+                since = max(hop.offset_ms - (hop.after_ms or 0.0), 0.0)
+                hop.bar_left = round(100 * since / total, 2)
+                hop.bar_width = max(round(100 * (hop.offset_ms - since) / total, 2), 0.4)
         return hops
 
 
@@ -350,7 +358,12 @@ def gather(correlation_id: str) -> Trace:
     trace = Trace(correlation_id=correlation_id)
     trace.add(local_part(correlation_id), source="this service", local=True)
     urls = list(settings.TRACE_SERVICE_URLS)
-    if urls:
+    if urls and not settings.INTERNAL_TOKEN:
+        trace.errors.append(
+            "INTERNAL_TOKEN is not set here, so the other services were not asked: set the same INTERNAL_TOKEN "
+            f"on every service ({', '.join(urls)})."
+        )
+    elif urls:
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(urls), 8)) as pool:
             futures = {url: pool.submit(fetch_part, url, correlation_id) for url in urls}
             for url, future in futures.items():

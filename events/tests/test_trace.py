@@ -199,6 +199,12 @@ def test_microservices_the_parts_of_each_service_are_merged(transfer, settings, 
     page = admin_client.get(f"/admin/events/trace/{RID}/").content.decode()
     assert "transfer.requested handled by teams" in page and "Part of the trace is missing" in page
 
+    # Without the token nobody is asked, and the page says why.
+    settings.INTERNAL_TOKEN = ""
+    alone = trace.gather(RID)
+    assert "INTERNAL_TOKEN is not set here" in alone.errors[0] and len(alone.inbox) < len(full["inbox"])
+    settings.INTERNAL_TOKEN = "s3cret-internal-token"
+
     # The same merge, deduplicated, when every service answers with rows already here.
     settings.TRACE_SERVICE_URLS = [teams_part_server["url"], teams_part_server["url"]]
     twice = trace.gather(RID)

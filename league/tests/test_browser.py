@@ -119,3 +119,75 @@ def test_team_created_in_the_admin_reaches_the_replica_and_the_bus_page(
     # And the outbox list shows the published team.created row.
     driver.get(f"{live_server.url}/admin/events/outboxmessage/?state=published&type=team.created")
     assert "team.created" in driver.find_element(By.ID, "result_list").text
+
+
+TRACE_SCREENSHOT = Path(settings.BASE_DIR) / "docs" / "event-trace.png"
+
+
+def test_the_trace_page_of_a_transfer_shows_every_hop(
+    browser, live_server, bus, auth_client, django_user_model, tmp_path
+):
+    """A transfer requested over the API with an X-Request-ID: from the outbox list the
+    operator follows the row's trace link to a timeline with every hop of the saga. Takes
+    docs/event-trace.png (rewritten with ``UPDATE_SCREENSHOTS=1``)."""
+    from selenium.webdriver.common.by import By
+
+    from events.models import InboxMessage
+
+    rid = "transfer-ann-smith-to-blues"
+    reds = auth_client.post(
+        "/api/teams/", {"name": "Reds", "players": [{"name": "Ann Smith", "position": "GK"}]}, format="json"
+    ).json()
+    blues = auth_client.post("/api/teams/", {"name": "Blues"}, format="json").json()
+    bus.drain()
+    response = auth_client.post(
+        "/api/transfers/",
+        {"player_id": reds["players"][0]["id"], "from_team_id": reds["id"], "to_team_id": blues["id"], "fee": "250000"},
+        format="json",
+        HTTP_X_REQUEST_ID=rid,
+    )
+    assert response.status_code == 201, response.content
+    bus.drain()
+    rows = list(OutboxMessage.objects.filter(correlation_id=rid))
+    handled = list(InboxMessage.objects.filter(correlation_id=rid))
+    assert {r.type for r in rows} == {"transfer.requested", "player.transferred", "transfer.completed"}
+    assert len(handled) == 2
+
+    django_user_model.objects.create_superuser("admin", "admin@example.com", PASSWORD)
+    driver = browser
+    driver.get(f"{live_server.url}/admin/login/")
+    driver.find_element(By.NAME, "username").send_keys("admin")
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+
+    # From the outbox list, the transfer.requested row's trace link.
+    driver.get(f"{live_server.url}/admin/events/outboxmessage/?type=transfer.requested")
+    driver.find_element(By.CSS_SELECTOR, "#result_list a.trace-link").click()
+    assert driver.current_url == f"{live_server.url}/admin/events/trace/{rid}/"
+
+    hops = driver.find_elements(By.CSS_SELECTOR, "#trace-timeline tr.trace-hop")
+    seen = [(h.get_attribute("data-kind"), h.get_attribute("data-event")) for h in hops]
+    assert seen[0][0] == "request"
+    assert "POST /api/transfers/" in hops[0].text
+    for row in rows:  # written and published, each
+        assert ("written", str(row.event_id)) in seen and ("published", str(row.event_id)) in seen, row.type
+    for row in handled:  # received and handled by each service
+        assert ("received", str(row.event_id)) in seen and ("handled", str(row.event_id)) in seen, row.handler
+    assert len(seen) == 1 + 2 * len(rows) + 2 * len(handled)
+    text = driver.find_element(By.ID, "trace-timeline").text
+    assert "transfer.requested handled by teams" in text and "player.transferred handled by transfers" in text
+    assert "caused player.transferred" in text and "caused transfer.completed" in text
+    assert driver.find_element(By.ID, "trace-unfinished").text.startswith("0")
+    # Each hop with its latency: every row after the request shows a number of ms.
+    for hop in hops[1:]:
+        latency = hop.find_elements(By.CSS_SELECTOR, "td")[1].text
+        assert latency.replace(".", "", 1).isdigit(), (hop.text, latency)
+
+    driver.find_element(By.ID, "toggle-nav-sidebar").click()  # the timeline gets the width
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1400, max(700, min(int(height) + 160, 2400)))
+    shot = driver.get_screenshot_as_png()
+    assert shot.startswith(b"\x89PNG") and len(shot) > 10_000
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1" or not TRACE_SCREENSHOT.exists():
+        TRACE_SCREENSHOT.write_bytes(shot)
+    (tmp_path / TRACE_SCREENSHOT.name).write_bytes(shot)
