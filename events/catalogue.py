@@ -104,6 +104,36 @@ EVENT_TYPES: dict[str, EventType] = {
             ),
         ),
         EventType(
+            "move.refused",
+            source="teams",
+            aggregate="move",
+            description=(
+                "The teams service refused to move the player for a transfer, with a reason "
+                "(subject: the transfer id; aggregate move, teams' decision about that transfer)."
+            ),
+            schema=_obj({"transfer_id": _ID, "player_id": _ID, "reason": {"type": "string", "minLength": 1}}),
+        ),
+        EventType(
+            "move.cancelled",
+            source="teams",
+            aggregate="move",
+            description=(
+                "The teams service cancelled a transfer before moving the player: he stays, and a "
+                "later transfer.requested for it moves nobody (subject: the transfer id)."
+            ),
+            schema=_obj({"transfer_id": _ID, "player_id": _ID, "reason": {"type": "string", "minLength": 1}}),
+        ),
+        EventType(
+            "move.confirmed",
+            source="teams",
+            aggregate="move",
+            description=(
+                "The player had already moved for this transfer: the answer to a cancellation or a "
+                "repeated request that came after the move (subject: the transfer id)."
+            ),
+            schema=_obj({"transfer_id": _ID, "player_id": _ID, "from_team_id": _ID, "to_team_id": _ID}),
+        ),
+        EventType(
             "transfer.requested",
             source="transfers",
             aggregate="transfer",
@@ -111,11 +141,23 @@ EVENT_TYPES: dict[str, EventType] = {
             schema=_obj({"id": _ID, "player_id": _ID, "from_team_id": _ID, "to_team_id": _ID, "fee": _MONEY}),
         ),
         EventType(
-            "transfer.rejected",
-            source="teams",
+            "transfer.cancellation_requested",
+            source="transfers",
             aggregate="transfer",
-            description="The team service refused a requested transfer. Subject: the transfer.",
-            schema=_obj({"id": _ID, "player_id": _ID, "reason": {"type": "string", "minLength": 1}}),
+            description=(
+                "The transfers service asks the teams service to cancel a transfer (its deadline "
+                "passed, or a person cancelled it). Teams answers from its decision: move.cancelled "
+                "if the player has not moved, move.confirmed if he has."
+            ),
+            schema=_obj(
+                {
+                    "id": _ID,
+                    "player_id": _ID,
+                    "from_team_id": _ID,
+                    "to_team_id": _ID,
+                    "reason": {"type": "string", "minLength": 1},
+                }
+            ),
         ),
         EventType(
             "transfer.completed",
@@ -157,6 +199,17 @@ EVENT_TYPES: dict[str, EventType] = {
                     "correction": {"type": "boolean"},
                 }
             ),
+        ),
+        EventType(
+            "transfer.rejected",
+            source="teams",
+            aggregate="transfer",
+            retired=True,
+            description=(
+                "Retired: teams published it on the transfers service's aggregate, so with a database "
+                "per service one subject got two sequence counters. Replaced by move.refused."
+            ),
+            schema=_obj({"id": _ID, "player_id": _ID, "reason": {"type": "string", "minLength": 1}}),
         ),
     ]
 }

@@ -169,6 +169,17 @@ class OutboxCollector(Collector):
         )
 
 
+# Services' own gauges read from their database at scrape time (each registers its
+# collector in its AppConfig.ready; ``events`` imports no service).
+_SERVICE_COLLECTORS: list[Collector] = []
+
+
+def register_scrape_collector(collector: Collector) -> None:
+    """Add a service's database gauges to ``/metrics`` (once per collector class)."""
+    if not any(type(c) is type(collector) for c in _SERVICE_COLLECTORS):
+        _SERVICE_COLLECTORS.append(collector)
+
+
 class _Scrape:
     """What one scrape reads: the process's (or, in multiprocess mode, every process's)
     counters, then the database gauges."""
@@ -190,7 +201,7 @@ def render() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(process_metrics)
     else:
         process_metrics = REGISTRY
-    return generate_latest(_Scrape(process_metrics, OutboxCollector())), CONTENT_TYPE_LATEST  # type: ignore[arg-type]
+    return generate_latest(_Scrape(process_metrics, OutboxCollector(), *_SERVICE_COLLECTORS)), CONTENT_TYPE_LATEST  # type: ignore[arg-type]
 
 
 def metrics_view(request: Any) -> Any:

@@ -1,5 +1,6 @@
 """The Celery app. Beat runs the outbox relay every second as the sweeper for anything
-the on-commit kick missed, and purges published rows past their retention daily."""
+the on-commit kick missed, purges published rows past their retention, and (where the
+transfers service is installed) runs the transfer saga's clock every 5 seconds."""
 
 import os
 from datetime import timedelta
@@ -13,7 +14,13 @@ broker.register()  # filesystem:// with atomic writes (league/broker.py)
 
 app = Celery("league")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["events"])
+app.autodiscover_tasks(lambda: [a for a in ("events", "transfers") if a in _installed()])
+
+
+def _installed() -> list[str]:
+    from django.conf import settings
+
+    return list(settings.INSTALLED_APPS)
 
 
 @app.on_after_finalize.connect
@@ -31,3 +38,9 @@ def _schedule(sender: Celery, **_: object) -> None:
             "schedule": timedelta(hours=1),
         },
     }
+    if "transfers" in settings.INSTALLED_APPS:
+        sender.conf.beat_schedule["expire-transfers"] = {
+            "task": "transfers.expire_transfers",
+            "schedule": timedelta(seconds=5),
+            "options": {"expires": 30},
+        }

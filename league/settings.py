@@ -297,6 +297,13 @@ OTEL_SERVICE_NAME = env.str(
 # Domain rules
 # --------------------------------------------------------------------------------------
 SQUAD_LIMIT = env.int("SQUAD_LIMIT", default=25)
+# The saga's deadline: a transfer the teams service has not answered within this many
+# seconds is cancelled through teams (transfers.services.transfers_expire).
+TRANSFER_TIMEOUT_SECONDS = env.int("TRANSFER_TIMEOUT_SECONDS", default=900)
+if TRANSFER_TIMEOUT_SECONDS < 1:
+    raise ImproperlyConfigured(
+        f"TRANSFER_TIMEOUT_SECONDS must be at least 1 (seconds); got {TRANSFER_TIMEOUT_SECONDS}."
+    )
 # Transfer window as ISO dates (inclusive); unset means always open.
 _opens = env.str("TRANSFER_WINDOW_OPENS", default="")
 _closes = env.str("TRANSFER_WINDOW_CLOSES", default="")

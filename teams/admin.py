@@ -11,7 +11,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
 from . import services
-from .models import Player, Team
+from .models import Move, Player, Team
 
 
 class SquadInline(admin.TabularInline):
@@ -97,7 +97,7 @@ class TeamAdmin(admin.ModelAdmin):
             return super().save_formset(request, form, formset, change)
         formset.save(commit=False)  # fills new_objects and deleted_objects, writes nothing
         for player in formset.deleted_objects:
-            services.player_remove(player=player)
+            services.player_remove(team_id=player.team_id, player_id=player.pk)
         for player in formset.new_objects:
             services.player_add(team=form.instance, name=player.name, position=player.position)
 
@@ -118,8 +118,26 @@ class PlayerAdmin(admin.ModelAdmin):
         return False
 
     def delete_model(self, request: HttpRequest, obj: Player) -> None:
-        services.player_remove(player=obj)
+        services.player_remove(team_id=obj.team_id, player_id=obj.pk)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Player]) -> None:
         for player in queryset:
-            services.player_remove(player=player)
+            services.player_remove(team_id=player.team_id, player_id=player.pk)
+
+
+@admin.register(Move)
+class MoveAdmin(admin.ModelAdmin):
+    """What teams decided for each transfer (read-only: the saga writes it)."""
+
+    list_display = ("transfer_id", "outcome", "player_id", "from_team_id", "to_team_id", "reason", "decided_at")
+    list_filter = ("outcome", "decided_at")
+    search_fields = ("=transfer_id", "=player_id", "reason")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Move | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Move | None = None) -> bool:
+        return False

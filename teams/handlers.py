@@ -14,11 +14,25 @@ from . import services
 
 @events.handler("transfer.requested", service="teams")
 def on_transfer_requested(event: Event) -> None:
-    """Move the player (``player.transferred``) or refuse (``transfer.rejected``)."""
+    """Move the player (``player.transferred``) or refuse (``move.refused``); a transfer
+    already decided (e.g. cancelled first) is only answered again."""
     data = event.data
     services.transfer_apply(
         transfer_id=data["id"],
         player_id=data["player_id"],
         from_team_id=data["from_team_id"],
         to_team_id=data["to_team_id"],
+    )
+
+
+@events.handler("transfer.cancellation_requested", service="teams")
+def on_transfer_cancellation_requested(event: Event) -> None:
+    """Cancel unless the player already moved (``move.cancelled`` / ``move.confirmed``)."""
+    data = event.data
+    services.transfer_cancel(
+        transfer_id=data["id"],
+        player_id=data["player_id"],
+        from_team_id=data["from_team_id"],
+        to_team_id=data["to_team_id"],
+        reason=data["reason"],
     )

@@ -55,3 +55,35 @@ class Player(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.position})"
+
+
+class MoveOutcome(models.TextChoices):
+    MOVED = "moved", "moved"
+    REFUSED = "refused", "refused"
+    CANCELLED = "cancelled", "cancelled"
+
+
+class Move(models.Model):
+    """What the teams service decided about one transfer, keyed by the transfer's id.
+
+    Teams is the authority on whether a player moved. The first message about a transfer
+    that reaches teams (``transfer.requested`` or ``transfer.cancellation_requested``)
+    decides it for good; every later message about the same transfer is answered from this
+    row, so a late request after a cancellation moves nobody, and a cancellation after the
+    move is answered "moved". The team and player ids are plain values: the row outlives
+    them.
+    """
+
+    transfer_id = models.PositiveBigIntegerField(unique=True, help_text="The transfer's id in the transfers service.")
+    player_id = models.PositiveBigIntegerField()
+    from_team_id = models.PositiveBigIntegerField()
+    to_team_id = models.PositiveBigIntegerField()
+    outcome = models.CharField(max_length=10, choices=MoveOutcome.choices)
+    reason = models.TextField(blank=True)
+    decided_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-decided_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"transfer {self.transfer_id}: {self.outcome}"

@@ -5,6 +5,16 @@ and records exactly one event with ``events.publish`` (none when nothing changed
 event exists if and only if the change committed. Bad input raises Django's
 ``ValidationError`` with field messages (the API turns it into a 400). The functions nest
 in an outer transaction (admin, the event consumer), so they are not ``durable``.
+
+Races: a caller may hold a ``Team`` loaded before the transaction (a view, the admin).
+Every function locks what it decides on (``SELECT ... FOR UPDATE``: the teams, always in
+id order, before any player) and re-reads it inside the transaction, so a request that lost
+a race raises ``TeamNotFound`` / ``PlayerNotFound`` (a 404) and writes nothing. Every write
+to a squad locks its team first, so a team's delete sees every player that joined it.
+
+The transfer saga: teams decides whether a player moves, once per transfer, and records
+the decision in ``Move`` (``transfer_apply``, ``transfer_cancel``); any later message about
+the same transfer is answered from that record.
 """
 
 from __future__ import annotations
@@ -20,10 +30,31 @@ from django.db.models.functions import Lower
 
 import events
 
-from .models import POSITION_ERROR, Player, Position, Team
+from .models import POSITION_ERROR, Move, MoveOutcome, Player, Position, Team
 
 TEAM_NAME_EMPTY = "Team name cannot be empty."
 PLAYER_NAME_EMPTY = "Player name cannot be empty."
+
+
+class TeamNotFound(LookupError):
+    """The team does not exist (any more): the API answers 404."""
+
+    def __init__(self, team_id: int) -> None:
+        super().__init__(f"Team {team_id} does not exist.")
+
+
+class PlayerNotFound(LookupError):
+    """The player is not in that team (any more): the API answers 404."""
+
+    def __init__(self, player_id: int, team_id: int) -> None:
+        super().__init__(f"Player {player_id} is not in team {team_id}.")
+
+
+def _lock_team(team_id: int) -> Team:
+    team = Team.objects.select_for_update().filter(pk=team_id).first()
+    if team is None:
+        raise TeamNotFound(team_id)
+    return team
 
 
 @transaction.atomic
@@ -59,6 +90,7 @@ def team_create(*, name: str, players: Iterable[Mapping[str, str]] | None = None
 @transaction.atomic
 def team_rename(*, team: Team, name: str) -> Team:
     """Rename ``team``; no event when the name does not change."""
+    team = _lock_team(team.pk)
     name = _clean_team_name(name)
     if name == team.name:
         return team
@@ -74,6 +106,9 @@ def team_rename(*, team: Team, name: str) -> Team:
 @transaction.atomic
 def team_delete(*, team: Team) -> None:
     """Delete ``team`` and its squad with one ``team.deleted`` event."""
+    # With the team locked no player can join it before the delete collects the squad
+    # (a player added meanwhile would fail the deferred foreign-key check at COMMIT).
+    team = _lock_team(team.pk)
     team_id, name = team.id, team.name
     team.delete()
     events.publish("team.deleted", subject=team_id, data={"id": team_id, "name": name})
@@ -82,8 +117,9 @@ def team_delete(*, team: Team) -> None:
 @transaction.atomic
 def player_add(*, team: Team, name: str, position: str) -> Player:
     """Add a player to ``team``'s squad (at most ``settings.SQUAD_LIMIT`` players)."""
-    # Lock the team row so two concurrent adds cannot both pass the squad limit.
-    list(Team.objects.select_for_update().filter(pk=team.pk).values_list("pk", flat=True))
+    # Lock the team row so two concurrent adds cannot both pass the squad limit, and a
+    # concurrent delete either sees the new player or runs first (then: TeamNotFound).
+    team = _lock_team(team.pk)
     limit = settings.SQUAD_LIMIT
     if team.players.count() >= limit:
         raise ValidationError(f"Team {team.name} has a full squad ({limit} players).")
@@ -93,26 +129,39 @@ def player_add(*, team: Team, name: str, position: str) -> Player:
 
 
 @transaction.atomic
-def player_remove(*, player: Player) -> None:
-    """Remove ``player`` from its team's squad."""
-    player_id, team_id, name = player.id, player.team_id, player.name
+def player_remove(*, team_id: int, player_id: int) -> None:
+    """Remove player ``player_id`` from team ``team_id``'s squad.
+
+    The ids are what the request names: the team and the player are locked and re-read
+    here, so a player who moved to another team meanwhile (the transfer saga) is not
+    removed from his new team (``PlayerNotFound``)."""
+    _lock_team(team_id)
+    player = Player.objects.select_for_update().filter(pk=player_id, team_id=team_id).first()
+    if player is None:
+        raise PlayerNotFound(player_id, team_id)
+    name = player.name
     player.delete()
     events.publish("player.removed", subject=team_id, data={"id": player_id, "team_id": team_id, "name": name})
 
 
 @transaction.atomic
-def transfer_apply(*, transfer_id: int, player_id: int, from_team_id: int, to_team_id: int) -> Player | None:
+def transfer_apply(*, transfer_id: int, player_id: int, from_team_id: int, to_team_id: int) -> Move:
     """The teams step of the transfer saga: move the player, or refuse with a reason.
 
-    Moves the player and publishes ``player.transferred`` (subject: the player) with both
-    teams' sequences bumped in this transaction; otherwise publishes ``transfer.rejected``
-    (subject: the transfer) with a reason a person can read, and returns ``None``.
-    Runs once per ``transfer.requested`` event thanks to the consumer's inbox.
+    The first decision about ``transfer_id`` is final and recorded in ``Move``. A move
+    publishes ``player.transferred`` (subject: the player) with both teams' sequences
+    bumped in this transaction; a refusal publishes ``move.refused`` (subject: the
+    transfer, aggregate ``move``, owned by teams) with a reason a person can read. A
+    transfer already decided (cancelled before this request arrived, or a request
+    redelivered after its inbox row was purged) is only answered again: nobody moves.
     """
-    # Lock both teams in id order (no deadlock between opposite transfers) so the squad
-    # limit and the name check hold until commit.
-    list(Team.objects.select_for_update().filter(pk__in=[from_team_id, to_team_id]).order_by("pk"))
-    player = Player.objects.filter(pk=player_id, team_id=from_team_id).first()
+    _lock_saga(from_team_id, to_team_id)
+    decided = _decided(transfer_id)
+    if decided is not None:
+        _answer(decided)
+        return decided
+
+    player = Player.objects.select_for_update().filter(pk=player_id, team_id=from_team_id).first()
     to_team = Team.objects.filter(pk=to_team_id).first()
     limit = settings.SQUAD_LIMIT
 
@@ -129,11 +178,19 @@ def transfer_apply(*, transfer_id: int, player_id: int, from_team_id: int, to_te
     else:
         reason = ""
 
+    move = Move(
+        transfer_id=transfer_id,
+        player_id=player_id,
+        from_team_id=from_team_id,
+        to_team_id=to_team_id,
+        outcome=MoveOutcome.REFUSED if reason else MoveOutcome.MOVED,
+        reason=reason,
+    )
+    move.full_clean(validate_unique=False)  # the lock above serialises the deciders
+    move.save()
     if reason:
-        events.publish(
-            "transfer.rejected", subject=transfer_id, data={"id": transfer_id, "player_id": player_id, "reason": reason}
-        )
-        return None
+        _answer(move)
+        return move
 
     assert player is not None and to_team is not None
     player.team = to_team
@@ -155,7 +212,58 @@ def transfer_apply(*, transfer_id: int, player_id: int, from_team_id: int, to_te
             "to_team_sequence": to_sequence,
         },
     )
-    return player
+    return move
+
+
+@transaction.atomic
+def transfer_cancel(*, transfer_id: int, player_id: int, from_team_id: int, to_team_id: int, reason: str) -> Move:
+    """The transfers service asks to cancel a transfer (its deadline passed, or a person
+    cancelled it). Teams answers from its decision: a transfer not decided yet is decided
+    now as cancelled (``move.cancelled``; a ``transfer.requested`` arriving later moves
+    nobody); one already decided is answered again (``move.confirmed`` when the player
+    moved, ``move.refused`` / ``move.cancelled`` otherwise)."""
+    _lock_saga(from_team_id, to_team_id)
+    decided = _decided(transfer_id)
+    if decided is None:
+        decided = Move(
+            transfer_id=transfer_id,
+            player_id=player_id,
+            from_team_id=from_team_id,
+            to_team_id=to_team_id,
+            outcome=MoveOutcome.CANCELLED,
+            reason=reason or f"Transfer {transfer_id} was cancelled before the player moved.",
+        )
+        decided.full_clean(validate_unique=False)
+        decided.save()
+    _answer(decided)
+    return decided
+
+
+def _lock_saga(from_team_id: int, to_team_id: int) -> None:
+    # Lock both teams in id order (no deadlock between opposite transfers, and the same
+    # order as every other squad write) so the squad limit and the name check hold until
+    # commit, and two messages about one transfer decide one after the other.
+    list(Team.objects.select_for_update().filter(pk__in=[from_team_id, to_team_id]).order_by("pk"))
+
+
+def _decided(transfer_id: int) -> Move | None:
+    return Move.objects.select_for_update().filter(transfer_id=transfer_id).first()
+
+
+def _answer(move: Move) -> None:
+    """Publish teams' answer about ``move`` (subject: the transfer, aggregate ``move``).
+    A first move is answered by ``player.transferred`` itself; this is the answer to
+    every other message."""
+    data: dict[str, Any] = {"transfer_id": move.transfer_id, "player_id": move.player_id}
+    if move.outcome == MoveOutcome.MOVED:
+        events.publish(
+            "move.confirmed",
+            subject=move.transfer_id,
+            data={**data, "from_team_id": move.from_team_id, "to_team_id": move.to_team_id},
+        )
+    else:
+        kind = "move.refused" if move.outcome == MoveOutcome.REFUSED else "move.cancelled"
+        events.publish(kind, subject=move.transfer_id, data={**data, "reason": move.reason})
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,7 +1,12 @@
 """The teams REST API: thin views that parse input, call a service or a selector, and
-shape the answer. Errors: service ``ValidationError`` -> 400 (league.api), unknown id -> 404."""
+shape the answer. Errors: service ``ValidationError`` -> 400 (league.api), unknown id -> 404,
+also when the service finds the team or player gone inside its transaction (a request that
+lost a race: ``TeamNotFound`` / ``PlayerNotFound``)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, extend_schema
@@ -36,6 +41,14 @@ def _player_or_404(team: Team, player_id: int) -> Player:
     if player is None:
         raise Http404(f"Player {player_id} is not in team {team.id}.")
     return player
+
+
+@contextmanager
+def _gone_is_404() -> Iterator[None]:
+    try:
+        yield
+    except (services.TeamNotFound, services.PlayerNotFound) as exc:
+        raise Http404(str(exc)) from exc
 
 
 # The team every example of this module shows (the shape of TeamSerializer).
@@ -134,12 +147,14 @@ class TeamDetailApi(GenericAPIView):
     def patch(self, request: Request, team_id: int) -> Response:
         team = _team_or_404(team_id)
         data = _valid(TeamUpdateInputSerializer, request)
-        services.team_rename(team=team, name=data["name"])
+        with _gone_is_404():
+            services.team_rename(team=team, name=data["name"])
         return Response(TeamSerializer(_team_or_404(team_id)).data)
 
     @extend_schema(operation_id="teams_delete", responses={204: None, **errors(401, 404)})
     def delete(self, request: Request, team_id: int) -> Response:
-        services.team_delete(team=_team_or_404(team_id))
+        with _gone_is_404():
+            services.team_delete(team=_team_or_404(team_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -178,7 +193,8 @@ class PlayerListApi(GenericAPIView):
     def post(self, request: Request, team_id: int) -> Response:
         team = _team_or_404(team_id)
         data = _valid(PlayerInputSerializer, request)
-        player = services.player_add(team=team, name=data["name"], position=data["position"])
+        with _gone_is_404():
+            player = services.player_add(team=team, name=data["name"], position=data["position"])
         return Response(PlayerSerializer(player).data, status=status.HTTP_201_CREATED)
 
 
@@ -197,7 +213,10 @@ class PlayerDetailApi(GenericAPIView):
 
     @extend_schema(operation_id="teams_players_remove", responses={204: None, **errors(401, 404)})
     def delete(self, request: Request, team_id: int, player_id: int) -> Response:
-        services.player_remove(player=_player_or_404(_team_or_404(team_id), player_id))
+        # The service locks and re-reads team and player: one loaded here could have moved
+        # to another team (the transfer saga) before the delete.
+        with _gone_is_404():
+            services.player_remove(team_id=team_id, player_id=player_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

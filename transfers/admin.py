@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Q
+from django.utils import timezone
 
-from .models import PlayerReplica, TeamReplica, TeamsSync, Transfer
+from . import services
+from .models import IN_FLIGHT, PlayerReplica, TeamReplica, TeamsSync, Transfer
 
 
 class _TeamFilter(admin.SimpleListFilter):
@@ -32,6 +34,24 @@ class ToTeamFilter(_TeamFilter):
     field = "to_team_id"
 
 
+class OverdueFilter(admin.SimpleListFilter):
+    """In flight past the deadline: the teams service has not answered in time."""
+
+    title = "overdue"
+    parameter_name = "overdue"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Overdue (no answer by the deadline)"), ("no", "Not overdue")]
+
+    def queryset(self, request, queryset):
+        overdue = Transfer.objects.overdue(timezone.now()).values("pk")
+        if self.value() == "yes":
+            return queryset.filter(pk__in=overdue)
+        if self.value() == "no":
+            return queryset.exclude(pk__in=overdue)
+        return queryset
+
+
 @admin.register(Transfer)
 class TransferAdmin(admin.ModelAdmin):
     list_display = [
@@ -42,13 +62,55 @@ class TransferAdmin(admin.ModelAdmin):
         "to_team_id",
         "fee",
         "state",
+        "is_overdue",
         "created_at",
+        "expires_at",
         "completed_at",
     ]
-    list_filter = ["state", FromTeamFilter, ToTeamFilter, "created_at"]
+    list_filter = ["state", OverdueFilter, FromTeamFilter, ToTeamFilter, "created_at"]
     search_fields = ["player_name", "reason", "=player_id", "=from_team_id", "=to_team_id"]
     date_hierarchy = "created_at"
-    readonly_fields = ["state", "reason", "created_at", "updated_at", "completed_at"]
+    readonly_fields = [
+        "state",
+        "reason",
+        "created_at",
+        "updated_at",
+        "completed_at",
+        "expires_at",
+        "cancel_requested_at",
+    ]
+    actions = ["cancel_transfers"]
+
+    @admin.display(description="overdue", boolean=True)
+    def is_overdue(self, obj: Transfer) -> bool:
+        return obj.overdue
+
+    @admin.action(description="Cancel the selected transfers (the teams service decides)", permissions=["cancel"])
+    def cancel_transfers(self, request, queryset):
+        asked, finished = 0, []
+        reason = f"Cancelled by {request.user.get_username()} (admin)."
+        for transfer in queryset.order_by("pk"):
+            if transfer.state not in IN_FLIGHT:
+                finished.append(f"#{transfer.pk} ({transfer.state})")
+                continue
+            try:
+                services.transfer_cancel(transfer_id=transfer.pk, reason=reason)
+            except (services.TransferNotFound, services.TransferFinished) as exc:
+                finished.append(f"#{transfer.pk}: {exc}")
+                continue
+            asked += 1
+        if asked:
+            self.message_user(
+                request,
+                f"Asked the teams service to cancel {asked} transfer(s); each ends cancelled, or completed if "
+                "the player had already moved.",
+                messages.SUCCESS,
+            )
+        if finished:
+            self.message_user(request, f"Not in flight, left alone: {', '.join(finished)}.", messages.WARNING)
+
+    def has_cancel_permission(self, request) -> bool:
+        return request.user.has_perm("transfers.cancel_transfer")
 
     def get_search_results(self, request, queryset, search_term):
         # Search by team name too, through the replica.
@@ -62,6 +124,11 @@ class TransferAdmin(admin.ModelAdmin):
         return False  # transfers are requested through the API, which records the event
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a transfer in flight would free its player here while teams may still
+        # move him: cancel it instead (the action above), and teams decides.
         return False
 
 

@@ -6,4 +6,9 @@ class TransfersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from events.metrics import register_scrape_collector
+
         from . import handlers  # noqa: F401  (registers the consumers' handlers)
+        from .metrics import OverdueCollector
+
+        register_scrape_collector(OverdueCollector())

@@ -64,10 +64,21 @@ def on_player_transferred(event: Event) -> None:
     )
 
 
-@handler("transfer.rejected", service=SERVICE)
-def on_transfer_rejected(event: Event) -> None:
+@handler("move.refused", service=SERVICE)
+def on_move_refused(event: Event) -> None:
     d = event.data
-    services.transfer_reject(transfer_id=d["id"], reason=d["reason"])
+    services.transfer_reject(transfer_id=d["transfer_id"], reason=d["reason"])
+
+
+@handler("move.cancelled", service=SERVICE)
+def on_move_cancelled(event: Event) -> None:
+    d = event.data
+    services.transfer_cancelled(transfer_id=d["transfer_id"], reason=d["reason"])
+
+
+@handler("move.confirmed", service=SERVICE)
+def on_move_confirmed(event: Event) -> None:
+    services.transfer_complete(transfer_id=event.data["transfer_id"])
 
 
 @on_consumer_start(service=SERVICE)

@@ -16,6 +16,8 @@ There are no foreign keys to the teams service: its ids are stored as plain inte
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db import models
 from django.db.models import Q
 
@@ -103,11 +105,35 @@ class TeamsSync(models.Model):
 
 class TransferState(models.TextChoices):
     REQUESTED = "requested", "requested"
+    CANCELLING = "cancelling", "cancelling"  # asked teams to cancel; teams' answer decides
     COMPLETED = "completed", "completed"
     REJECTED = "rejected", "rejected"
+    CANCELLED = "cancelled", "cancelled"
+
+
+# Not finished: the teams service may still move the player.
+IN_FLIGHT = (TransferState.REQUESTED, TransferState.CANCELLING)
+
+
+class TransferQuerySet(models.QuerySet):
+    def in_flight(self) -> TransferQuerySet:
+        return self.filter(state__in=IN_FLIGHT)
+
+    def overdue(self, now: datetime) -> TransferQuerySet:
+        """In flight past the deadline: teams has not answered in time."""
+        return self.in_flight().filter(expires_at__lte=now)
 
 
 class Transfer(models.Model):
+    """One transfer saga, as the transfers service sees it.
+
+    ``requested`` -> ``completed`` / ``rejected`` by the teams service's answer. When no
+    answer came by ``expires_at`` (``TRANSFER_TIMEOUT_SECONDS``), or a person cancels, the
+    transfer is ``cancelling``: transfers has asked teams to cancel, and teams' answer
+    decides (``cancelled`` if the player had not moved, ``completed`` if he had). A
+    transfer past its deadline and not finished is *overdue*.
+    """
+
     player_id = models.PositiveBigIntegerField()
     # The player's name when the transfer was requested (the replica may change later).
     player_name = models.CharField(max_length=100)
@@ -119,15 +145,22 @@ class Transfer(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # The deadline for the teams service's answer, set when the transfer is requested.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # When transfers last asked teams to cancel (the sweeper asks again after a timeout).
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TransferQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [("cancel_transfer", "Can cancel a transfer in flight")]
         constraints = [
             # At most one transfer of a player in flight: the database backs up the check
             # in transfer_request when two requests race.
             models.UniqueConstraint(
                 fields=["player_id"],
-                condition=Q(state="requested"),
+                condition=Q(state__in=["requested", "cancelling"]),
                 name="transfer_one_in_flight_per_player",
                 violation_error_message="This player already has a transfer in progress.",
             ),
@@ -136,7 +169,16 @@ class Transfer(models.Model):
                 condition=~Q(from_team_id=models.F("to_team_id")), name="transfer_between_two_teams"
             ),
         ]
-        indexes = [models.Index(fields=["state", "created_at"], name="transfer_state_created")]
+        indexes = [
+            models.Index(fields=["state", "created_at"], name="transfer_state_created"),
+            models.Index(fields=["state", "expires_at"], name="transfer_state_expires"),
+        ]
 
     def __str__(self) -> str:
         return f"Transfer #{self.pk}: {self.player_name} {self.from_team_id} -> {self.to_team_id} ({self.state})"
+
+    @property
+    def overdue(self) -> bool:
+        from django.utils import timezone
+
+        return self.state in IN_FLIGHT and self.expires_at is not None and self.expires_at <= timezone.now()

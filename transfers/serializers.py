@@ -23,6 +23,10 @@ class TeamReplicaSerializer(serializers.ModelSerializer):
 
 
 class TransferSerializer(serializers.ModelSerializer):
+    overdue = serializers.BooleanField(
+        read_only=True, help_text="In flight (requested or cancelling) past its deadline `expires_at`."
+    )
+
     class Meta:
         model = Transfer
         fields = [
@@ -37,6 +41,8 @@ class TransferSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
             "completed_at",
+            "expires_at",
+            "overdue",
         ]
         read_only_fields = fields
 
@@ -48,3 +54,11 @@ class TransferRequestSerializer(serializers.Serializer):
     from_team_id = serializers.IntegerField(min_value=1)
     to_team_id = serializers.IntegerField(min_value=1)
     fee = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0)
+
+
+class TransferCancelSerializer(serializers.Serializer):
+    """Input of POST /api/transfers/{id}/cancel/ (the body may be empty)."""
+
+    reason = serializers.CharField(
+        max_length=500, required=False, help_text="Why; recorded on the transfer (default: who cancelled it)."
+    )

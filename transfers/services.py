@@ -1,9 +1,21 @@
 """Writes: the transfer saga and the replica's upkeep.
 
 The saga is choreographed: ``transfer_request`` validates against the replica and records
-``transfer.requested``; the teams service moves the player (``player.transferred``) or
-refuses (``transfer.rejected``); ``player_transferred`` / ``transfer_reject`` finish the
-transfer. State changes are idempotent: a transfer leaves ``requested`` once, and an event
+``transfer.requested`` with a deadline (``TRANSFER_TIMEOUT_SECONDS``); the teams service
+moves the player (``player.transferred``) or refuses (``move.refused``);
+``player_transferred`` / ``transfer_reject`` finish the transfer.
+
+The saga has a clock: ``transfers_expire`` (Celery beat, or ``manage.py expire_transfers``)
+finds transfers past their deadline and asks teams to cancel them
+(``transfer.cancellation_requested``, state ``cancelling``); a person can do the same
+(``transfer_cancel``). Teams decides: it answers ``move.cancelled`` if it had not moved
+the player, ``move.confirmed`` if it had, and transfers follows the answer. Transfers never
+finishes a transfer on its own, so the two services cannot disagree about a move. A
+``cancelling`` transfer without an answer is asked again every ``TRANSFER_TIMEOUT_SECONDS``
+(the question or its answer may have been dead-lettered), so once the bus is healthy the
+player is freed with nobody acting.
+
+State changes are idempotent: a transfer leaves the in-flight states once, and an answer
 about a finished transfer leaves it alone (events arrive at least once).
 
 No transaction is open during an HTTP call: ``team_get`` and ``teams_sync`` call the teams
@@ -14,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -24,11 +37,29 @@ from django.utils import timezone
 
 import events
 
-from . import replica, selectors, teams_client
-from .models import TeamReplica, TeamsSync, Transfer, TransferState
+from . import metrics, replica, selectors, teams_client
+from .models import IN_FLIGHT, TeamReplica, TeamsSync, Transfer, TransferState
 from .teams_client import TeamNotFound
 
 log = logging.getLogger("transfers.services")
+
+
+class TransferNotFound(LookupError):
+    """No transfer with that id: the API answers 404."""
+
+    def __init__(self, transfer_id: int) -> None:
+        super().__init__(f"Transfer {transfer_id} does not exist.")
+
+
+class TransferFinished(Exception):
+    """The transfer is no longer in flight, so it cannot be cancelled: the API answers 409."""
+
+    def __init__(self, transfer: Transfer) -> None:
+        super().__init__(
+            f"Transfer {transfer.pk} is already {transfer.state}; only a transfer in flight "
+            "(requested or cancelling) can be cancelled."
+        )
+
 
 CENT = Decimal("0.01")
 IN_FLIGHT_MESSAGE = "Player {player_id} already has a transfer in progress (#{transfer_id})."
@@ -64,7 +95,7 @@ def _window_error() -> str | None:
 
 
 def _in_flight(player_id: int) -> Transfer | None:
-    return Transfer.objects.filter(player_id=player_id, state=TransferState.REQUESTED).first()
+    return Transfer.objects.in_flight().filter(player_id=player_id).first()
 
 
 def transfer_request(*, player_id: int, from_team_id: int, to_team_id: int, fee: Decimal | str) -> Transfer:
@@ -129,6 +160,7 @@ def _transfer_create(*, player_id: int, from_team_id: int, to_team_id: int, fee:
         from_team_id=from_team_id,
         to_team_id=to_team_id,
         fee=fee,
+        expires_at=timezone.now() + timedelta(seconds=settings.TRANSFER_TIMEOUT_SECONDS),
     )
     transfer.full_clean()
     try:
@@ -153,15 +185,33 @@ def _transfer_data(transfer: Transfer) -> dict[str, Any]:
     }
 
 
-def transfer_complete(*, transfer_id: int) -> Transfer | None:
-    """Mark a requested transfer completed and record ``transfer.completed``; a finished
-    (or unknown) transfer is left alone. Runs inside the caller's transaction."""
+def _answered(transfer_id: int, answer: str) -> Transfer | None:
+    """The transfer teams answered about, locked; ``None`` when it is unknown here."""
     transfer = Transfer.objects.select_for_update().filter(pk=transfer_id).first()
     if transfer is None:
-        log.warning("transfer %s completed at the teams service but is unknown here", transfer_id)
+        log.warning("teams answered %s for transfer %s, which is unknown here", answer, transfer_id)
+    return transfer
+
+
+def _disagrees(transfer: Transfer, answer: str) -> None:
+    # Cannot happen by construction (teams decides once per transfer, and transfers never
+    # finishes a transfer without teams' answer); say so loudly if it ever does.
+    log.error("teams answered %s for transfer %s, which is %s here", answer, transfer.pk, transfer.state)
+
+
+def transfer_complete(*, transfer_id: int) -> Transfer | None:
+    """Teams moved the player: mark an in-flight transfer completed and record
+    ``transfer.completed``; a finished (or unknown) transfer is left alone. Runs inside the
+    caller's transaction."""
+    transfer = _answered(transfer_id, "moved")
+    if transfer is None:
         return None
-    if transfer.state != TransferState.REQUESTED:
+    if transfer.state not in IN_FLIGHT:
+        if transfer.state != TransferState.COMPLETED:
+            _disagrees(transfer, "moved")
         return transfer
+    if transfer.state == TransferState.CANCELLING:
+        transfer.reason = "The player had moved before the cancellation reached the teams service."
     transfer.state = TransferState.COMPLETED
     transfer.completed_at = timezone.now()
     transfer.full_clean()
@@ -171,18 +221,125 @@ def transfer_complete(*, transfer_id: int) -> Transfer | None:
 
 
 def transfer_reject(*, transfer_id: int, reason: str) -> Transfer | None:
-    """Mark a requested transfer rejected with the teams service's reason (idempotent)."""
-    transfer = Transfer.objects.select_for_update().filter(pk=transfer_id).first()
+    """Teams refused the move: mark an in-flight transfer rejected with its reason
+    (idempotent)."""
+    return _finish_unmoved(transfer_id, TransferState.REJECTED, reason)
+
+
+def transfer_cancelled(*, transfer_id: int, reason: str) -> Transfer | None:
+    """Teams cancelled the transfer before moving the player: mark it cancelled
+    (idempotent). The player is free for another transfer."""
+    return _finish_unmoved(transfer_id, TransferState.CANCELLED, reason)
+
+
+def _finish_unmoved(transfer_id: int, state: TransferState, reason: str) -> Transfer | None:
+    transfer = _answered(transfer_id, state)
     if transfer is None:
-        log.warning("transfer %s rejected at the teams service but is unknown here", transfer_id)
         return None
-    if transfer.state != TransferState.REQUESTED:
+    if transfer.state not in IN_FLIGHT:
+        if transfer.state != state:
+            _disagrees(transfer, state)
         return transfer
-    transfer.state = TransferState.REJECTED
+    transfer.state = state
     transfer.reason = reason
     transfer.full_clean()
     transfer.save()
     return transfer
+
+
+def transfer_cancel(*, transfer_id: int, reason: str) -> Transfer:
+    """Ask the teams service to cancel a transfer in flight (a person, through the API or
+    the admin). The transfer becomes ``cancelling``; teams' answer finishes it. Cancelling
+    a ``cancelling`` transfer asks again.
+
+    Raises ``TransferNotFound`` (404) and ``TransferFinished`` (409).
+    """
+    with transaction.atomic():
+        transfer = Transfer.objects.select_for_update().filter(pk=transfer_id).first()
+        if transfer is None:
+            raise TransferNotFound(transfer_id)
+        if transfer.state not in IN_FLIGHT:
+            raise TransferFinished(transfer)
+        _ask_to_cancel(transfer, reason=reason, now=timezone.now())
+    return transfer
+
+
+def _ask_to_cancel(transfer: Transfer, *, reason: str, now: datetime) -> None:
+    transfer.state = TransferState.CANCELLING
+    transfer.reason = reason
+    transfer.cancel_requested_at = now
+    transfer.full_clean()
+    transfer.save()
+    events.publish(
+        "transfer.cancellation_requested",
+        subject=transfer.pk,
+        data={
+            "id": transfer.pk,
+            "player_id": transfer.player_id,
+            "from_team_id": transfer.from_team_id,
+            "to_team_id": transfer.to_team_id,
+            "reason": reason,
+        },
+    )
+
+
+@dataclass
+class ExpireResult:
+    expired: list[int]  # requested transfers past their deadline, now cancelling
+    asked_again: list[int]  # cancelling transfers without an answer, asked again
+
+
+def transfers_expire(*, now: datetime | None = None, limit: int = 200) -> ExpireResult:
+    """The saga's clock (run by Celery beat): ask teams to cancel every ``requested``
+    transfer past its deadline, and ask again for every ``cancelling`` transfer that got
+    no answer within ``TRANSFER_TIMEOUT_SECONDS``. One short transaction per transfer;
+    a transfer a handler holds is skipped and seen on the next run."""
+    now = now or timezone.now()
+    timeout = settings.TRANSFER_TIMEOUT_SECONDS
+    result = ExpireResult(expired=[], asked_again=[])
+    due = list(
+        Transfer.objects.filter(state=TransferState.REQUESTED, expires_at__lte=now)
+        .order_by("expires_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for pk in due:
+        with transaction.atomic():
+            transfer = (
+                Transfer.objects.select_for_update(skip_locked=True)
+                .filter(pk=pk, state=TransferState.REQUESTED)
+                .first()
+            )
+            if transfer is None:
+                continue
+            _ask_to_cancel(
+                transfer,
+                reason=f"No answer from the teams service within {timeout} s: cancellation requested.",
+                now=now,
+            )
+        result.expired.append(pk)
+        metrics.transfer_expired()
+        log.warning("transfer %s expired (no answer within %s s): asked the teams service to cancel it", pk, timeout)
+
+    silent = list(
+        Transfer.objects.filter(
+            state=TransferState.CANCELLING, cancel_requested_at__lte=now - timedelta(seconds=timeout)
+        )
+        .order_by("cancel_requested_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for pk in silent:
+        with transaction.atomic():
+            transfer = (
+                Transfer.objects.select_for_update(skip_locked=True)
+                .filter(pk=pk, state=TransferState.CANCELLING)
+                .first()
+            )
+            if transfer is None:
+                continue
+            _ask_to_cancel(transfer, reason=transfer.reason or "Cancellation requested.", now=now)
+        result.asked_again.append(pk)
+        log.warning("transfer %s: no answer to its cancellation within %s s: asked again", pk, timeout)
+    return result
 
 
 def player_transferred(

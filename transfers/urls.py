@@ -9,4 +9,5 @@ urlpatterns = [
     path("transfers/teams/", views.TeamReplicaListView.as_view(), name="transfers-team-list"),
     path("transfers/", views.TransferListCreateView.as_view(), name="transfer-list"),
     path("transfers/<int:pk>/", views.TransferDetailView.as_view(), name="transfer-detail"),
+    path("transfers/<int:pk>/cancel/", views.TransferCancelView.as_view(), name="transfer-cancel"),
 ]

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import APIException
-from rest_framework.permissions import IsAuthenticatedOrReadOnly
+from rest_framework.permissions import BasePermission, IsAuthenticated, IsAuthenticatedOrReadOnly
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -11,7 +12,12 @@ from league.openapi import errors
 
 from . import selectors, services
 from .models import TransferState
-from .serializers import TeamReplicaSerializer, TransferRequestSerializer, TransferSerializer
+from .serializers import (
+    TeamReplicaSerializer,
+    TransferCancelSerializer,
+    TransferRequestSerializer,
+    TransferSerializer,
+)
 from .teams_client import TeamsServiceUnavailable
 
 # The transfer the examples of this module show (the shape of TransferSerializer).
@@ -27,7 +33,24 @@ TRANSFER_EXAMPLE = {
     "created_at": "2026-07-01T12:00:00Z",
     "updated_at": "2026-07-01T12:00:00Z",
     "completed_at": None,
+    "expires_at": "2026-07-01T12:15:00Z",
+    "overdue": False,
 }
+
+
+class TransferConflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The transfer is not in a state that allows this."
+    default_code = "conflict"
+
+
+class CanCancelTransfers(BasePermission):
+    """The ``transfers.cancel_transfer`` permission (a person on the transfer desk)."""
+
+    message = "Cancelling a transfer needs the transfers.cancel_transfer permission."
+
+    def has_permission(self, request: Request, view) -> bool:
+        return bool(request.user and request.user.has_perm("transfers.cancel_transfer"))
 
 
 class TeamsServiceDown(APIException):
@@ -152,3 +175,55 @@ class TransferDetailView(generics.RetrieveAPIView):
 
     def get_queryset(self):
         return selectors.transfer_list()
+
+
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="transfers_cancel",
+        request=TransferCancelSerializer,
+        responses={
+            202: TransferSerializer,
+            **errors(
+                400,
+                401,
+                403,
+                404,
+                409,
+                e400={"reason": ["Ensure this field has no more than 500 characters."]},
+                e404={"detail": "Transfer 9 does not exist."},
+                e409={
+                    "detail": "Transfer 1 is already completed; only a transfer in flight (requested or "
+                    "cancelling) can be cancelled."
+                },
+            ),
+        },
+        examples=[
+            OpenApiExample("Cancel", value={"reason": "The clubs called it off."}, request_only=True),
+            OpenApiExample(
+                "Cancelling",
+                value={**TRANSFER_EXAMPLE, "state": "cancelling", "reason": "The clubs called it off."},
+                response_only=True,
+                status_codes=["202"],
+            ),
+        ],
+    )
+)
+class TransferCancelView(generics.GenericAPIView):
+    """Ask the teams service to cancel a transfer in flight. Answered 202 in state
+    ``cancelling``: teams decides, and the transfer ends ``cancelled`` if the player had not
+    moved, ``completed`` if he had. Needs the ``transfers.cancel_transfer`` permission."""
+
+    serializer_class = TransferCancelSerializer
+    permission_classes = [IsAuthenticated, CanCancelTransfers]
+
+    def post(self, request: Request, pk: int) -> Response:
+        data = TransferCancelSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        reason = data.validated_data.get("reason") or f"Cancelled by {request.user.get_username()}."
+        try:
+            transfer = services.transfer_cancel(transfer_id=pk, reason=reason)
+        except services.TransferNotFound as exc:
+            raise Http404(str(exc)) from exc
+        except services.TransferFinished as exc:
+            raise TransferConflict(str(exc)) from exc
+        return Response(TransferSerializer(transfer).data, status=status.HTTP_202_ACCEPTED)

@@ -62,4 +62,4 @@ def test_concurrent_transfers_respect_the_squad_limit(settings):
 
     assert errors == []
     assert to_team.players.count() == 2
-    assert sorted(OutboxMessage.objects.values_list("type", flat=True)) == ["player.transferred", "transfer.rejected"]
+    assert sorted(OutboxMessage.objects.values_list("type", flat=True)) == ["move.refused", "player.transferred"]

@@ -12,9 +12,28 @@ import events
 from events.envelope import Event
 from teams import services
 from teams.factories import PlayerFactory, TeamFactory
-from teams.handlers import on_transfer_requested
+from teams.handlers import on_transfer_cancellation_requested, on_transfer_requested
+from teams.models import Move, MoveOutcome
 
 pytestmark = pytest.mark.django_db
+
+
+def cancellation_requested(*, transfer_id=41, player_id, from_team_id, to_team_id, reason="Deadline passed.") -> Event:
+    return Event(
+        id=str(uuid.uuid4()),
+        type="transfer.cancellation_requested",
+        source="/league/transfers",
+        subject=str(transfer_id),
+        time=datetime.now(UTC),
+        sequence=2,
+        data={
+            "id": transfer_id,
+            "player_id": player_id,
+            "from_team_id": from_team_id,
+            "to_team_id": to_team_id,
+            "reason": reason,
+        },
+    )
 
 
 def transfer_requested(*, transfer_id=41, player_id, from_team_id, to_team_id) -> Event:
@@ -78,8 +97,8 @@ def rejected_reason(outbox) -> str:
     rows = [r for r in outbox() if r[0] != "team.created"]
     assert len(rows) == 1
     type_, subject, _, data = rows[0]
-    assert (type_, subject) == ("transfer.rejected", "41")
-    assert set(data) == {"id", "player_id", "reason"} and data["id"] == 41
+    assert (type_, subject) == ("move.refused", "41")
+    assert set(data) == {"transfer_id", "player_id", "reason"} and data["transfer_id"] == 41
     return data["reason"]
 
 
@@ -142,3 +161,73 @@ def test_rejects_a_transfer_to_the_same_team(teams, outbox):
         on_transfer_requested(transfer_requested(player_id=player.id, from_team_id=home.id, to_team_id=home.id))
 
     assert rejected_reason(outbox) == f"Player {player.id} already plays for team {home.id}."
+
+
+# --- teams decides once per transfer -----------------------------------------------------
+
+
+def handle(handler, event: Event) -> None:
+    with transaction.atomic():
+        handler(event)
+
+
+def answers(outbox) -> list[tuple[str, str, dict]]:
+    return [
+        (t, subject, data) for t, subject, _, data in outbox() if t.startswith("move.") or t == "player.transferred"
+    ]
+
+
+def test_a_cancellation_before_the_move_cancels_and_a_late_request_moves_nobody(teams, outbox):
+    """The request was lost (dead-lettered); the deadline passed and transfers asked to
+    cancel. Then the request is redriven: teams refuses it by the same decision."""
+    home, away, player = teams
+    ids = {"player_id": player.id, "from_team_id": home.id, "to_team_id": away.id}
+
+    handle(on_transfer_cancellation_requested, cancellation_requested(**ids, reason="No answer within 900 s."))
+    handle(on_transfer_requested, transfer_requested(**ids))
+
+    player.refresh_from_db()
+    assert player.team == home
+    assert Move.objects.get(transfer_id=41).outcome == MoveOutcome.CANCELLED
+    assert answers(outbox) == [
+        ("move.cancelled", "41", {"transfer_id": 41, "player_id": player.id, "reason": "No answer within 900 s."}),
+        ("move.cancelled", "41", {"transfer_id": 41, "player_id": player.id, "reason": "No answer within 900 s."}),
+    ]
+
+
+def test_a_cancellation_after_the_move_is_answered_moved(teams, outbox):
+    home, away, player = teams
+    ids = {"player_id": player.id, "from_team_id": home.id, "to_team_id": away.id}
+
+    handle(on_transfer_requested, transfer_requested(**ids))
+    handle(on_transfer_cancellation_requested, cancellation_requested(**ids))
+
+    player.refresh_from_db()
+    assert player.team == away
+    assert Move.objects.get(transfer_id=41).outcome == MoveOutcome.MOVED
+    assert [(t, s) for t, s, _ in answers(outbox)] == [("player.transferred", str(player.id)), ("move.confirmed", "41")]
+    assert answers(outbox)[-1][2] == {"transfer_id": 41, **ids}
+
+
+def test_a_repeated_request_moves_the_player_once(teams, outbox):
+    """A second ``transfer.requested`` for the same transfer (not the same event: the inbox
+    would skip that) is answered from the decision, not applied again."""
+    home, away, player = teams
+    ids = {"player_id": player.id, "from_team_id": home.id, "to_team_id": away.id}
+
+    handle(on_transfer_requested, transfer_requested(**ids))
+    handle(on_transfer_requested, transfer_requested(**ids))
+
+    assert [t for t, _, _ in answers(outbox)] == ["player.transferred", "move.confirmed"]
+    assert events.current_sequence(f"team:{home.id}") == 2
+
+
+def test_a_cancellation_after_a_refusal_repeats_the_refusal(teams, outbox):
+    home, away, player = teams
+    ids = {"player_id": player.id, "from_team_id": away.id, "to_team_id": home.id}  # he is not in away
+
+    handle(on_transfer_requested, transfer_requested(**ids))
+    handle(on_transfer_cancellation_requested, cancellation_requested(**ids))
+
+    reasons = [(t, d["reason"]) for t, _, d in answers(outbox)]
+    assert reasons == [("move.refused", f"Player {player.id} is no longer in team {away.id}.")] * 2

@@ -200,7 +200,7 @@ def test_player_remove_publishes(outbox):
     player = PlayerFactory()
     player_id, team_id = player.id, player.team_id
 
-    services.player_remove(player=player)
+    services.player_remove(team_id=player.team_id, player_id=player.id)
 
     assert not Player.objects.exists()
     assert outbox() == [("player.removed", str(team_id), 1, {"id": player_id, "team_id": team_id, "name": player.name})]

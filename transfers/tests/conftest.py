@@ -29,7 +29,7 @@ def make_event(type: str, data: dict, *, sequence: int, subject: str | int | Non
     return Event(
         id=str(uuid.uuid4()),
         type=type,
-        source="/league/transfers" if type in ("transfer.requested", "transfer.completed") else "/league/teams",
+        source="/league/transfers" if type.startswith("transfer.") else "/league/teams",
         subject=str(subject if subject is not None else data["id"]),
         time=datetime.now(UTC),
         sequence=sequence,

@@ -1,5 +1,5 @@
 """The replica's handlers: events applied in order, stale and duplicate events ignored,
-and the saga's replies (player.transferred, transfer.rejected)."""
+and the saga's replies (player.transferred, move.refused / move.cancelled / move.confirmed)."""
 
 from __future__ import annotations
 
@@ -33,13 +33,15 @@ def test_subscriptions():
     from events.registry import startup_hooks, subscriptions
 
     assert subscriptions("transfers") == [
+        "move.cancelled",
+        "move.confirmed",
+        "move.refused",
         "player.added",
         "player.removed",
         "player.transferred",
         "team.created",
         "team.deleted",
         "team.renamed",
-        "transfer.rejected",
     ]
     assert [h.__name__ for h in startup_hooks("transfers")] == ["sync_teams_if_stale"]
 
@@ -171,19 +173,29 @@ def test_player_transferred_with_stale_team_sequences_leaves_the_replica():
 def test_transfer_rejected_records_the_reason_once():
     transfer = TransferFactory()
     event = make_event(
-        "transfer.rejected", {"id": transfer.pk, "player_id": transfer.player_id, "reason": "Squad full"}, sequence=2
+        "move.refused",
+        {"transfer_id": transfer.pk, "player_id": transfer.player_id, "reason": "Squad full"},
+        sequence=1,
+        subject=transfer.pk,
     )
     handle(event)
     transfer.refresh_from_db()
     assert (transfer.state, transfer.reason) == (TransferState.REJECTED, "Squad full")
-    handle(make_event("transfer.rejected", {**event.data, "reason": "Other"}, sequence=2))
+    handle(make_event("move.refused", {**event.data, "reason": "Other"}, sequence=2, subject=transfer.pk))
     transfer.refresh_from_db()
     assert transfer.reason == "Squad full"
 
 
 def test_a_finished_transfer_is_left_alone():
     done = TransferFactory(state=TransferState.COMPLETED)
-    handle(make_event("transfer.rejected", {"id": done.pk, "player_id": done.player_id, "reason": "late"}, sequence=2))
+    handle(
+        make_event(
+            "move.refused",
+            {"transfer_id": done.pk, "player_id": done.player_id, "reason": "late"},
+            sequence=2,
+            subject=1,
+        )
+    )
     done.refresh_from_db()
     assert done.state == TransferState.COMPLETED and done.reason == ""
     refused = TransferFactory(state=TransferState.REJECTED, reason="no")
@@ -194,7 +206,7 @@ def test_a_finished_transfer_is_left_alone():
 
 
 def test_events_for_unknown_transfers_are_logged_not_failed(caplog):
-    handle(make_event("transfer.rejected", {"id": 999, "player_id": 1, "reason": "x"}, sequence=1))
+    handle(make_event("move.refused", {"transfer_id": 999, "player_id": 1, "reason": "x"}, sequence=1, subject=999))
     handle(transferred(998))
     assert "unknown here" in caplog.text
     assert squad(2) == {11: "Ann"}
