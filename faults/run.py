@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 
-from .stack import CONSUMED, Stack, postgres_available
+from .stack import BASE_DIR, CONSUMED, Stack, postgres_available
 
 
 @dataclass
@@ -424,6 +424,125 @@ class Suite:
 
         return in_dlqs
 
+    def saga_deadline(self, row: Row):
+        """A dead-lettered ``transfer.requested``: with the teams consumer stopped, the request
+        is moved from the teams queue to its DLQ (what SQS redrive does after
+        ``maxReceiveCount``). The saga's clock (``expire_transfers``, beat's job) must bring
+        the transfer to a visible final state by its deadline (``TRANSFER_TIMEOUT_SECONDS``,
+        10 s here) with nobody acting; the request redriven late moves nobody; the player can
+        be transferred afterwards."""
+        import json
+
+        from django.conf import settings
+
+        from events import aws
+        from teams.models import Move, Player
+        from transfers.models import PlayerReplica, TeamReplica
+
+        deadline = settings.TRANSFER_TIMEOUT_SECONDS
+        base, http = self.writer.base, self.writer.http
+        src = self.writer.create_team(players=1)
+        dst, other = self.writer.create_team(), self.writer.create_team()
+        if src is None or dst is None or other is None:
+            raise RuntimeError("could not create the saga's teams")
+        player_id = next(iter(self.writer.teams[src]))
+        for tid in (src, dst, other):  # the random writer leaves these teams alone
+            self.writer.teams.pop(tid)
+        if "expire" not in self.stack.procs:
+            self.stack.spawn(
+                "expire", [sys.executable, str(BASE_DIR / "manage.py"), "expire_transfers", "--interval", "1"]
+            )
+
+        def until(what: str, predicate: Callable[[], object], timeout: float) -> float:
+            started = time.monotonic()
+            while not predicate():
+                if time.monotonic() - started > timeout:
+                    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+                time.sleep(0.2)
+            return time.monotonic() - started
+
+        def transfer(to_team: int) -> int:
+            r = http.post(
+                f"{base}/transfers/",
+                json={"player_id": player_id, "from_team_id": src, "to_team_id": to_team, "fee": "1.00"},
+                timeout=30,
+            )
+            if r.status_code != 201:
+                raise RuntimeError(f"POST /api/transfers/ answered {r.status_code}: {r.text[:300]}")
+            return r.json()["id"]
+
+        def state(transfer_id: int) -> str:
+            return http.get(f"{base}/transfers/{transfer_id}/", timeout=30).json()["state"]
+
+        def replicated() -> bool:
+            teams = TeamReplica.objects.visible().filter(team_id__in=[src, dst, other]).count()
+            player = PlayerReplica.objects.filter(player_id=player_id, team__team_id=src, present=True).exists()
+            return teams == 3 and player
+
+        until("the transfers replica to know the teams and the player", replicated, 60)
+
+        # The request is dead-lettered on the teams queue.
+        self.stack.stop("consume-teams")
+        first = transfer(dst)
+        requested_at = time.monotonic()
+        sqs = aws.client("sqs")
+        queue = aws.queue_url(aws.queue_name("teams"))
+        dlq = aws.queue_url(aws.queue_name("teams", dlq=True))
+        dead: list[dict] = []
+
+        def dead_letter() -> bool:
+            got = sqs.receive_message(
+                QueueUrl=queue,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=1,
+                VisibilityTimeout=30,
+                MessageAttributeNames=["All"],
+            ).get("Messages", [])
+            for m in got:
+                body = json.loads(m["Body"])
+                if body.get("type") == "transfer.requested" and body["data"]["id"] == first:
+                    sqs.send_message(
+                        QueueUrl=dlq, MessageBody=m["Body"], MessageAttributes=m.get("MessageAttributes", {})
+                    )
+                    sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+                    dead.append(m)
+                else:
+                    sqs.change_message_visibility(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+            return bool(dead)
+
+        until("transfer.requested in the teams queue", dead_letter, 60)
+        row.dlq = len(dead)
+        self.stack.start_consumer("teams")
+        self.stack.wait_ready("consume-teams", "consuming ")
+
+        # Nobody acts: the clock asks teams to cancel, teams cancels, the player is free.
+        until(f"transfer {first} to be cancelled", lambda: state(first) == "cancelled", deadline + 60)
+        settled = time.monotonic() - requested_at
+        # The request redriven late: teams' decision stands, nobody moves.
+        self.stack.manage("redrive_dlq", "--service", "teams")
+        # The player can be transferred afterwards.
+        second = transfer(other)
+        until(f"transfer {second} to complete", lambda: state(second) == "completed", 60)
+        row.faults = (
+            f"transfer.requested dead-lettered; cancelled {settled:.1f} s after the request "
+            f"(deadline {deadline} s); redriven late: moved nobody; next transfer completed"
+        )
+
+        def saga_settled() -> list[str]:
+            problems = []
+            if state(first) != "cancelled":
+                problems.append(f"transfer {first} is {state(first)}, not cancelled")
+            move = Move.objects.filter(transfer_id=first).first()
+            if move is None or move.outcome != "cancelled":
+                problems.append(f"teams' decision for transfer {first} is {move and move.outcome}, not cancelled")
+            if Player.objects.filter(pk=player_id).values_list("team_id", flat=True).first() != other:
+                problems.append(f"player {player_id} is not in team {other}")
+            if settled > deadline + 30:
+                problems.append(f"transfer {first} settled {settled:.0f} s after its request (deadline {deadline} s)")
+            return problems
+
+        return saga_settled
+
     # -------------------------------------------------------------- report
     HEADER = (
         f"{'scenario':<16} {'events':>6} {'lost':>5} {'twice':>5} {'redeliv.':>8} "
@@ -508,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
             ("moto outage", suite.moto_outage),
             ("db cut", suite.db_cut),
             ("two relays", suite.two_relays),
+            ("saga deadline", suite.saga_deadline),
             ("poison+garbage", suite.poison),
         ]
         for name, body in scenarios:

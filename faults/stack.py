@@ -73,6 +73,8 @@ class Stack:
             CONSUMER_WAIT_SECONDS="1",
             CONSUMER_VISIBILITY_TIMEOUT="10",
             CONSUMER_BACKOFF_BASE_SECONDS="1",
+            # The transfer saga's deadline (production: 900 s).
+            TRANSFER_TIMEOUT_SECONDS="10",
         )
         return env
 
