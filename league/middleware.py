@@ -1,4 +1,6 @@
-"""Request correlation: one id per request, from the client or made here.
+"""Request correlation (``RequestIdMiddleware``) and the API's front (``ApiMiddleware``).
+
+Request correlation: one id per request, from the client or made here.
 
 The id in ``X-Request-ID`` (a new UUID when absent or unusable) is bound as the
 correlation id (``events.context.bound``) while the request runs: every event the request
@@ -56,3 +58,75 @@ class RequestIdMiddleware:
                 )
         response[HEADER] = rid
         return response
+
+
+# Details of the errors Django answers itself under /api/ (no DRF view ran, or it crashed).
+_DETAILS = {
+    400: "The request could not be read.",
+    403: "Forbidden.",
+    404: "No API endpoint matches this URL. The endpoints are listed at /api/docs/.",
+    405: "This method is not allowed here.",
+    413: "The request body is too large.",
+    500: "Server error. It has been logged with this request's id; try again later.",
+}
+# Headers of Django's answer that a client still needs once it is a problem document.
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+
+
+class ApiMiddleware:
+    """The API's front: under ``/api/`` only.
+
+    - A body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (by its Content-Length) is a 413
+      before anything reads it.
+    - Both spellings of a route: ``/api/teams`` is served as ``/api/teams/`` (no redirect,
+      which would turn a POST into a GET and lose the write; no ``APPEND_SLASH`` error).
+    - Every error response that is not a problem document yet (Django's 404 for an unmatched
+      URL, its 400/413, any 500, with ``DEBUG`` on or off) is replaced by one
+      (``league.api``), keeping ``Allow``/``Retry-After``/``WWW-Authenticate``.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path_info.startswith("/api/"):
+            return self.get_response(request)
+        from django.conf import settings
+
+        from league import api
+
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return api.problem_response(request, 400, "The Content-Length header is not a number.")
+        if limit is not None and length > limit:
+            return api.problem_response(
+                request,
+                413,
+                f"The request body is larger than {limit} bytes. Send a smaller one.",
+                code="request_too_large",
+            )
+        _add_slash(request)
+        response = self.get_response(request)
+        if response.status_code >= 400 and not response.get("Content-Type", "").startswith(api.PROBLEM_CONTENT_TYPE):
+            replaced = api.problem_response(
+                request, response.status_code, _DETAILS.get(response.status_code, api._title(response.status_code))
+            )
+            for header in _KEPT_HEADERS:
+                if header in response:
+                    replaced[header] = response[header]
+            return replaced
+        return response
+
+
+def _add_slash(request: HttpRequest) -> None:
+    path = request.path_info
+    if path.endswith("/"):
+        return
+    from django.urls import is_valid_path
+
+    urlconf = getattr(request, "urlconf", None)
+    if not is_valid_path(path, urlconf) and is_valid_path(f"{path}/", urlconf):
+        request.path_info = f"{path}/"
+        request.path = f"{request.path}/"

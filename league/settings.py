@@ -89,6 +89,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so that every log line and event of the request carries its X-Request-ID.
     "league.middleware.RequestIdMiddleware",
+    # Under /api/: both spellings of a route, bounded bodies, every error a problem document.
+    "league.middleware.ApiMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -179,9 +181,17 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # limit 1..1000, offset bounded: anything else is a 400 (league/api.py).
+    "DEFAULT_PAGINATION_CLASS": "league.api.Pagination",
     "PAGE_SIZE": 50,
+    # Every error is an RFC 9457 problem document (application/problem+json).
     "EXCEPTION_HANDLER": "league.api.exception_handler",
+    # JSON bounded in size (413) and depth (400).
+    "DEFAULT_PARSER_CLASSES": [
+        "league.api.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
@@ -192,7 +202,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "League Manager API",
     "DESCRIPTION": (
         "Teams, transfers and fixtures of a football league. Reads are public; writes need a "
-        "token (`Authorization: Token <key>`) or a session. Every error is JSON. Send "
+        "token (`Authorization: Token <key>`) or a session. Every error is an RFC 9457 problem "
+        "document (`application/problem+json`, the `Problem` schema). Send "
         "`X-Request-ID` to follow a request through the events it causes."
     ),
     "VERSION": "1.0.0",
@@ -201,6 +212,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The one error format (a Problem component on every error response) and the links
+    # between operations (league/openapi.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "league.openapi.postprocess",
+    ],
 }
 
 # --------------------------------------------------------------------------------------

@@ -21,9 +21,5 @@ urlpatterns = [
     path("internal/trace/<str:correlation_id>/", trace.internal_trace_view, name="internal-trace"),
 ]
 
-handler400 = "league.api.bad_request"
-handler404 = "league.api.not_found"
-handler500 = "league.api.server_error"
-
 for _service in settings.ACTIVE_SERVICES:
     urlpatterns.append(path("api/", include(f"{_service}.urls")))

@@ -146,8 +146,10 @@ class TeamDetailApi(GenericAPIView):
     )
     def patch(self, request: Request, team_id: int) -> Response:
         team = _team_or_404(team_id)
-        data = _valid(TeamUpdateInputSerializer, request)
-        with _gone_is_404():
+        # A partial update, as documented: without a name there is nothing to change.
+        data = _valid(TeamUpdateInputSerializer, request, partial=True)
+        if "name" in data:
+            with _gone_is_404():
             services.team_rename(team=team, name=data["name"])
         return Response(TeamSerializer(_team_or_404(team_id)).data)
 
@@ -220,7 +222,7 @@ class PlayerDetailApi(GenericAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _valid(serializer_class: type, request: Request) -> dict:
-    serializer = serializer_class(data=request.data)
+def _valid(serializer_class: type, request: Request, *, partial: bool = False) -> dict:
+    serializer = serializer_class(data=request.data, partial=partial)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data

@@ -47,13 +47,22 @@ class TransferSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class FeeField(serializers.DecimalField):
+    """A non-negative amount with two decimals, as the events carry it: ``"-0"``,
+    ``"-0.00"`` and ``"-0e-1"`` are zero, without the sign the event schema refuses."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        return abs(value) if value == 0 else value
+
+
 class TransferRequestSerializer(serializers.Serializer):
     """Input of POST /api/transfers/; the business rules live in ``transfer_request``."""
 
     player_id = serializers.IntegerField(min_value=1)
     from_team_id = serializers.IntegerField(min_value=1)
     to_team_id = serializers.IntegerField(min_value=1)
-    fee = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=0)
+    fee = FeeField(max_digits=12, decimal_places=2, min_value=0)
 
 
 class TransferCancelSerializer(serializers.Serializer):

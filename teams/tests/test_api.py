@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from events.models import OutboxMessage
+from league.testing import problem_fields
 from teams import services
 from teams.factories import PlayerFactory, TeamFactory
 from teams.models import Player, Team
@@ -64,7 +65,7 @@ def test_create_team_with_an_empty_name(auth_client, name):
     response = auth_client.post(TEAMS, {"name": name}, format="json")
 
     assert response.status_code == 400
-    assert response.json() == {"name": ["Team name cannot be empty."]}
+    assert problem_fields(response) == {"name": ["Team name cannot be empty."]}
 
 
 def test_create_team_with_a_duplicate_name(auth_client):
@@ -73,14 +74,14 @@ def test_create_team_with_a_duplicate_name(auth_client):
     response = auth_client.post(TEAMS, {"name": "northgate"}, format="json")
 
     assert response.status_code == 400
-    assert response.json() == {"name": ["A team named northgate already exists."]}
+    assert problem_fields(response) == {"name": ["A team named northgate already exists."]}
 
 
 def test_create_team_with_a_too_long_name(auth_client):
     response = auth_client.post(TEAMS, {"name": "x" * 101}, format="json")
 
     assert response.status_code == 400
-    assert response.json() == {"name": ["Ensure this field has no more than 100 characters."]}
+    assert problem_fields(response) == {"name": ["Ensure this field has no more than 100 characters."]}
 
 
 @pytest.mark.parametrize(
@@ -92,11 +93,11 @@ def test_create_team_with_a_too_long_name(auth_client):
         ({"name": ["A"]}, {"name": ["Not a valid string."]}),
         (
             {"name": "A", "players": "none"},
-            {"players": {"non_field_errors": ['Expected a list of items but got type "str".']}},
+            {"players": ['Expected a list of items but got type "str".']},
         ),
         (
             {"name": "A", "players": [{"name": "Ann", "position": "GOALIE"}]},
-            {"players": {"0": {"position": ["Position must be one of GK, DEF, MID, ST."]}}},
+            {"players/0/position": ["Position must be one of GK, DEF, MID, ST."]},
         ),
     ],
 )
@@ -104,7 +105,7 @@ def test_create_team_with_wrong_types(auth_client, body, errors):
     response = auth_client.post(TEAMS, body, format="json")
 
     assert response.status_code == 400
-    assert response.json() == errors
+    assert problem_fields(response) == errors
     assert not Team.objects.exists()
 
 
@@ -113,7 +114,7 @@ def test_create_team_with_malformed_json(auth_client, body):
     response = auth_client.post(TEAMS, body, content_type="application/json")
 
     assert response.status_code == 400
-    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Content-Type"] == "application/problem+json"
 
 
 def test_create_team_with_form_data(auth_client):
@@ -171,7 +172,7 @@ def test_unknown_team_is_404(auth_client, method):
     response = getattr(auth_client, method)(team_url(999999), {"name": "X"}, format="json")
 
     assert response.status_code == 404
-    assert response.json() == {"detail": "Team 999999 does not exist."}
+    assert problem_fields(response) == {"detail": "Team 999999 does not exist."}
 
 
 @pytest.mark.parametrize("team_id", ["abc", "99999999999999999999999"])
@@ -229,7 +230,7 @@ def test_rename_team(auth_client):
         ({"name": " "}, {"name": ["Team name cannot be empty."]}),
         ({"name": "THORNBURY"}, {"name": ["A team named THORNBURY already exists."]}),
         ({"name": 7}, {"name": ["Not a valid string."]}),
-        ({}, {"name": ["This field is required."]}),
+        ({"name": None}, {"name": ["This field may not be null."]}),
     ],
 )
 def test_rename_team_bad_input(auth_client, body, errors):
@@ -239,7 +240,7 @@ def test_rename_team_bad_input(auth_client, body, errors):
     response = auth_client.patch(team_url(team.id), body, format="json")
 
     assert response.status_code == 400
-    assert response.json() == errors
+    assert problem_fields(response) == errors
 
 
 def test_put_is_not_allowed(auth_client):
@@ -289,7 +290,7 @@ def test_add_player_bad_input(auth_client, body, errors):
     response = auth_client.post(players_url(team.id), body, format="json")
 
     assert response.status_code == 400
-    assert response.json() == errors
+    assert problem_fields(response) == errors
     assert team.players.count() == 1
 
 
@@ -300,7 +301,7 @@ def test_add_player_to_a_full_squad(auth_client, settings):
     response = auth_client.post(players_url(team.id), {"name": "Late", "position": "ST"}, format="json")
 
     assert response.status_code == 400
-    assert response.json() == {"non_field_errors": ["Team Westbrook has a full squad (1 players)."]}
+    assert problem_fields(response) == {"non_field_errors": ["Team Westbrook has a full squad (1 players)."]}
 
 
 def test_add_player_to_an_unknown_team(auth_client):
@@ -333,7 +334,7 @@ def test_remove_a_player_of_another_team_is_404(auth_client):
     response = auth_client.delete(f"{players_url(other.id)}{player.id}/")
 
     assert response.status_code == 404
-    assert response.json() == {"detail": f"Player {player.id} is not in team {other.id}."}
+    assert problem_fields(response) == {"detail": f"Player {player.id} is not in team {other.id}."}
     assert Player.objects.exists()
 
 

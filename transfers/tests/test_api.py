@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from league.testing import problem_fields
 from transfers.factories import PlayerReplicaFactory, TeamReplicaFactory, TransferFactory
 from transfers.models import Transfer, TransferState
 
@@ -65,7 +66,7 @@ def test_bad_input_is_a_400_with_a_field_message(auth_client, teams, payload, fi
     data = {**GOOD, **payload} if payload else {}
     response = auth_client.post(URL, data, format="json")
     assert response.status_code == 400, response.content
-    body = response.json()
+    body = problem_fields(response)
     assert field in body and all(isinstance(m, str) and m for m in body[field])
     assert not Transfer.objects.exists()
 
@@ -73,7 +74,7 @@ def test_bad_input_is_a_400_with_a_field_message(auth_client, teams, payload, fi
 def test_missing_fields_are_all_named(auth_client):
     response = auth_client.post(URL, {}, format="json")
     assert response.status_code == 400
-    assert set(response.json()) == {"player_id", "from_team_id", "to_team_id", "fee"}
+    assert set(problem_fields(response)) == {"player_id", "from_team_id", "to_team_id", "fee"}
 
 
 def test_not_json(auth_client):
@@ -85,7 +86,7 @@ def test_duplicate_in_flight_is_a_400(auth_client, teams):
     assert auth_client.post(URL, GOOD, format="json").status_code == 201
     response = auth_client.post(URL, GOOD, format="json")
     assert response.status_code == 400
-    assert "already has a transfer in progress" in response.json()["player_id"][0]
+    assert "already has a transfer in progress" in problem_fields(response)["player_id"][0]
 
 
 def test_outside_the_window_is_a_400(auth_client, teams, settings):
@@ -94,7 +95,7 @@ def test_outside_the_window_is_a_400(auth_client, teams, settings):
     settings.TRANSFER_WINDOW_CLOSES = date(2000, 1, 31)
     response = auth_client.post(URL, GOOD, format="json")
     assert response.status_code == 400
-    assert response.json() == {"non_field_errors": ["The transfer window is closed: it closed on 2000-01-31."]}
+    assert problem_fields(response) == {"non_field_errors": ["The transfer window is closed: it closed on 2000-01-31."]}
 
 
 def test_list_filters_and_detail(api_client):

@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from events.models import OutboxMessage
+from league.testing import problem_fields
 from transfers import selectors, teams_client
 from transfers.factories import PlayerReplicaFactory, TeamReplicaFactory
 from transfers.models import PlayerReplica, TeamReplica, TeamsSync, Transfer
@@ -171,7 +172,7 @@ def test_transfer_request_unknown_team_is_a_400(teams_service, auth_client):
         format="json",
     )
     assert response.status_code == 400
-    assert response.json() == {"to_team_id": ["Team 900002 does not exist."]}
+    assert problem_fields(response) == {"to_team_id": ["Team 900002 does not exist."]}
 
 
 # --- the teams service down ------------------------------------------------------------
