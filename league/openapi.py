@@ -1,30 +1,31 @@
 """OpenAPI pieces shared by the services' views: the error responses every API gives
-(shaped by ``league.api.exception_handler``) with examples, for ``extend_schema``.
+with examples, for ``extend_schema``, and the schema's postprocessing hook.
 
     @extend_schema(responses={201: TeamSerializer, **errors(400, 401)})
+
+Errors are documented once: ``postprocess`` adds the ``Problem`` component (RFC 9457, the
+format ``league.api`` produces for every error) and makes every error response of every
+operation an ``application/problem+json`` ``Problem``, examples included (a view's
+``e400={"fee": [...]}`` becomes the problem document the API would answer), plus a
+``default`` response for the errors any operation can meet (404 for an unknown URL, 405,
+406, 413, 415, 429, 500). It also adds the OpenAPI links between operations (create ->
+read, update, delete), which clients and the stateful fuzzer follow.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, inline_serializer
 
-DETAIL_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"detail": {"type": "string"}},
-    "required": ["detail"],
-}
-VALIDATION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "Field name (or `non_field_errors`) to its messages.",
-    "additionalProperties": {"type": "array", "items": {"type": "string"}},
-}
+# A placeholder: ``postprocess`` puts the Problem component on every error response.
+DETAIL_SCHEMA: dict[str, Any] = {"type": "object"}
+VALIDATION_SCHEMA = DETAIL_SCHEMA
 
 _ERRORS: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {
     400: (
-        "The input is not valid: each field with its messages (`non_field_errors` for the whole).",
+        "The input is not valid: each message in `errors`, addressed by a JSON pointer into the body (or a query parameter).",
         VALIDATION_SCHEMA,
         {"name": ["Team name cannot be empty."]},
     ),
@@ -67,10 +68,13 @@ def errors(*statuses: int, **overrides: dict[str, Any]) -> dict[int, OpenApiResp
     return {s: error(s, example=overrides.get(f"e{s}")) for s in statuses}
 
 
-PAGINATION_PARAMETERS = [
-    OpenApiParameter("limit", OpenApiTypes.INT, description="Number of results to return per page."),
-    OpenApiParameter("offset", OpenApiTypes.INT, description="The initial index from which to return the results."),
-]
+def _pagination_parameters() -> list[OpenApiParameter]:
+    from league.api import pagination_parameters
+
+    return [OpenApiParameter(p["name"], p["schema"], description=p["description"]) for p in pagination_parameters()]
+
+
+PAGINATION_PARAMETERS = _pagination_parameters()
 
 
 def paginated(name: str, item: Any) -> Any:
@@ -91,3 +95,135 @@ def paginated(name: str, item: Any) -> Any:
 
 def page_example(name: str, item: dict[str, Any], **kwargs: Any) -> OpenApiExample:
     return OpenApiExample(name, value={"count": 1, "next": None, "previous": None, "results": [item]}, **kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# The postprocessing hook: one error format, links between operations
+# --------------------------------------------------------------------------------------
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+PROBLEM_COMPONENTS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "description": (
+            "Every error of this API: an RFC 9457 problem document, served as "
+            "`application/problem+json`. `detail` says what is wrong and what to do; a "
+            "validation error lists each message in `errors`."
+        ),
+        "properties": {
+            "type": {"type": "string", "description": "`about:blank`: the meaning is the HTTP status."},
+            "title": {"type": "string", "description": "The HTTP status phrase."},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": {"type": "string", "description": "What went wrong, for a person to read."},
+            "instance": {"type": "string", "description": "The path of the request."},
+            "code": {"type": "string", "description": "A machine-readable code (`invalid`, `not_found`, ...)."},
+            "request_id": {"type": "string", "description": "The request's X-Request-ID, as in the logs."},
+            "errors": {"type": "array", "items": {"$ref": "#/components/schemas/ProblemFieldError"}},
+        },
+        "required": ["type", "title", "status", "detail"],
+    },
+    "ProblemFieldError": {
+        "type": "object",
+        "description": (
+            "One validation message. `pointer` is a JSON pointer (RFC 6901) into the request "
+            'body (`/players/0/name`; `""` for the body as a whole); `parameter` names a '
+            "query parameter instead."
+        ),
+        "properties": {
+            "pointer": {"type": "string"},
+            "parameter": {"type": "string"},
+            "detail": {"type": "string"},
+            "code": {"type": "string"},
+        },
+        "required": ["detail"],
+    },
+}
+DEFAULT_ERROR_DESCRIPTION = (
+    "Any other error, as a problem document: 404 for an unknown URL, 405, 406, 413 (body too large), 415, 429, 500."
+)
+
+# (operation, status) -> {link name: (target operation, {parameter: runtime expression})}
+LINKS: dict[tuple[str, str], dict[str, tuple[str, dict[str, str]]]] = {
+    ("teams_create", "201"): {
+        "GetTeam": ("teams_retrieve", {"team_id": "$response.body#/id"}),
+        "RenameTeam": ("teams_rename", {"team_id": "$response.body#/id"}),
+        "DeleteTeam": ("teams_delete", {"team_id": "$response.body#/id"}),
+        "ListPlayers": ("teams_players_list", {"team_id": "$response.body#/id"}),
+        "AddPlayer": ("teams_players_add", {"team_id": "$response.body#/id"}),
+    },
+    ("teams_players_add", "201"): {
+        "GetPlayer": (
+            "teams_players_retrieve",
+            {"team_id": "$request.path.team_id", "player_id": "$response.body#/id"},
+        ),
+        "RemovePlayer": (
+            "teams_players_remove",
+            {"team_id": "$request.path.team_id", "player_id": "$response.body#/id"},
+        ),
+    },
+    ("transfers_request", "201"): {
+        "GetTransfer": ("transfers_retrieve", {"id": "$response.body#/id"}),
+    },
+    ("seasons_schedule", "201"): {
+        "GetSeason": ("seasons_retrieve", {"season_id": "$response.body#/id"}),
+        "ListFixtures": ("seasons_fixtures_list", {"season_id": "$response.body#/id"}),
+        "GetStandings": ("seasons_standings", {"season_id": "$response.body#/id"}),
+    },
+}
+
+
+def _example_problem(value: Any, *, status: int, method: str, path: str) -> Any:
+    from league.api import _summary, _title, validation_errors
+
+    if not isinstance(value, dict) or {"status", "title"} <= set(value):
+        return value
+    body: dict[str, Any] = {"type": "about:blank", "title": _title(status), "status": status}
+    instance = re.sub(r"\{[^}]+\}", "1", path)
+    if set(value) == {"detail"}:
+        return {**body, "detail": value["detail"], "instance": instance}
+    errors = validation_errors(value, in_query=method == "get")
+    return {**body, "detail": _summary(errors), "instance": instance, "code": "invalid", "errors": errors}
+
+
+def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"])."""
+    result.setdefault("components", {}).setdefault("schemas", {}).update(PROBLEM_COMPONENTS)
+    operation_ids = {
+        op.get("operationId")
+        for item in result.get("paths", {}).values()
+        for op in item.values()
+        if isinstance(op, dict)
+    }
+    for path, item in result.get("paths", {}).items():
+        for method, op in item.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            for code, response in op["responses"].items():
+                if code != "default" and int(code) < 400:
+                    continue
+                examples = {}
+                for content in response.get("content", {}).values():
+                    for name, example in content.get("examples", {}).items():
+                        examples[name] = {
+                            **example,
+                            "value": _example_problem(example.get("value"), status=int(code), method=method, path=path),
+                        }
+                media: dict[str, Any] = {"schema": PROBLEM_REF}
+                if examples:
+                    media["examples"] = examples
+                response["content"] = {"application/problem+json": media}
+            op["responses"].setdefault(
+                "default",
+                {
+                    "description": DEFAULT_ERROR_DESCRIPTION,
+                    "content": {"application/problem+json": {"schema": PROBLEM_REF}},
+                },
+            )
+            for (operation_id, code), links in LINKS.items():
+                if op.get("operationId") != operation_id or code not in op["responses"]:
+                    continue
+                op["responses"][code]["links"] = {
+                    name: {"operationId": target, "parameters": parameters}
+                    for name, (target, parameters) in links.items()
+                    if target in operation_ids
+                }
+    return result
