@@ -150,7 +150,7 @@ class TeamDetailApi(GenericAPIView):
         data = _valid(TeamUpdateInputSerializer, request, partial=True)
         if "name" in data:
             with _gone_is_404():
-            services.team_rename(team=team, name=data["name"])
+                services.team_rename(team=team, name=data["name"])
         return Response(TeamSerializer(_team_or_404(team_id)).data)
 
     @extend_schema(operation_id="teams_delete", responses={204: None, **errors(401, 404)})
