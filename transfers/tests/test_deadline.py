@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from events.models import OutboxMessage
+from league.testing import problem_fields
 from transfers import services
 from transfers.factories import PlayerReplicaFactory, TeamReplicaFactory, TransferFactory
 from transfers.models import Transfer, TransferState
@@ -179,7 +180,7 @@ def test_a_bad_reason_is_400(auth_client, desk, reason):
     transfer = TransferFactory()
     response = cancel(auth_client, transfer.pk, {"reason": reason})
     assert response.status_code == 400
-    assert "reason" in response.json()
+    assert "reason" in problem_fields(response)
     assert asks(transfer) == []
 
 
