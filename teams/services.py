@@ -225,13 +225,18 @@ def transfer_cancel(*, transfer_id: int, player_id: int, from_team_id: int, to_t
     _lock_saga(from_team_id, to_team_id)
     decided = _decided(transfer_id)
     if decided is None:
+        # No decision, yet the player is in the to-team: he moved for this transfer before
+        # teams recorded decisions (a transfer in flight across the upgrade that added Move).
+        # While a transfer is in flight no other transfer of him can be requested, so no
+        # other move put him there; answering "cancelled" would contradict the squads.
+        moved = Player.objects.filter(pk=player_id, team_id=to_team_id).exists()
         decided = Move(
             transfer_id=transfer_id,
             player_id=player_id,
             from_team_id=from_team_id,
             to_team_id=to_team_id,
-            outcome=MoveOutcome.CANCELLED,
-            reason=reason or f"Transfer {transfer_id} was cancelled before the player moved.",
+            outcome=MoveOutcome.MOVED if moved else MoveOutcome.CANCELLED,
+            reason="" if moved else reason or f"Transfer {transfer_id} was cancelled before the player moved.",
         )
         decided.full_clean(validate_unique=False)
         decided.save()

@@ -231,3 +231,19 @@ def test_a_cancellation_after_a_refusal_repeats_the_refusal(teams, outbox):
 
     reasons = [(t, d["reason"]) for t, _, d in answers(outbox)]
     assert reasons == [("move.refused", f"Player {player.id} is no longer in team {away.id}.")] * 2
+
+
+def test_a_cancellation_of_a_move_made_before_decisions_were_recorded_is_answered_moved(teams, outbox):
+    """A transfer in flight across the upgrade that added ``Move``: teams moved the player
+    but kept no decision. The cancellation must not contradict the squads."""
+    home, away, player = teams
+    player.team = away
+    player.save()
+
+    handle(
+        on_transfer_cancellation_requested,
+        cancellation_requested(player_id=player.id, from_team_id=home.id, to_team_id=away.id),
+    )
+
+    assert Move.objects.get(transfer_id=41).outcome == MoveOutcome.MOVED
+    assert [t for t, _, _ in answers(outbox)] == ["move.confirmed"]
