@@ -209,3 +209,30 @@ def test_microservices_the_parts_of_each_service_are_merged(transfer, settings, 
     settings.TRACE_SERVICE_URLS = [teams_part_server["url"], teams_part_server["url"]]
     twice = trace.gather(RID)
     assert len(twice.outbox) == len(full["outbox"]) and len(twice.inbox) == len(full["inbox"]) and not twice.errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_parts_come_over_the_real_internal_endpoint(bus, auth_client, live_server, settings, monkeypatch):
+    """The page's service asks a running web (``live_server``) with the token; here the
+    caller's own database part is hidden, so every row of the trace came over HTTP."""
+    response = auth_client.post("/api/teams/", {"name": "Blues"}, format="json", HTTP_X_REQUEST_ID="over-http-1")
+    assert response.status_code == 201
+    bus.drain()
+    real_local_part = trace.local_part
+    caller = threading.get_ident()
+    monkeypatch.setattr(
+        trace,
+        "local_part",
+        lambda cid: {"outbox": [], "inbox": []} if threading.get_ident() == caller else real_local_part(cid),
+    )
+    settings.INTERNAL_TOKEN = "s3cret-internal-token"
+    settings.TRACE_SERVICE_URLS = [live_server.url]
+
+    found = trace.gather("over-http-1")
+
+    assert not found.errors
+    assert [r["type"] for r in found.outbox] == ["team.created"]
+    assert {r["handler"].split(":")[0] for r in found.inbox} == {"transfers", "fixtures"}
+    assert all(not r["local"] for r in found.outbox + found.inbox)
+    kinds = [h.kind for h in found.hops()]
+    assert kinds[0] == "request" and kinds.count("handled") == 2
