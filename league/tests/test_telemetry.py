@@ -209,3 +209,61 @@ def test_with_the_endpoint_set_spans_are_exported_over_otlp(otlp_collector, sett
     paths = [(path, ctype) for path, ctype, _ in otlp_collector["posts"]]
     assert ("/v1/traces", "application/x-protobuf") in paths
     assert any(b"publish team.created" in body and b"league-test" in body for _, _, body in otlp_collector["posts"])
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_across_processes_the_relay_and_each_consumer_export_into_the_requests_trace(
+    otel_spans, otlp_collector, moto_server, auth_client, settings
+):
+    """Real processes (``relay_outbox --once``, ``consume --drain`` per service), each with
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, export over OTLP/HTTP; their spans join the trace
+    of the request made here, through the traceparent stored in each envelope."""
+    import subprocess
+
+    from django.core.management import call_command
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from events import testing
+
+    call_command("setup_bus", verbosity=0)
+    bus = testing.BusDriver(services=["transfers"])
+    reds = create_team(auth_client, "Reds", [("Ann Smith", "GK")])
+    blues = create_team(auth_client, "Blues")
+    bus.drain()  # the transfers replica knows both teams (in this process)
+    otel_spans.clear()
+    response = auth_client.post(
+        "/api/transfers/",
+        {"player_id": reds["players"][0]["id"], "from_team_id": reds["id"], "to_team_id": blues["id"], "fee": "1"},
+        format="json",
+        HTTP_X_REQUEST_ID=RID,
+    )
+    assert response.status_code == 201, response.content
+    request = next(s for s in otel_spans.get_finished_spans() if s.kind == SpanKind.SERVER)
+
+    env = testing.child_env(moto_server, OTEL_EXPORTER_OTLP_ENDPOINT=otlp_collector["url"])
+    for argv in (
+        ("relay_outbox", "--once"),
+        ("consume", "--service", "teams", "--drain", "--wait", "0", "--no-startup"),
+        ("relay_outbox", "--once"),
+        ("consume", "--service", "transfers", "--drain", "--wait", "0", "--no-startup"),
+    ):
+        done = subprocess.run(testing.manage_argv(*argv), env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert auth_client.get(f"/api/transfers/{response.json()['id']}/").json()["state"] == "completed"
+
+    exported = []  # (service.name, span) from every process
+    for _, _, body in otlp_collector["posts"]:
+        message = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in message.resource_spans:
+            service = next(a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name")
+            exported += [(service, s) for scope in resource_spans.scope_spans for s in scope.spans]
+    in_trace = {s.name: s for _, s in exported if s.trace_id == request.context.trace_id.to_bytes(16, "big")}
+    for hop in ("send transfer.requested", "handle transfer.requested", "publish player.transferred"):
+        assert hop in in_trace, (hop, sorted({s.name for _, s in exported}))
+    for hop in ("send player.transferred", "handle player.transferred", "publish transfer.completed"):
+        assert hop in in_trace, (hop, sorted(in_trace))
+    publish = next(s for s in otel_spans.get_finished_spans() if s.name == "publish transfer.requested")
+    assert in_trace["handle transfer.requested"].parent_span_id == publish.context.span_id.to_bytes(8, "big")
+    assert in_trace["handle player.transferred"].parent_span_id == in_trace["publish player.transferred"].span_id
+    assert {service for service, _ in exported} == {"league"}
