@@ -170,11 +170,11 @@ class Trace:
         seen_out = {r["event_id"] for r in self.outbox}
         seen_in = {(r["event_id"], r["handler"]) for r in self.inbox}
         for row in part.get("outbox", []):
-            if isinstance(row, dict) and row.get("event_id") not in seen_out:
+            if _has(row, OUTBOX_KEYS) and row["event_id"] not in seen_out:
                 self.outbox.append({**row, "local": local})
                 seen_out.add(row.get("event_id"))
         for row in part.get("inbox", []):
-            if isinstance(row, dict) and (row.get("event_id"), row.get("handler")) not in seen_in:
+            if _has(row, INBOX_KEYS) and (row["event_id"], row["handler"]) not in seen_in:
                 self.inbox.append({**row, "local": local})
                 seen_in.add((row.get("event_id"), row.get("handler")))
 
@@ -335,6 +335,16 @@ class Trace:
                 hop.bar_left = round(100 * since / total, 2)
                 hop.bar_width = max(round(100 * (hop.offset_ms - since) / total, 2), 0.4)
         return hops
+
+
+# What a row from another service must hold to be placed on the timeline; a row without
+# them (another version, a proxy's error page) is left out rather than breaking the page.
+OUTBOX_KEYS = ("event_id", "service", "type", "subject", "sequence", "created_at")
+INBOX_KEYS = ("event_id", "service", "handler", "type")
+
+
+def _has(row: Any, keys: tuple[str, ...]) -> bool:
+    return isinstance(row, dict) and all(isinstance(row.get(k), str | int) for k in keys)
 
 
 def _dt(value: Any) -> datetime | None:

@@ -205,7 +205,13 @@ def test_microservices_the_parts_of_each_service_are_merged(transfer, settings, 
     assert "INTERNAL_TOKEN is not set here" in alone.errors[0] and len(alone.inbox) < len(full["inbox"])
     settings.INTERNAL_TOKEN = "s3cret-internal-token"
 
+    # Rows a service sends that are not trace rows are left out, not a 500.
+    teams_part_server["part"] = {"outbox": [{"event_id": "x"}, "junk"], "inbox": [None, {"handler": 1}]}
+    settings.TRACE_SERVICE_URLS = [teams_part_server["url"]]
+    assert admin_client.get(f"/admin/events/trace/{RID}/").status_code == 200
+
     # The same merge, deduplicated, when every service answers with rows already here.
+    teams_part_server["part"] = teams_part
     settings.TRACE_SERVICE_URLS = [teams_part_server["url"], teams_part_server["url"]]
     twice = trace.gather(RID)
     assert len(twice.outbox) == len(full["outbox"]) and len(twice.inbox) == len(full["inbox"]) and not twice.errors
