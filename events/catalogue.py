@@ -13,8 +13,11 @@ reason). A breaking change to ``data`` gets a new ``dataversion``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
+
+import jsonschema
 
 
 @dataclass(frozen=True)
@@ -230,3 +233,24 @@ def get(event_type: str) -> EventType:
 
 class UnknownEventType(LookupError):
     pass
+
+
+def data_error(event_type: str, data: Any) -> str | None:
+    """What is wrong with ``data`` for ``event_type``'s JSON Schema, or None when it is
+    valid. The writer checks before the outbox row exists; the consumer checks again on
+    receive, since anyone who can send to a queue can send anything."""
+    error = jsonschema.exceptions.best_match(_validator(event_type).iter_errors(data))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    return f"{event_type} data at {where}: {error.message}"
+
+
+@functools.cache
+def _validator(event_type: str) -> jsonschema.protocols.Validator:
+    """One compiled validator per type (``jsonschema.validate`` re-checks the schema itself
+    on every call, which costs more than the check)."""
+    schema = get(event_type).schema
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)

@@ -56,6 +56,11 @@ EVENTS_FAILED = Counter(
 EVENTS_DUPLICATE = Counter(
     "league_events_duplicate_total", "Redelivered events a handler had already handled (skipped).", ["service", "type"]
 )
+CONSUMER_CONFLICTS = Counter(
+    "league_consumer_conflicts_total",
+    "Batches rolled back by a deadlock or serialization failure and retried in-process (not redelivered).",
+    ["service", "kind"],
+)
 EVENT_LAG_SECONDS = Histogram(
     "league_event_handling_lag_seconds",
     "From the event's envelope time (written in the outbox) to the end of its handler.",
@@ -125,16 +130,27 @@ def event_failed(service: str, message: dict[str, Any]) -> None:
     EVENTS_FAILED.labels(service=service, type=message_type(message)).inc()
 
 
-def message_type(message: dict[str, Any]) -> str:
-    attr = (message.get("MessageAttributes") or {}).get("type") or {}
-    if attr.get("StringValue"):
-        return str(attr["StringValue"])
-    try:
-        import json
+@_safely
+def consumer_conflict(service: str, kind: str) -> None:
+    CONSUMER_CONFLICTS.labels(service=service, kind=kind).inc()
 
-        return str(json.loads(message.get("Body") or "{}").get("type") or "unknown")
-    except (ValueError, AttributeError):
-        return "unknown"
+
+def message_type(message: dict[str, Any]) -> str:
+    """The message's event type for a label: only a type of the catalogue, else
+    ``unknown``. The attribute and the body come from whoever sent the message, and a
+    label copied from them would let anyone create unlimited series."""
+    from .catalogue import EVENT_TYPES
+
+    attr = (message.get("MessageAttributes") or {}).get("type") or {}
+    claimed = attr.get("StringValue")
+    if not claimed:
+        try:
+            import json
+
+            claimed = json.loads(message.get("Body") or "{}").get("type")
+        except (ValueError, AttributeError):
+            claimed = None
+    return claimed if isinstance(claimed, str) and claimed in EVENT_TYPES else "unknown"
 
 
 # ----------------------------------------------------------------------------- gauges

@@ -9,12 +9,10 @@ Nothing here talks to the network; after commit the relay is kicked through Cele
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
 from typing import Any
 
-import jsonschema
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -46,10 +44,9 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Out
             "service function in transaction.atomic() so the event commits with the change."
         )
     et = catalogue.get(event_type)
-    error = jsonschema.exceptions.best_match(_validator(event_type).iter_errors(data))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        raise InvalidEventData(f"{event_type} data at {where}: {error.message}")
+    problem = catalogue.data_error(event_type, data)
+    if problem:
+        raise InvalidEventData(problem)
 
     subject = str(subject)
     key = f"{et.aggregate}:{subject}"
@@ -85,16 +82,6 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Out
     if settings.OUTBOX_KICK:
         _kick_relay_on_commit()
     return row
-
-
-@functools.cache
-def _validator(event_type: str) -> jsonschema.protocols.Validator:
-    """One compiled validator per type (``jsonschema.validate`` re-checks the schema itself
-    on every call, which costs more than the insert)."""
-    schema = catalogue.get(event_type).schema
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
 def next_sequence(key: str) -> int:

@@ -241,6 +241,10 @@ CONSUMER_WAIT_SECONDS = env.int("CONSUMER_WAIT_SECONDS", default=20)
 CONSUMER_VISIBILITY_TIMEOUT = env.int("CONSUMER_VISIBILITY_TIMEOUT", default=30)
 CONSUMER_MAX_RECEIVE_COUNT = env.int("CONSUMER_MAX_RECEIVE_COUNT", default=5)
 CONSUMER_BACKOFF_BASE_SECONDS = env.int("CONSUMER_BACKOFF_BASE_SECONDS", default=2)
+# Database unreachable: no receive; check again after 0.5, 1, 2 ... s up to this cap.
+CONSUMER_DB_BACKOFF_MAX_SECONDS = env.float("CONSUMER_DB_BACKOFF_MAX_SECONDS", default=30.0)
+# A batch rolled back by a deadlock or serialization failure runs again in-process this often.
+CONSUMER_CONFLICT_RETRIES = env.int("CONSUMER_CONFLICT_RETRIES", default=5)
 # Extra modules whose @handler registrations to load (tests start consumers with probes).
 EVENTS_HANDLER_MODULES = env.list("EVENTS_HANDLER_MODULES", default=[])
 # Broadcast instance queues: heartbeat tag interval, and the age after which

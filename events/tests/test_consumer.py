@@ -1,0 +1,428 @@
+"""The consumer under faults: database outages, lock conflicts between competing
+consumers, long batches, a signal at the wrong moment, messages that break the catalogue.
+Each test states the promise of ``events/consumer.py`` it checks."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.db import OperationalError, connection, transaction
+
+import events
+from events import aws, metrics, registry, relay, topology
+from events.consumer import Consumer, StopReceiving
+from events.models import InboxMessage
+from events.testing import wait_until
+
+
+def _create(team_id: int, name: str = "Ajax"):
+    with transaction.atomic():
+        return events.publish("team.created", subject=team_id, data={"id": team_id, "name": name})
+
+
+def _depth(name: str) -> tuple[int, int]:
+    attrs = aws.queue_attributes(
+        aws.queue_url(name), "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"
+    )
+    return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def _dead_letters() -> int:
+    return sum(_depth(aws.queue_name("probe", dlq=True)))
+
+
+def _replace_probe_handler(func: Callable) -> None:
+    [h] = [h for h in registry.handlers(service="probe", event_type="team.created")]
+    registry._handlers[registry._handlers.index(h)] = registry.Handler("probe", "team.created", func)
+
+
+def _counter(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# ------------------------------------------------------------------------ database outage
+@contextlib.contextmanager
+def database_outage() -> Iterator[Callable[[], None]]:
+    """A real outage of the test database, as the issue reproduced it: no new connections
+    (``ALLOW_CONNECTIONS false``) and every open one terminated. Yields ``end()``; the
+    outage ends at the latest when the block is left."""
+    import psycopg
+
+    s = connection.settings_dict
+    admin = psycopg.connect(
+        host=s["HOST"] or "127.0.0.1", port=s["PORT"] or 5432, user=s["USER"], dbname="postgres", autocommit=True
+    )
+    name = s["NAME"]
+    ended = threading.Event()
+
+    def end() -> None:
+        if not ended.is_set():
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            ended.set()
+
+    admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        [name],
+    )
+    try:
+        yield end
+    finally:
+        end()
+        admin.close()
+        connection.close()  # ours was terminated too
+
+
+def _run_in_thread(consumer: Consumer) -> threading.Thread:
+    def run() -> None:
+        try:
+            consumer.run()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def eager_dlq(settings):
+    """A queue that dead-letters at the third receive, 1 s visibility: what an outage
+    would spend quickly if receives during it counted."""
+    settings.CONSUMER_MAX_RECEIVE_COUNT = 2
+    settings.CONSUMER_VISIBILITY_TIMEOUT = 1
+    settings.CONSUMER_BACKOFF_BASE_SECONDS = 1
+    settings.CONSUMER_DB_BACKOFF_MAX_SECONDS = 1
+    topology.ensure(["probe"])
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_database_outage_before_the_receive_dead_letters_nothing(probe_bus, recorder, eager_dlq, caplog):
+    """The consumer does not receive while the database does not answer, so an outage of
+    any length spends no receive; it says so once when the database goes, once when it
+    is back."""
+    for i in (1, 2, 3):
+        _create(i)
+    relay.relay()
+    consumer = Consumer("probe", wait_seconds=1, check_topology=False)
+    caplog.set_level(logging.INFO, logger="events.consumer")
+    with database_outage():
+        thread = _run_in_thread(consumer)
+        time.sleep(10)  # the old consumer dead-lettered everything within ~9 s here
+    try:
+        wait_until(lambda: len(recorder.seen) >= 3 or _dead_letters(), timeout=30, what="the events after the outage")
+    finally:
+        consumer.stop.set()
+        thread.join(30)
+    assert _dead_letters() == 0
+    assert sorted(e.subject for e in recorder.seen) == ["1", "2", "3"]
+    assert InboxMessage.objects.count() == 3
+    assert consumer.stats.received == 3  # each message received once: the outage spent nothing
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("database unreachable" in m for m in messages) == 1, messages
+    assert sum("database back after" in m for m in messages) == 1, messages
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_database_dying_mid_batch_keeps_the_batch_in_hand_until_it_is_back(probe_bus, recorder, eager_dlq):
+    """When the database fails after the receive, the batch rolls back and its messages
+    stay in hand (kept invisible) until it answers: no receive is spent, none is
+    dead-lettered, and every event is handled once."""
+    for i in (1, 2, 3):
+        _create(i)
+    relay.relay()
+    outage = contextlib.ExitStack()
+    started = threading.Event()
+
+    def handler(event):
+        if not started.is_set():  # the first message of the batch takes the database down
+            started.set()
+            end = outage.enter_context(database_outage())
+            threading.Timer(8, end).start()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        recorder.seen.append(event)
+
+    _replace_probe_handler(handler)
+    consumer = Consumer("probe", wait_seconds=1, check_topology=False)
+    thread = _run_in_thread(consumer)
+    try:
+        wait_until(lambda: len(recorder.seen) >= 3 or _dead_letters(), timeout=40, what="the events after the outage")
+        wait_until(lambda: sum(_depth(aws.queue_name("probe"))) == 0, timeout=10, what="the queue to be empty")
+    finally:
+        consumer.stop.set()
+        thread.join(30)
+        outage.close()
+    assert _dead_letters() == 0
+    assert sorted(e.subject for e in recorder.seen) == ["1", "2", "3"]
+    assert InboxMessage.objects.count() == 3
+    assert consumer.stats.received == 3  # held through the outage, never received again
+    assert consumer.stats.failed == 0
+
+
+def test_the_database_check_gates_the_receive_and_logs_once_per_state_change(probe_bus, recorder, caplog):
+    _create(1)
+    relay.relay()
+    consumer = Consumer("probe", wait_seconds=0, check_topology=False)
+    answers = iter([False] * 6 + [True] * 100)
+    checks: list[bool] = []
+
+    def answers_now() -> bool:
+        checks.append(next(answers))
+        return checks[-1]
+
+    consumer.database.answers = answers_now  # type: ignore[method-assign]
+    waits: list[float] = []
+    consumer.stop.wait = lambda timeout=None: waits.append(timeout) or False  # type: ignore[method-assign]
+    received_while_down: list[int] = []
+    real_receive = consumer.receive
+
+    def receive(wait_seconds):
+        received_while_down.append(checks.count(True))
+        return real_receive(wait_seconds)
+
+    consumer.receive = receive  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="events.consumer")
+    consumer.poll(wait_seconds=0)
+    assert received_while_down == [1]  # the receive came only after the database answered
+    assert waits == [0.5, 1, 2, 4, 8, 16]  # capped back-off (cap 30 s by default)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("database unreachable" in m for m in messages) == 1, messages
+    assert sum("database back after" in m for m in messages) == 1, messages
+    assert len(recorder.seen) == 1
+
+
+def test_a_stop_while_the_database_is_down_hands_the_batch_back_without_spending_a_receive(probe_bus, recorder):
+    """Stopped while holding messages the database kept it from handling: they go back as
+    copies with the original body and attributes (the original deleted), so the receive
+    does not count towards maxReceiveCount."""
+    row = _create(1)
+    relay.relay()
+    consumer = Consumer("probe", wait_seconds=0, check_topology=False)
+
+    def connection_lost(event):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    _replace_probe_handler(connection_lost)
+    down = iter([True] + [False] * 100)  # up for the receive, then gone
+    consumer.database.answers = lambda: next(down)  # type: ignore[method-assign]
+    consumer.stop.wait = lambda timeout=None: consumer.stop.set() or True  # type: ignore[method-assign]
+    consumer.poll(wait_seconds=0)
+    url = aws.queue_url(aws.queue_name("probe"))
+    got = aws.client("sqs").receive_message(
+        QueueUrl=url,
+        MaxNumberOfMessages=10,
+        MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        MessageAttributeNames=["All"],
+    )["Messages"]
+    assert len(got) == 1  # visible at once, not after a visibility timeout
+    assert got[0]["Attributes"]["ApproximateReceiveCount"] == "1"  # the outage's receive did not count
+    assert json.loads(got[0]["Body"])["id"] == str(row.event_id)
+    assert got[0]["MessageAttributes"]["type"]["StringValue"] == "team.created"
+    assert consumer.stats.failed == 0 and InboxMessage.objects.count() == 0
+
+
+# ------------------------------------------------------------------------ lock conflicts
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_deadlock_between_consumers_is_retried_in_process_not_redelivered(probe_bus, recorder, caplog):
+    """Two consumers whose handlers lock two rows in opposite orders: PostgreSQL kills one
+    transaction with a deadlock. That batch runs again in-process; no message goes back
+    to SQS, and the log names the deadlock."""
+    sqs = aws.client("sqs")
+    urls = [sqs.create_queue(QueueName=f"{aws.queue_name('probe')}-{x}")["QueueUrl"] for x in "ab"]
+    for url, team_id in zip(urls, (1, 2), strict=True):
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(_create(team_id).envelope))
+    barrier = threading.Barrier(2, timeout=10)
+    first_try: set[str] = set()
+
+    def lock_two_rows(event):
+        first, second = (1, 2) if event.subject == "1" else (2, 1)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [first])
+            if event.subject not in first_try:
+                first_try.add(event.subject)
+                barrier.wait()  # both hold their first lock now
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [second])
+        recorder.seen.append(event)
+
+    _replace_probe_handler(lock_two_rows)
+    conflicts = _counter("league_consumer_conflicts_total", service="probe", kind="deadlock")
+    caplog.set_level(logging.INFO, logger="events.consumer")
+    consumers = [
+        Consumer("probe", wait_seconds=1, check_topology=False, queue_name=url.rsplit("/", 1)[-1]) for url in urls
+    ]
+    errors: list[BaseException] = []
+
+    def poll(c: Consumer) -> None:
+        try:
+            c.poll(wait_seconds=1)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=poll, args=(c,)) for c in consumers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert sorted(e.subject for e in recorder.seen) == ["1", "2"]
+    assert InboxMessage.objects.count() == 2
+    assert [c.stats.failed for c in consumers] == [0, 0]
+    for url in urls:  # deleted, not left for redelivery
+        attrs = aws.queue_attributes(url, "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
+        assert attrs == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}
+    assert _counter("league_consumer_conflicts_total", service="probe", kind="deadlock") == conflicts + 1
+    assert any("deadlock" in r.getMessage() and "retrying it in-process" in r.getMessage() for r in caplog.records)
+
+
+def test_a_batch_is_handled_in_one_lock_order_whatever_order_sqs_returns(probe_bus, recorder):
+    for i in (3, 1, 2):
+        _create(i)
+    with transaction.atomic():
+        events.publish("team.renamed", subject=1, data={"id": 1, "name": "B", "old_name": "Ajax"})
+    relay.relay()
+    Consumer("probe", wait_seconds=0, check_topology=False).poll(wait_seconds=1)
+    assert [(e.subject, e.sequence) for e in recorder.seen] == [("1", 1), ("1", 2), ("2", 1), ("3", 1)]
+
+
+# ------------------------------------------------------------------------ heartbeat
+def test_the_heartbeat_keeps_every_held_message_of_the_batch_invisible(probe_bus, recorder, settings):
+    """Not only the message in hand: the unstarted ones of the batch and the handled ones
+    waiting for the commit stay invisible until the batch is done."""
+    settings.CONSUMER_VISIBILITY_TIMEOUT = 1
+    topology.ensure(["probe"])
+    for i in (1, 2, 3):
+        _create(i)
+    relay.relay()
+
+    def slow(event):
+        time.sleep(0.8)  # 2.4 s for the batch: far past the 1 s visibility of each message
+        recorder.seen.append(event)
+
+    _replace_probe_handler(slow)
+    url = aws.queue_url(aws.queue_name("probe"))
+    stolen: list = []
+
+    def another_consumer() -> None:
+        time.sleep(1.2)
+        for _ in range(4):
+            stolen.extend(
+                aws.client("sqs")
+                .receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+                .get("Messages", [])
+            )
+            time.sleep(0.3)
+
+    spy = threading.Thread(target=another_consumer)
+    spy.start()
+    Consumer("probe", wait_seconds=0, check_topology=False).poll(wait_seconds=1)
+    spy.join()
+    assert stolen == []
+    assert len(recorder.seen) == 3
+    assert _depth(aws.queue_name("probe")) == (0, 0)
+
+
+# ------------------------------------------------------------------------ signals
+class SignalInReceivesFinally(Consumer):
+    """SIGTERM delivered exactly when ``receive()`` clears its flag in ``finally``: the
+    signal handler (``interrupt``) still sees the flag set and raises ``StopReceiving``."""
+
+    armed = True
+
+    @property  # type: ignore[override]
+    def receiving(self) -> bool:
+        return getattr(self, "_receiving", False)
+
+    @receiving.setter
+    def receiving(self, value: bool) -> None:
+        if not value and self.receiving and self.armed:
+            self.armed = False
+            self.interrupt()  # what the signal handler does
+        self._receiving = value
+
+
+def test_sigterm_inside_receives_finally_stops_cleanly_and_releases_that_receive(probe_bus, recorder):
+    for i in (1, 2, 3):
+        _create(i)
+    relay.relay()
+    consumer = SignalInReceivesFinally("probe", wait_seconds=0, check_topology=False)
+    try:
+        consumer.poll(wait_seconds=1)
+    except StopReceiving:
+        pytest.fail("StopReceiving escaped poll(): the consume command would exit 1")
+    assert consumer.stop.is_set()
+    assert recorder.seen == []
+    assert _depth(aws.queue_name("probe")) == (3, 0)  # released at once, not left invisible
+
+
+# ------------------------------------------------------------------------ no network in a transaction
+@pytest.mark.django_db(transaction=True)
+def test_no_sqs_call_happens_inside_the_batch_transaction(probe_bus, recorder):
+    """Visibility changes, DLQ sends, releases and deletes all happen outside the
+    transaction (on SQLite a write lock held through SQS retries blocks every writer)."""
+    recorder.fail_subjects.add("2")
+    for i in (1, 2, 3):
+        _create(i)
+    relay.relay()
+    url = aws.queue_url(aws.queue_name("probe"))
+    aws.client("sqs").send_message(QueueUrl=url, MessageBody="not json {")
+    consumer = Consumer("probe", wait_seconds=0, check_topology=False)
+
+    def stop_at_three(event):
+        if event.subject == "3":
+            consumer.stop.set()  # then subject 3 finishes and nothing else starts
+        recorder(event)
+
+    for h in list(registry._handlers):
+        if h.service == "probe" and h.event_type == "team.created":
+            registry._handlers[registry._handlers.index(h)] = registry.Handler("probe", "team.created", stop_at_three)
+    calls: list[tuple[str, bool]] = []
+    aws.client("sqs").meta.events.register(
+        "before-call.sqs",
+        lambda model, **kw: calls.append((model.name, connection.in_atomic_block)),
+    )
+    consumer.poll(wait_seconds=1)
+    inside = [name for name, in_tx in calls if in_tx]
+    assert inside == [], f"SQS calls inside the transaction: {inside}"
+    assert {"SendMessage", "ChangeMessageVisibility", "DeleteMessageBatch"} <= {name for name, _ in calls}
+    assert consumer.stats.dead_lettered == 1 and consumer.stats.failed == 1
+
+
+# ------------------------------------------------------------------------ schema
+def test_a_message_whose_data_breaks_the_schema_is_dead_lettered_at_once_with_the_reason(probe_bus, recorder):
+    row = _create(1)
+    bad = dict(row.envelope, id="00000000-0000-0000-0000-0000000000bb", data={"id": "one"})
+    url = aws.queue_url(aws.queue_name("probe"))
+    aws.client("sqs").send_message(QueueUrl=url, MessageBody=json.dumps(bad))
+    consumer = Consumer("probe", wait_seconds=0, check_topology=False)
+    consumer.poll(wait_seconds=1)
+    assert recorder.seen == []
+    assert consumer.stats.dead_lettered == 1 and consumer.stats.failed == 0
+    dlq = aws.queue_url(aws.queue_name("probe", dlq=True))
+    [got] = aws.client("sqs").receive_message(QueueUrl=dlq, MessageAttributeNames=["All"])["Messages"]
+    reason = got["MessageAttributes"]["reason"]["StringValue"]
+    assert reason.startswith("team.created data at "), reason
+    assert _depth(aws.queue_name("probe")) == (0, 0)
+
+
+# ------------------------------------------------------------------------ metrics
+def test_metric_labels_take_only_catalogue_types():
+    """Anyone who can send to a queue chooses the ``type`` attribute and the body: a label
+    copied from them would create unlimited series."""
+    assert metrics.message_type({"MessageAttributes": {"type": {"StringValue": "spam-7f3a"}}}) == "unknown"
+    assert metrics.message_type({"Body": json.dumps({"type": "spam-7f3a"})}) == "unknown"
+    assert metrics.message_type({"Body": json.dumps({"type": ["team.created"]})}) == "unknown"
+    assert metrics.message_type({"MessageAttributes": {"type": {"StringValue": "team.renamed"}}}) == "team.renamed"
