@@ -14,6 +14,7 @@ import argparse
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -43,6 +44,11 @@ class Plan:
     db_cuts: int = 3
     two_relays_events: int = 400
     poison_events: int = 100
+    db_outage_seconds: float = 180
+    db_outage_events: int = 200
+    hot_events: int = 600
+    hot_teams: int = 6
+    hot_consumers: int = 4
     drain_timeout: float = 240
 
     @classmethod
@@ -59,6 +65,9 @@ class Plan:
             db_cuts=1,
             two_relays_events=80,
             poison_events=20,
+            db_outage_seconds=20,
+            db_outage_events=40,
+            hot_events=120,
             drain_timeout=240,
         )
 
@@ -72,6 +81,7 @@ class Row:
     twice: int = 0
     redelivered: int = 0
     dlq: int = 0
+    stuck: int = 0
     drain: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -170,6 +180,7 @@ class Suite:
         self.writer = Writer(stack, token, seed)
         self.rows: list[Row] = []
         self.tag = uuid.uuid4().hex[:8]
+        self.after_drain: list[Callable[[], None]] = []  # a scenario's clean-up, run once drained
 
     # -------------------------------------------------------------- measurements
     @staticmethod
@@ -190,6 +201,45 @@ class Suite:
                 if sample.name.endswith("_total"):
                     sums[sample.name] = sums.get(sample.name, 0) + sample.value
         return sums
+
+    def counter(self, name: str, **labels: str) -> float:
+        """One counter summed across processes, only its samples with these labels."""
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        reg = CollectorRegistry()
+        multiprocess.MultiProcessCollector(reg, path=str(self.stack.prom_dir))
+        return sum(
+            sample.value
+            for metric in reg.collect()
+            for sample in metric.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    @staticmethod
+    def dead_letters() -> int:
+        """Messages in every DLQ (visible or not)."""
+        from events import aws
+
+        total = 0
+        for service in CONSUMED:
+            attrs = aws.queue_attributes(
+                aws.queue_url(aws.queue_name(service, dlq=True)),
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+            )
+            total += sum(int(v) for v in attrs.values())
+        return total
+
+    @staticmethod
+    def unpublished() -> int:
+        from events.models import OutboxMessage, OutboxState
+
+        return OutboxMessage.objects.exclude(state=OutboxState.PUBLISHED).count()
+
+    def wait_published(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while self.unpublished() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     def leased(self) -> int:
         from django.db import connection
@@ -240,10 +290,14 @@ class Suite:
             from . import checks
 
             verdict, problems = checks.exactly_once(lo, self.last_outbox_id()), [f"{type(exc).__name__}: {exc}"]
+        finally:
+            while self.after_drain:
+                self.after_drain.pop()()
         after = self.counters()
         row.events = verdict.events
         row.lost = verdict.lost
         row.twice = verdict.twice
+        row.stuck = verdict.stuck
         row.problems += problems
         row.redelivered = int(
             after.get("league_events_duplicate_total", 0) - before.get("league_events_duplicate_total", 0)
@@ -542,18 +596,122 @@ class Suite:
             return problems
 
         return saga_settled
+    def db_outage(self, row: Row):
+        """A database outage under traffic: the consumers' queues hold a backlog when
+        PostgreSQL stops accepting connections (``ALLOW_CONNECTIONS false``) and terminates
+        every open one, mid-batch; writes keep arriving at the API (and fail) until it is
+        back. The consumers run with a 5 s visibility timeout and queues that dead-letter
+        at the third receive, so any receive the outage spent would show in the DLQs."""
+        from django.db import connection
+
+        eager = {"CONSUMER_MAX_RECEIVE_COUNT": "2", "CONSUMER_VISIBILITY_TIMEOUT": "5"}
+        self.stack.manage("setup_bus", env=eager)
+        for service in CONSUMED:
+            self.stack.stop(f"consume-{service}")
+            self.stack.start_consumer(service, **eager)
+        for service in CONSUMED:
+            self.stack.wait_ready(f"consume-{service}", "consuming ")
+
+        def restore() -> None:
+            self.stack.manage("setup_bus")
+            for service in CONSUMED:
+                self.stack.stop(f"consume-{service}")
+                self.stack.start_consumer(service)
+            for service in CONSUMED:
+                self.stack.wait_ready(f"consume-{service}", "consuming ")
+
+        self.after_drain.append(restore)
+        dead_before = self.dead_letters()
+        # A backlog in every queue: the consumers paused while the writes are published.
+        self.stack.signal_all("consume-", signal.SIGSTOP)
+        try:
+            self.writer.write(self.plan.db_outage_events)
+            self.wait_published()
+            before = self.handled_by("faultprobe")
+        finally:
+            self.stack.signal_all("consume-", signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while self.handled_by("faultprobe") == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        cut = self.stack.database_down()
+        down = time.monotonic()
+        connection.close()
+        refused = self.writer.api_errors
+        try:
+            while time.monotonic() - down < self.plan.db_outage_seconds:
+                self.writer.step()  # refused: nothing may be written while the database is away
+                time.sleep(0.5)
+        finally:
+            self.stack.database_up()
+        outage = time.monotonic() - down
+        row.faults = (
+            f"database away {outage:.0f} s mid-batch ({cut} connections cut, "
+            f"{self.writer.api_errors - refused} writes refused); visibility 5 s, maxReceiveCount 2"
+        )
+
+        def nothing_dead_lettered() -> list[str]:
+            row.dlq = self.dead_letters() - dead_before
+            return [f"{row.dlq} message(s) dead-lettered during a database outage"] if row.dlq else []
+
+        return nothing_dead_lettered
+
+    def hot_rows(self, row: Row):
+        """Competing consumers on hot rows: 4 transfers consumers take a backlog of renames
+        of a few teams, each handler locking its team's replica row in a batch's shared
+        transaction. A deadlock must be retried in-process, never sent back to SQS (a
+        failed handling would show in ``league_events_failed_total``)."""
+        extra = [f"consume-transfers-{i}" for i in range(2, self.plan.hot_consumers + 1)]
+        for name in extra:
+            self.stack.start_consumer("transfers", name=name)
+        for name in extra:
+            self.stack.wait_ready(name, "consuming ")
+
+        def stop_extra() -> None:
+            for name in extra:
+                self.stack.stop(name)
+
+        self.after_drain.append(stop_extra)
+        teams = [t for t in (self.writer.create_team() for _ in range(self.plan.hot_teams)) if t is not None]
+        self.wait_published()
+        failed = self.counter("league_events_failed_total", service="transfers")
+        conflicts = self.counter("league_consumer_conflicts_total", service="transfers")
+        self.stack.signal_all("consume-transfers", signal.SIGSTOP)
+        renamed = 0
+        try:
+            for i in range(self.plan.hot_events):
+                tid = teams[i % len(teams)]
+                r = self.writer._call("PATCH", f"/teams/{tid}/", json={"name": self.writer._name("Hot ")})
+                renamed += r is not None and r.status_code == 200
+            self.wait_published()
+        finally:
+            self.stack.signal_all("consume-transfers", signal.SIGCONT)
+
+        def no_failed_handling() -> list[str]:
+            lost_to_conflicts = self.counter("league_events_failed_total", service="transfers") - failed
+            retried = self.counter("league_consumer_conflicts_total", service="transfers") - conflicts
+            row.faults = (
+                f"{len(extra) + 1} transfers consumers, {renamed} renames of {len(teams)} teams as one backlog; "
+                f"{retried:.0f} conflicts retried in-process"
+            )
+            return (
+                [f"{lost_to_conflicts:.0f} transfers message(s) failed and went back to SQS"]
+                if lost_to_conflicts
+                else []
+            )
+
+        return no_failed_handling
 
     # -------------------------------------------------------------- report
     HEADER = (
         f"{'scenario':<16} {'events':>6} {'lost':>5} {'twice':>5} {'redeliv.':>8} "
-        f"{'DLQ':>4} {'drain s':>7}  faults injected"
+        f"{'DLQ':>4} {'stuck':>5} {'drain s':>7}  faults injected"
     )
 
     @staticmethod
     def format_row(r: Row) -> str:
         return (
             f"{r.scenario:<16} {r.events:>6} {r.lost:>5} {r.twice:>5} {r.redelivered:>8} "
-            f"{r.dlq:>4} {r.drain:>7.1f}  {r.faults}"
+            f"{r.dlq:>4} {r.stuck:>5} {r.drain:>7.1f}  {r.faults}"
         )
 
     def report(self, total: Row, elapsed: float) -> str:
@@ -628,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
             ("db cut", suite.db_cut),
             ("two relays", suite.two_relays),
             ("saga deadline", suite.saga_deadline),
+            ("db outage", suite.db_outage),
+            ("hot rows", suite.hot_rows),
             ("poison+garbage", suite.poison),
         ]
         for name, body in scenarios:
@@ -645,6 +805,7 @@ def main(argv: list[str] | None = None) -> int:
             redelivered=sum(r.redelivered for r in suite.rows),
             dlq=sum(r.dlq for r in suite.rows),
             drain=sum(r.drain for r in suite.rows),
+            stuck=whole.stuck,
             faults=f"stuck outbox rows: {whole.stuck}",
         )
         total.problems += [f"{whole.stuck} outbox rows stuck"] if whole.stuck else []

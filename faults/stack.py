@@ -75,6 +75,7 @@ class Stack:
             CONSUMER_BACKOFF_BASE_SECONDS="1",
             # The transfer saga's deadline (production: 900 s).
             TRANSFER_TIMEOUT_SECONDS="10",
+            CONSUMER_DB_BACKOFF_MAX_SECONDS="5",
         )
         return env
 
@@ -86,6 +87,7 @@ class Stack:
     def drop_database(self) -> None:
         try:
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{self.db_name}" ALLOW_CONNECTIONS true')
                 conn.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [self.db_name]
                 )
@@ -93,11 +95,11 @@ class Stack:
         except psycopg.Error as exc:
             print(f"could not drop database {self.db_name}: {exc}", file=sys.stderr)
 
-    def manage(self, *args: str, timeout: float = 300) -> str:
+    def manage(self, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> str:
         """Run a management command to completion; raise with its output on failure."""
         done = subprocess.run(
             [sys.executable, str(BASE_DIR / "manage.py"), *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=BASE_DIR,
             capture_output=True,
             text=True,
@@ -139,11 +141,32 @@ class Stack:
     def start_relay(self, name: str = "relay") -> subprocess.Popen:
         return self.spawn(name, [sys.executable, str(BASE_DIR / "manage.py"), "relay_outbox", "--interval", "0.2"])
 
-    def start_consumer(self, service: str) -> subprocess.Popen:
+    def start_consumer(self, service: str, name: str | None = None, **extra_env: str) -> subprocess.Popen:
         return self.spawn(
-            f"consume-{service}",
+            name or f"consume-{service}",
             [sys.executable, str(BASE_DIR / "manage.py"), "consume", "--service", service, "--no-startup"],
+            **extra_env,
         )
+
+    def signal_all(self, prefix: str, sig: int) -> None:
+        """Send ``sig`` (e.g. SIGSTOP, SIGCONT) to every process whose name starts with ``prefix``."""
+        for name, proc in self.procs.items():
+            if name.startswith(prefix):
+                proc.send_signal(sig)
+
+    def database_down(self) -> int:
+        """A database outage as PostgreSQL shows it to clients: new connections refused
+        (``ALLOW_CONNECTIONS false``), every open one terminated. Returns how many."""
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{self.db_name}" ALLOW_CONNECTIONS false')
+            row = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", [self.db_name]
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def database_up(self) -> None:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{self.db_name}" ALLOW_CONNECTIONS true')
 
     def pause_relays(self) -> None:
         for name, proc in self.procs.items():
