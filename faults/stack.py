@@ -148,12 +148,6 @@ class Stack:
             **extra_env,
         )
 
-    def signal_all(self, prefix: str, sig: int) -> None:
-        """Send ``sig`` (e.g. SIGSTOP, SIGCONT) to every process whose name starts with ``prefix``."""
-        for name, proc in self.procs.items():
-            if name.startswith(prefix):
-                proc.send_signal(sig)
-
     def database_down(self) -> int:
         """A database outage as PostgreSQL shows it to clients: new connections refused
         (``ALLOW_CONNECTIONS false``), every open one terminated. Returns how many."""
