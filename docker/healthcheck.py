@@ -60,7 +60,9 @@ def check_consumer(service: str | None = None) -> str:
 
     from events import aws
 
-    service = service or settings.LEAGUE_SERVICE
+    if not service and len(settings.ACTIVE_SERVICES) != 1:
+        raise RuntimeError(f"name the consumer's service: LEAGUE_SERVICE={settings.LEAGUE_SERVICE} runs several")
+    service = service or settings.ACTIVE_SERVICES[0]
     connection.ensure_connection()
     aws.client("sqs").get_queue_url(QueueName=aws.queue_name(service))
     return f"database and queue {aws.queue_name(service)} reachable"

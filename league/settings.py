@@ -57,15 +57,20 @@ else:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # --------------------------------------------------------------------------------------
-# Service selection: the same code runs as a monolith ("all") or as one service.
+# Service selection: the same code runs as a monolith ("all"), as one service, or as a
+# list of them ("teams,fixtures": a monolith that one service has left, see split_service).
 # --------------------------------------------------------------------------------------
 SERVICES = ("teams", "transfers", "fixtures")
-LEAGUE_SERVICE = env.str("LEAGUE_SERVICE", default="all")
-if LEAGUE_SERVICE != "all" and LEAGUE_SERVICE not in SERVICES:
+_league_service = env.str("LEAGUE_SERVICE", default="all").strip() or "all"
+_chosen = [s.strip() for s in _league_service.split(",") if s.strip()]
+if _league_service != "all" and (not _chosen or set(_chosen) - set(SERVICES)):
     raise ImproperlyConfigured(
-        f"LEAGUE_SERVICE={LEAGUE_SERVICE!r} is not known. Use one of: all, {', '.join(SERVICES)}."
+        f"LEAGUE_SERVICE={_league_service!r} is not known. Use all, or one or more of "
+        f"{', '.join(SERVICES)} separated by commas (e.g. teams,fixtures)."
     )
-ACTIVE_SERVICES = SERVICES if LEAGUE_SERVICE == "all" else (LEAGUE_SERVICE,)
+# In the services' own order, each once; all three is the monolith.
+ACTIVE_SERVICES = SERVICES if _league_service == "all" else tuple(s for s in SERVICES if s in _chosen)
+LEAGUE_SERVICE = "all" if ACTIVE_SERVICES == SERVICES else ",".join(ACTIVE_SERVICES)
 
 INSTALLED_APPS = [
     # Django's admin with the event-bus page added (events/admin_site.py).
@@ -311,7 +316,7 @@ TRACE_FETCH_TIMEOUT = env.float("TRACE_FETCH_TIMEOUT", default=3.0)
 # --------------------------------------------------------------------------------------
 OTEL_EXPORTER_OTLP_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
 OTEL_SERVICE_NAME = env.str(
-    "OTEL_SERVICE_NAME", default="league" if LEAGUE_SERVICE == "all" else f"league-{LEAGUE_SERVICE}"
+    "OTEL_SERVICE_NAME", default="league" if LEAGUE_SERVICE == "all" else "league-" + "+".join(ACTIVE_SERVICES)
 )
 
 # --------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ class Command(BaseCommand):
     help = "Consume a service's SQS queue and run its event handlers."
 
     def add_arguments(self, parser):
-        parser.add_argument("--service", help="Service whose queue to read (default: LEAGUE_SERVICE).")
+        parser.add_argument("--service", help="Service whose queue to read (default: LEAGUE_SERVICE when it names one service).")
         parser.add_argument("--drain", action="store_true", help="Process until the queue is empty, then exit 0.")
         parser.add_argument("--wait", type=int, default=None, help="Long-poll seconds (default CONSUMER_WAIT_SECONDS).")
         parser.add_argument("--no-startup", action="store_true", help="Skip startup hooks (e.g. the replica sync).")
@@ -28,7 +28,8 @@ class Command(BaseCommand):
     def handle(
         self, *args, service: str | None, drain: bool, wait: int | None, no_startup: bool, broadcast: bool, **options
     ):
-        service = service or (settings.LEAGUE_SERVICE if settings.LEAGUE_SERVICE != "all" else None)
+        # One service here (LEAGUE_SERVICE=teams): its queue. Several: say which.
+        service = service or (settings.ACTIVE_SERVICES[0] if len(settings.ACTIVE_SERVICES) == 1 else None)
         consuming = topology.consuming_services()
         if broadcast:
             consuming = sorted({h.service for h in registry.handlers(broadcast=True)})
