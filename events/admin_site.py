@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.urls import path, reverse
 
 BUS_PAGE_NAME = "Event bus overview"
+TRACE_PAGE_NAME = "Event trace"
 
 
 class LeagueAdminSite(admin.AdminSite):
@@ -33,7 +34,7 @@ class LeagueAdminSite(admin.AdminSite):
         ] + super().get_urls()
 
     def get_app_list(self, request: HttpRequest, app_label: str | None = None) -> list[dict[str, Any]]:
-        """The bus page appears as a row of the "Event bus" app, on the index and in the
+        """The bus page and the trace search appear as rows of the "Event bus" app, on the index and in the
         sidebar, for users who may view the outbox."""
         app_list = super().get_app_list(request, app_label)
         if not request.user.has_perm("events.view_outboxmessage"):
@@ -48,6 +49,18 @@ class LeagueAdminSite(admin.AdminSite):
                         "object_name": "EventBus",
                         "perms": {"view": True},
                         "admin_url": reverse("admin:events_bus", current_app=self.name),
+                        "add_url": None,
+                        "view_only": True,
+                    },
+                )
+                app["models"].insert(
+                    1,
+                    {
+                        "model": None,
+                        "name": TRACE_PAGE_NAME,
+                        "object_name": "EventTrace",
+                        "perms": {"view": True},
+                        "admin_url": reverse("admin:events_trace_search", current_app=self.name),
                         "add_url": None,
                         "view_only": True,
                     },

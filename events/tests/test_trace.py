@@ -107,7 +107,9 @@ def test_the_admin_trace_page_and_the_links_to_it(transfer, admin_client):
     inbox_row = InboxMessage.objects.get(event_id=row.event_id)
     assert link in admin_client.get(f"/admin/events/inboxmessage/{inbox_row.pk}/change/").content.decode()
 
-    # The search box redirects to the trace; a bad id is a 400 with a message, not a 500.
+    # The admin index lists the trace page; its search box redirects to the trace; a bad id is a 400 with a message, not a 500.
+    assert 'href="/admin/events/trace/">Event trace</a>' in admin_client.get("/admin/").content.decode()
+    assert admin_client.get("/admin/events/trace/").status_code == 200
     assert admin_client.get("/admin/events/trace/", {"id": RID})["Location"] == f"/admin/events/trace/{RID}/"
     bad = admin_client.get("/admin/events/trace/", {"id": "no spaces/or slashes"})
     assert bad.status_code == 400 and b"1-128 letters" in bad.content
