@@ -47,7 +47,7 @@ def _parent(carrier: dict[str, Any]) -> Any:
 @contextlib.contextmanager
 def publishing(event_type: str, subject: str) -> Iterator[dict[str, str]]:
     """Around ``events.publish``: a PRODUCER span; yields the envelope's tracing attributes
-    (``traceparent``/``tracestate``, or nothing when no span is recorded)."""
+    (``traceparent``/``tracestate``, or nothing without an SDK)."""
     with _tracer().start_as_current_span(
         f"publish {event_type}",
         kind=SpanKind.PRODUCER,
@@ -60,7 +60,9 @@ def publishing(event_type: str, subject: str) -> Iterator[dict[str, str]]:
         },
     ) as span:
         carrier: dict[str, str] = {}
-        if span.is_recording():
+        # A valid context even when not sampled: the flag travels, so a sampler that follows
+        # the parent decides the same way for every hop of the request.
+        if span.get_span_context().is_valid:
             _propagator.inject(carrier)
         yield carrier
 

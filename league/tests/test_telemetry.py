@@ -267,3 +267,22 @@ def test_across_processes_the_relay_and_each_consumer_export_into_the_requests_t
     assert in_trace["handle transfer.requested"].parent_span_id == publish.context.span_id.to_bytes(8, "big")
     assert in_trace["handle player.transferred"].parent_span_id == in_trace["publish player.transferred"].span_id
     assert {service for service, _ in exported} == {"league"}
+
+
+def test_a_request_sampled_out_still_passes_its_decision_on(db):
+    """With a sampler that drops the request, the envelope still carries the context (flag
+    not sampled), so the consumers' parent-based sampler drops their hops too."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    saved = _install(provider)
+    try:
+        with transaction.atomic():
+            row = events.publish("team.created", subject=9, data={"id": 9, "name": "Ajax"})
+    finally:
+        _restore(saved)
+    flags = int(row.envelope["traceparent"].rsplit("-", 1)[1], 16)
+    assert flags & 1 == 0  # a valid context whose sampled flag is off
+    assert exporter.get_finished_spans() == ()
