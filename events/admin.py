@@ -81,8 +81,8 @@ def _search_ids(queryset: QuerySet, search_term: str) -> QuerySet:
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(TraceLinkMixin, ReadOnlyAdmin):
-    list_display = ("type", "subject", "sequence", "state", "attempts", "created_at", "published_at")
-    list_filter = ("state", "type")
+    list_display = ("type", "subject", "sequence", "state", "failure", "attempts", "created_at", "published_at")
+    list_filter = ("state", "failure", "type")
     search_fields = ("subject",)
     search_help_text = "Subject, event id or correlation id."
     date_hierarchy = "created_at"
@@ -95,7 +95,9 @@ class OutboxMessageAdmin(TraceLinkMixin, ReadOnlyAdmin):
         "aggregate_key",
         "sequence",
         "state",
+        "failure",
         "attempts",
+        "retrying_since",
         "last_error",
         "created_at",
         "published_at",

@@ -23,10 +23,26 @@ _lock = threading.Lock()
 _topic_arns: dict[str, str] = {}
 
 
-def _client_kwargs() -> dict[str, Any]:
+def bounded_config(budget: float) -> Config:
+    """Timeouts and attempts such that one call, retries and their back-off included, ends
+    within ``budget`` seconds (standard retry mode sleeps at most 1, 2, 4 ... s between
+    attempts; SNS sends no retry-after header)."""
+    attempts = 1 if budget < 6 else 2 if budget < 20 else 3
+    per_attempt = (budget - (2 ** (attempts - 1) - 1)) / attempts
+    connect = min(2.0, per_attempt / 4)
+    return Config(
+        retries={"total_max_attempts": attempts, "mode": "standard"},
+        connect_timeout=connect,
+        read_timeout=per_attempt - connect,
+    )
+
+
+def _client_kwargs(budget: float | None = None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "region_name": settings.AWS_REGION,
-        "config": Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+        "config": bounded_config(budget)
+        if budget is not None
+        else Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
     }
     if settings.AWS_ENDPOINT_URL:
         kwargs["endpoint_url"] = settings.AWS_ENDPOINT_URL
@@ -37,15 +53,16 @@ def _client_kwargs() -> dict[str, Any]:
     return kwargs
 
 
-def client(service: str) -> Any:
+def client(service: str, *, budget: float | None = None) -> Any:
     """A boto3 client for ``sns`` or ``sqs``, one per thread (clients are thread-safe,
-    but sessions are not) and per endpoint."""
-    key = (service, settings.AWS_ENDPOINT_URL, settings.AWS_REGION)
+    but sessions are not) and per endpoint. With ``budget``, every call of the client
+    (retries included) gives up within that many seconds (``bounded_config``)."""
+    key = (service, settings.AWS_ENDPOINT_URL, settings.AWS_REGION, budget)
     cache = getattr(_local, "clients", None)
     if cache is None:
         cache = _local.clients = {}
     if key not in cache:
-        cache[key] = boto3.session.Session().client(service, **_client_kwargs())
+        cache[key] = boto3.session.Session().client(service, **_client_kwargs(budget))
     return cache[key]
 
 
@@ -74,10 +91,10 @@ def queue_name(service: str, *, dlq: bool = False, instance: str | None = None) 
     return f"{name}.fifo" if fifo() else name
 
 
-def list_topic_arns() -> dict[str, str]:
+def list_topic_arns(sns: Any = None) -> dict[str, str]:
     """Every topic on the account, by exact name."""
     arns: dict[str, str] = {}
-    for page in client("sns").get_paginator("list_topics").paginate():
+    for page in (sns or client("sns")).get_paginator("list_topics").paginate():
         for topic in page.get("Topics", []):
             arn = topic["TopicArn"]
             arns[arn.rsplit(":", 1)[-1]] = arn
@@ -88,15 +105,16 @@ class TopicMissing(LookupError):
     pass
 
 
-def topic_arn(event_type: str) -> str:
-    """The ARN of ``event_type``'s topic, resolved by exact name once per process."""
+def topic_arn(event_type: str, sns: Any = None) -> str:
+    """The ARN of ``event_type``'s topic, resolved by exact name once per process
+    (with ``sns``, the client to list the topics with)."""
     name = topic_name(event_type)
     arn = _topic_arns.get(name)
     if arn:
         return arn
     with _lock:
         if name not in _topic_arns:
-            _topic_arns.update(list_topic_arns())
+            _topic_arns.update(list_topic_arns(sns))
         if name not in _topic_arns:
             raise TopicMissing(f"SNS topic {name!r} does not exist. Run `manage.py setup_bus`.")
         return _topic_arns[name]

@@ -43,7 +43,7 @@ OUTBOX_PUBLISHED = Counter("league_outbox_published_total", "Outbox rows the rel
 OUTBOX_RETRIED = Counter(
     "league_outbox_publish_retries_total", "Failed publish attempts that will be retried.", ["type"]
 )
-OUTBOX_FAILED = Counter("league_outbox_failed_total", "Outbox rows marked failed after OUTBOX_MAX_ATTEMPTS.", ["type"])
+OUTBOX_FAILED = Counter("league_outbox_failed_total", "Outbox rows marked failed (an error retrying cannot fix, or past OUTBOX_RETRY_FOR_SECONDS).", ["type"])
 RELAY_BATCH_SECONDS = Histogram(
     "league_relay_batch_duration_seconds",
     "One relay batch: claim, publish, record.",

@@ -20,6 +20,17 @@ class OutboxState(models.TextChoices):
     FAILED = "failed", "failed"
 
 
+class OutboxFailure(models.TextChoices):
+    """Why a row is ``failed``: only errors that retrying cannot fix, or transient errors
+    that lasted longer than ``OUTBOX_RETRY_FOR_SECONDS``."""
+
+    TOPIC_MISSING = "topic_missing", "topic missing (run setup_bus)"
+    ACCESS_DENIED = "access_denied", "access denied (check the IAM policy)"
+    TOO_LARGE = "too_large", "message too large for SNS"
+    REJECTED = "rejected", "rejected by SNS (a bad request)"
+    GAVE_UP = "gave_up", "transient errors for longer than OUTBOX_RETRY_FOR_SECONDS"
+
+
 class OutboxMessage(models.Model):
     event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     type = models.CharField(max_length=100, db_index=True)
@@ -44,6 +55,11 @@ class OutboxMessage(models.Model):
     causation_id = models.CharField(max_length=64, blank=True)
     request = models.CharField(max_length=300, blank=True, help_text="The HTTP request that wrote the event.")
     request_at = models.DateTimeField(null=True, blank=True, help_text="When that request arrived.")
+    # Set with state ``failed``: which kind of error it was (empty otherwise).
+    failure = models.CharField(max_length=20, choices=OutboxFailure.choices, blank=True)
+    # When the current run of transient errors began: they are retried until
+    # ``OUTBOX_RETRY_FOR_SECONDS`` after it.
+    retrying_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

@@ -6,12 +6,24 @@ Promises:
   consumers' inbox absorbs the duplicate.
 - One relay per row in normal operation: rows are claimed in a short transaction
   (``SELECT ... FOR UPDATE SKIP LOCKED`` on Postgres; an IMMEDIATE transaction on SQLite)
-  that sets a lease; any number of relays may run at once. No transaction is open
-  across a network call.
+  that sets a lease and this claim's ``claim_token``; any number of relays may run at once.
+  No transaction is open across a network call.
+- An outcome belongs to its claim: marking a row published, counting a failed attempt,
+  backing off or failing it are each one UPDATE ``WHERE claim_token = <ours> AND state =
+  'pending'``. A relay that stalled past its lease and lost its rows to another relay
+  changes nothing when it wakes up (its late outcome is dropped and logged).
+- A claim is not outlived by its own calls: every SNS call (retries and their back-off
+  included) gives up within half the lease, and the lease is renewed before each
+  ``PublishBatch`` once a third of it has passed; rows whose lease was lost are not sent.
 - Per-subject order: a row is not claimed while an older row of the same aggregate is
   unpublished (pending, leased or failed). Consumers also get a ``sequence``.
-- Failures back off exponentially with jitter, capped; after ``OUTBOX_MAX_ATTEMPTS`` a row
-  is ``failed`` (shown in the admin, requeued by an action or ``manage.py requeue_outbox``).
+- Transient errors (network, timeouts, throttling, 5xx, anything unrecognised) back off
+  exponentially with jitter up to ``OUTBOX_BACKOFF_MAX_SECONDS`` and are retried for
+  ``OUTBOX_RETRY_FOR_SECONDS`` (a day by default) from the first of them. Errors that
+  retrying cannot fix (topic missing, access denied, message too large, another request
+  SNS rejects as the sender's fault) mark the row ``failed`` at once, and ``failure`` says
+  which. A failed row is shown in the admin and ``bus_status`` and requeued by an action
+  or ``manage.py requeue_outbox``.
 """
 
 from __future__ import annotations
@@ -27,13 +39,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
+from botocore.exceptions import ClientError
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from . import aws, metrics, telemetry
-from .models import OutboxMessage, OutboxState
+from .models import OutboxFailure, OutboxMessage, OutboxState
 
 log = logging.getLogger("events.relay")
 
@@ -45,16 +58,35 @@ class Publisher(Protocol):
         """Publish rows of one type; return per row pk its SNS message id or the error."""
 
 
+def call_budget() -> float:
+    """Seconds one SNS call may take, retries included: half the lease. A ``PublishBatch``
+    starts with at least two thirds of the lease left (``Lease.keep``), so a call that
+    hangs gives up while the rows are still this relay's."""
+    return settings.OUTBOX_LEASE_SECONDS / 2
+
+
+class EntryFailed(Exception):
+    """One entry of a ``PublishBatch`` that SNS refused (its ``Failed`` list)."""
+
+    def __init__(self, code: str, message: str, sender_fault: bool) -> None:
+        super().__init__(f"{code}: {message}".strip())
+        self.code, self.message, self.sender_fault = code, message, sender_fault
+
+
 class SnsPublisher:
-    """``PublishBatch`` to the type's topic, 10 entries a call, per-entry results."""
+    """``PublishBatch`` to the type's topic, 10 entries a call, per-entry results. Its
+    client gives up on a call within ``call_budget()``."""
 
     def publish(self, event_type: str, rows: Sequence[OutboxMessage]) -> dict[int, str | Exception]:
-        results: dict[int, str | Exception] = {}
+        sns = aws.client("sns", budget=call_budget())
         try:
-            arn = aws.topic_arn(event_type)
+            arn = aws.topic_arn(event_type, sns)
         except Exception as exc:
             return {row.pk: exc for row in rows}
-        sns = aws.client("sns")
+        return self._publish_chunks(sns, arn, rows)
+
+    def _publish_chunks(self, sns: Any, arn: str, rows: Sequence[OutboxMessage]) -> dict[int, str | Exception]:
+        results: dict[int, str | Exception] = {}
         for start in range(0, len(rows), SNS_BATCH):
             chunk = rows[start : start + SNS_BATCH]
             entries = [self._entry(row) for row in chunk]
@@ -66,7 +98,9 @@ class SnsPublisher:
             for ok in response.get("Successful", []):
                 results[int(ok["Id"])] = ok["MessageId"]
             for bad in response.get("Failed", []):
-                results[int(bad["Id"])] = RuntimeError(f"{bad.get('Code')}: {bad.get('Message', '')}".strip())
+                results[int(bad["Id"])] = EntryFailed(
+                    str(bad.get("Code", "")), str(bad.get("Message", "")), bool(bad.get("SenderFault", True))
+                )
         return results
 
     @staticmethod
@@ -98,12 +132,14 @@ class RelayResult:
     retried: int = 0
     failed: int = 0
     batches: int = 0
+    lost: int = 0  # rows whose outcome was dropped: another relay had claimed them meanwhile
     errors: list[str] = field(default_factory=list)
 
     def __iadd__(self, other: RelayResult) -> RelayResult:
         self.published += other.published
         self.retried += other.retried
         self.failed += other.failed
+        self.lost += other.lost
         self.batches += other.batches
         self.errors.extend(other.errors)
         return self
@@ -130,7 +166,9 @@ def claim(limit: int, *, token: uuid.UUID | None = None) -> list[OutboxMessage]:
         qs = due_queryset(now)
         if connection.features.has_select_for_update_skip_locked:
             qs = qs.select_for_update(skip_locked=True)
-        rows = list(qs.only("id", "event_id", "type", "aggregate_key", "envelope", "attempts")[:limit])
+        rows = list(
+            qs.only("id", "event_id", "type", "aggregate_key", "envelope", "attempts", "retrying_since")[:limit]
+        )
         if rows:
             OutboxMessage.objects.filter(pk__in=[r.pk for r in rows]).update(
                 claimed_until=now + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS), claim_token=token
@@ -167,52 +205,160 @@ class Lease:
 def backoff(attempts: int) -> float:
     """Seconds before the next try: exponential from the base, capped, with full jitter
     on the upper half so that many failed rows do not retry in lockstep."""
-    delay = min(settings.OUTBOX_BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0), settings.OUTBOX_BACKOFF_MAX_SECONDS)
+    exponent = min(max(attempts - 1, 0), 40)  # past the cap anyway; keeps the float finite
+    delay = min(settings.OUTBOX_BACKOFF_BASE_SECONDS * 2**exponent, settings.OUTBOX_BACKOFF_MAX_SECONDS)
     return delay * random.uniform(0.5, 1.0)
 
 
-def _mark(rows: Iterable[OutboxMessage], results: dict[int, str | Exception]) -> RelayResult:
+@dataclass(frozen=True)
+class Verdict:
+    """What a publish error means: ``transient`` (retry with back-off), or a ``failure``
+    that retrying cannot fix."""
+
+    transient: bool
+    failure: str = ""
+
+
+TRANSIENT = Verdict(True)
+_THROTTLING = {
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "KMSThrottling",
+    "KMSThrottlingException",
+}
+_NOT_FOUND = {"NotFound", "NotFoundException", "ResourceNotFoundException"}
+_ACCESS = {
+    "AuthorizationError",
+    "AuthorizationErrorException",
+    "AccessDenied",
+    "AccessDeniedException",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "InvalidSecurity",
+    "InvalidSecurityException",
+    "KMSAccessDenied",
+    "KMSAccessDeniedException",
+    "KMSDisabled",
+    "KMSDisabledException",
+}
+_TOO_LARGE = {"BatchRequestTooLong", "BatchRequestTooLongException", "RequestEntityTooLarge"}
+
+
+def classify(error: BaseException) -> Verdict:
+    """Transient: network errors, timeouts, throttling, 5xx, and anything not recognised
+    (retrying costs little; giving up blocks the subject until a person acts). Permanent:
+    the topic is missing, access is denied, the message is too large, or SNS rejected the
+    request as the sender's fault."""
+    if isinstance(error, aws.TopicMissing):
+        return Verdict(False, OutboxFailure.TOPIC_MISSING)
+    if isinstance(error, EntryFailed):
+        if not error.sender_fault:
+            return TRANSIENT
+        code, message, status = error.code, error.message, 400
+    elif isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        message = str(error.response.get("Error", {}).get("Message", ""))
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    else:
+        return TRANSIENT
+    if code in _THROTTLING or status >= 500 or status == 429:
+        return TRANSIENT
+    if code in _NOT_FOUND:
+        return Verdict(False, OutboxFailure.TOPIC_MISSING)
+    if code in _ACCESS or status == 403:
+        return Verdict(False, OutboxFailure.ACCESS_DENIED)
+    if code in _TOO_LARGE or "too long" in message.lower() or "too large" in message.lower():
+        return Verdict(False, OutboxFailure.TOO_LARGE)
+    if 400 <= status < 500:
+        return Verdict(False, OutboxFailure.REJECTED)
+    return TRANSIENT
+
+
+def _record_failure(row: OutboxMessage, error: Exception, now: Any) -> None:
+    """Decide, in memory, what a failed attempt does to ``row``: back off, or fail."""
+    row.attempts += 1
+    row.last_error = f"{type(error).__name__}: {error}"[:2000]
+    row.retrying_since = row.retrying_since or now
+    verdict = classify(error)
+    window = timedelta(seconds=settings.OUTBOX_RETRY_FOR_SECONDS)
+    if verdict.transient and now - row.retrying_since < window:
+        row.next_attempt_at = now + timedelta(seconds=backoff(row.attempts))
+        log.warning("outbox row %s (%s) attempt %s failed: %s", row.pk, row.type, row.attempts, row.last_error)
+        return
+    row.state = OutboxState.FAILED
+    row.failure = verdict.failure or OutboxFailure.GAVE_UP
+    log.error(
+        "outbox row %s (%s) failed (%s) after %s attempt(s): %s. Fix the cause, then requeue it "
+        "(admin or `manage.py requeue_outbox`).",
+        row.pk,
+        row.type,
+        row.get_failure_display(),
+        row.attempts,
+        row.last_error,
+    )
+
+
+def _mark(rows: Iterable[OutboxMessage], results: dict[int, str | Exception], token: uuid.UUID) -> RelayResult:
+    """Record each row's outcome, each write conditional on this relay's claim."""
     now = timezone.now()
     outcome = RelayResult(batches=1)
-    published, retry = [], []
+    published, failed_attempts = [], []
     for row in rows:
         result = results.get(row.pk, RuntimeError("no result from publisher"))
-        row.claimed_until = None
         if isinstance(result, str):
-            row.state = OutboxState.PUBLISHED
-            row.published_at = now
             row.sns_message_id = result
             published.append(row)
         else:
-            row.attempts += 1
-            row.last_error = f"{type(result).__name__}: {result}"[:2000]
-            if row.attempts >= settings.OUTBOX_MAX_ATTEMPTS:
-                row.state = OutboxState.FAILED
-                outcome.failed += 1
-                log.error(
-                    "outbox row %s (%s) failed for good after %s attempts: %s",
-                    row.pk,
-                    row.type,
-                    row.attempts,
-                    row.last_error,
-                )
-            else:
-                row.next_attempt_at = now + timedelta(seconds=backoff(row.attempts))
-                outcome.retried += 1
-                log.warning("outbox row %s (%s) attempt %s failed: %s", row.pk, row.type, row.attempts, row.last_error)
-            outcome.errors.append(row.last_error)
-            retry.append(row)
+            _record_failure(row, result, now)
+            failed_attempts.append(row)
     with transaction.atomic():
         _relaxed_commit()
-        if published:
-            _mark_published(published, now)
-        if retry:
-            OutboxMessage.objects.bulk_update(
-                retry, ["state", "attempts", "last_error", "next_attempt_at", "claimed_until"]
-            )
-    metrics.outbox_marked(published, retry)
-    outcome.published = len(published)
+        marked = _mark_published(published, now, token) if published else set()
+        recorded = {row.pk for row in failed_attempts if _mark_failed_attempt(row, token)}
+    kept = [row for row in published if row.pk in marked]
+    kept_failed = [row for row in failed_attempts if row.pk in recorded]
+    lost = [row.pk for row in [*published, *failed_attempts] if row.pk not in marked and row.pk not in recorded]
+    if lost:
+        log.warning(
+            "relay dropped the outcome of %s row(s) %s: another relay claimed them meanwhile (lease ran out)",
+            len(lost),
+            lost[:20],
+        )
+    metrics.outbox_marked(kept, kept_failed)
+    outcome.published = len(kept)
+    outcome.failed = sum(1 for row in kept_failed if row.state == OutboxState.FAILED)
+    outcome.retried = len(kept_failed) - outcome.failed
+    outcome.lost = len(lost)
+    outcome.errors = [row.last_error for row in kept_failed]
     return outcome
+
+
+def _claimed(token: uuid.UUID) -> Any:
+    """Rows still held by the claim ``token``: the condition of every outcome write."""
+    return OutboxMessage.objects.filter(claim_token=token, state=OutboxState.PENDING)
+
+
+def _mark_failed_attempt(row: OutboxMessage, token: uuid.UUID) -> bool:
+    return (
+        _claimed(token)
+        .filter(pk=row.pk)
+        .update(
+            state=row.state,
+            failure=row.failure,
+            attempts=row.attempts,
+            last_error=row.last_error,
+            next_attempt_at=row.next_attempt_at,
+            retrying_since=row.retrying_since,
+            claimed_until=None,
+        )
+        == 1
+    )
 
 
 def _relaxed_commit() -> None:
@@ -226,23 +372,28 @@ def _relaxed_commit() -> None:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
-def _mark_published(rows: Sequence[OutboxMessage], now: Any) -> None:
-    """One UPDATE for the batch, the message ids in a plain ``CASE``. (``bulk_update``
-    builds a ``Case(When(...))`` per row and field and resolves each in Python: ~180 ms for
-    100 rows, 90% of the relay's time with no I/O; the SQL itself takes ~2 ms.)"""
+def _mark_published(rows: Sequence[OutboxMessage], now: Any, token: uuid.UUID) -> set[int]:
+    """One UPDATE for the batch, the message ids in a plain ``CASE``, only of rows this
+    claim still holds; returns their ids. (``bulk_update`` builds a ``Case(When(...))`` per
+    row and field and resolves each in Python: ~180 ms for 100 rows, 90% of the relay's
+    time with no I/O; the SQL itself takes ~2 ms.)"""
     table = connection.ops.quote_name(OutboxMessage._meta.db_table)
     whens = " ".join(["WHEN %s THEN %s"] * len(rows))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET state = %s, published_at = %s, claimed_until = NULL, "
-            f"sns_message_id = CASE id {whens} END WHERE id IN ({', '.join(['%s'] * len(rows))})",
+            f"UPDATE {table} SET state = %s, published_at = %s, claimed_until = NULL, retrying_since = NULL, "
+            f"sns_message_id = CASE id {whens} END "
+            f"WHERE id IN ({', '.join(['%s'] * len(rows))}) AND claim_token = %s AND state = %s RETURNING id",
             [
                 OutboxState.PUBLISHED,
                 connection.ops.adapt_datetimefield_value(now),
                 *[p for row in rows for p in (row.pk, row.sns_message_id)],
                 *[row.pk for row in rows],
+                OutboxMessage._meta.get_field("claim_token").get_db_prep_value(token, connection),
+                OutboxState.PENDING,
             ],
         )
+        return {pk for (pk,) in cursor.fetchall()}
 
 
 @metrics.timed_relay_batch
@@ -265,7 +416,7 @@ def relay_once(publisher: Publisher | None = None, *, batch_size: int | None = N
             if chunk:
                 results.update(publisher.publish(event_type, chunk))
                 sent.extend(chunk)
-    return _mark(sent, results)
+    return _mark(sent, results, token)
 
 
 def relay(
@@ -291,7 +442,7 @@ def relay(
 def requeue(queryset: Any) -> int:
     """Put failed rows back to pending, due now."""
     return queryset.filter(state=OutboxState.FAILED).update(
-        state=OutboxState.PENDING, attempts=0, next_attempt_at=None, claimed_until=None
+        state=OutboxState.PENDING, attempts=0, next_attempt_at=None, claimed_until=None, failure="", retrying_since=None
     )
 
 

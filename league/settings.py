@@ -232,10 +232,11 @@ AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="http://127.0.0.1:5005")
 AWS_REGION = env.str("AWS_REGION", default="eu-west-1")
 BUS_PREFIX = env.str("BUS_PREFIX", default="leaguemanager")
 BUS_SOURCE_PREFIX = "/league"
-# Relay: rows per claim, lease on a claimed row, back-off and the failure bound.
+# Relay: rows per claim, lease on a claimed row (every SNS call gives up within half of
+# it), back-off, and how long transient errors are retried before a row is failed.
 OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=100)
 OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=30)
-OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
+OUTBOX_RETRY_FOR_SECONDS = env.int("OUTBOX_RETRY_FOR_SECONDS", default=24 * 3600)
 OUTBOX_BACKOFF_BASE_SECONDS = env.float("OUTBOX_BACKOFF_BASE_SECONDS", default=1.0)
 OUTBOX_BACKOFF_MAX_SECONDS = env.float("OUTBOX_BACKOFF_MAX_SECONDS", default=3600.0)
 OUTBOX_RETENTION = timedelta(days=env.int("OUTBOX_RETENTION_DAYS", default=7))

@@ -84,16 +84,18 @@ def test_relay_counts_failures(bus, settings):
     from events import relay
 
     class Refusing:
-        def publish(self, event_type, rows):
-            return {row.pk: RuntimeError("throttled") for row in rows}
+        def __init__(self, error):
+            self.error = error
 
-    settings.OUTBOX_MAX_ATTEMPTS = 2
+        def publish(self, event_type, rows):
+            return {row.pk: self.error for row in rows}
+
     retried = value("league_outbox_publish_retries_total", type="team.created")
     failed = value("league_outbox_failed_total", type="team.created")
     row = _publish(1)
-    relay.relay_once(Refusing())
+    relay.relay_once(Refusing(RuntimeError("throttled")))  # transient: retried
     OutboxMessage.objects.filter(pk=row.pk).update(next_attempt_at=None)
-    relay.relay_once(Refusing())
+    relay.relay_once(Refusing(relay.EntryFailed("InvalidParameter", "Message too long", True)))  # failed
 
     assert value("league_outbox_publish_retries_total", type="team.created") == retried + 1
     assert value("league_outbox_failed_total", type="team.created") == failed + 1

@@ -78,20 +78,26 @@ def test_unhandled_type_is_acknowledged(probe_bus, recorder):
 
 
 def test_publish_failure_backs_off_then_fails_for_good(probe_bus, settings):
-    settings.OUTBOX_MAX_ATTEMPTS = 2
-    settings.BUS_PREFIX = "nobus"  # topics of this prefix do not exist
-    aws.reset()
+    """A transient error backs off; a missing topic (retrying cannot fix it) fails the row
+    at once, saying so; requeue puts it back."""
     row = _create(1)
-    result = relay.relay()
+
+    class Unreachable:
+        def publish(self, event_type, rows):
+            return {r.pk: ConnectionError("SNS unreachable") for r in rows}
+
+    result = relay.relay(Unreachable())
     row.refresh_from_db()
     assert result.retried == 1 and row.state == OutboxState.PENDING and row.attempts == 1
-    assert "does not exist. Run `manage.py setup_bus`" in row.last_error
     assert row.next_attempt_at is not None
     assert relay.relay().published == 0  # not due yet: backing off
     OutboxMessage.objects.update(next_attempt_at=None)
+    settings.BUS_PREFIX = "nobus"  # topics of this prefix do not exist
+    aws.reset()
     relay.relay()
     row.refresh_from_db()
-    assert row.state == OutboxState.FAILED and row.attempts == 2
+    assert row.state == OutboxState.FAILED and row.attempts == 2 and row.failure == "topic_missing"
+    assert "does not exist. Run `manage.py setup_bus`" in row.last_error
     assert relay.requeue(OutboxMessage.objects.all()) == 1
     row.refresh_from_db()
     assert row.state == OutboxState.PENDING and row.attempts == 0
@@ -165,7 +171,9 @@ def test_a_failed_entry_of_a_batch_is_retried_alone(probe_bus):
 def test_topic_arns_are_listed_once_per_process(probe_bus):
     calls = []
     aws.reset()
-    aws.client("sns").meta.events.register("before-call.sns.ListTopics", lambda **kw: calls.append(1))
+    aws.client("sns", budget=relay.call_budget()).meta.events.register(
+        "before-call.sns.ListTopics", lambda **kw: calls.append(1)
+    )
     for i in range(1, 4):
         _create(i)
         relay.relay()
