@@ -69,7 +69,9 @@ def replay_queryset(
     until: datetime | None = None,
 ) -> Any:
     types = registry.subscriptions(service)
-    qs = OutboxMessage.objects.filter(type__in=types).order_by("id")
+    # Published rows only: a pending or failed row may have an older unpublished row of
+    # its subject, and sending it would break the per-subject order the relay keeps.
+    qs = OutboxMessage.objects.filter(type__in=types, state=OutboxState.PUBLISHED).order_by("id")
     if event_type:
         qs = qs.filter(type=event_type)
     if subject:
@@ -122,20 +124,28 @@ def outbox_status() -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows)]
 
 
+MISSING_QUEUE = "queue missing: run setup_bus"
+MISSING_DLQ = "DLQ missing: run setup_bus"
+
+
 def queue_status() -> list[dict[str, Any]]:
-    """Per service queue: visible, in flight, and DLQ depth (None where a queue is missing)."""
+    """Per service queue: visible, in flight, and DLQ depth (None where a queue is
+    missing), and ``state``: "ok", or which queue is missing and what to do."""
     out = []
     for spec in topology.queue_specs():
-        row: dict[str, Any] = {"queue": spec.name, "visible": None, "in_flight": None, "dlq": None}
+        row: dict[str, Any] = {"queue": spec.name, "visible": None, "in_flight": None, "dlq": None, "state": "ok"}
         try:
             attrs = aws.queue_attributes(
                 aws.queue_url(spec.name), "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"
             )
             row["visible"] = int(attrs["ApproximateNumberOfMessages"])
             row["in_flight"] = int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        except aws.QueueMissing:
+            row["state"] = MISSING_QUEUE
+        try:
             dlq = aws.queue_attributes(aws.queue_url(spec.dlq_name), "ApproximateNumberOfMessages")
             row["dlq"] = int(dlq["ApproximateNumberOfMessages"])
         except aws.QueueMissing:
-            pass
+            row["state"] = MISSING_QUEUE if row["state"] != "ok" else MISSING_DLQ
         out.append(row)
     return out

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
-from . import aws, catalogue, registry
+from . import aws, catalogue, registry, retention
 
 
 @dataclass
@@ -70,7 +70,7 @@ def _queue_attrs(*, queue_arn: str, dlq_arn: str, topic_arns: list[str]) -> dict
     attrs = {
         "VisibilityTimeout": str(settings.CONSUMER_VISIBILITY_TIMEOUT),
         "ReceiveMessageWaitTimeSeconds": str(min(settings.CONSUMER_WAIT_SECONDS, 20)),
-        "MessageRetentionPeriod": str(14 * 24 * 3600),
+        "MessageRetentionPeriod": str(retention.queue_retention()),
         "RedrivePolicy": json.dumps(
             {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.CONSUMER_MAX_RECEIVE_COUNT)}
         ),
@@ -155,9 +155,10 @@ def ensure_subscriptions(q_arn: str, wanted: dict[str, str], all_topics: dict[st
 def ensure(services: list[str] | None = None) -> Report:
     """Create or update topics, queues, DLQs, policies and subscriptions. Idempotent."""
     report = Report()
+    dlq_attrs = {"MessageRetentionPeriod": str(retention.dlq_retention())}  # validated before any change
     topics = ensure_topics()
     for spec in queue_specs(services):
-        dlq_url, created = _ensure_queue(spec.dlq_name, {"MessageRetentionPeriod": str(14 * 24 * 3600)})
+        dlq_url, created = _ensure_queue(spec.dlq_name, dlq_attrs)
         if created:
             report.created.append(spec.dlq_name)
         dlq_arn = queue_arn(dlq_url)
@@ -200,11 +201,14 @@ def check_queue(spec: QueueSpec, topics: dict[str, str]) -> list[str]:
     except aws.QueueMissing:
         return [f"queue {spec.name} is missing"]
     try:
-        dlq_arn = queue_arn(aws.queue_url(spec.dlq_name))
+        dlq_attrs = aws.queue_attributes(aws.queue_url(spec.dlq_name), "QueueArn", "MessageRetentionPeriod")
+        dlq_arn = dlq_attrs["QueueArn"]
+        drift += _retention_drift(spec.dlq_name, dlq_attrs, retention.dlq_retention())
     except aws.QueueMissing:
         drift.append(f"dead-letter queue {spec.dlq_name} is missing")
         dlq_arn = None
     attrs = aws.queue_attributes(url, "All")
+    drift += _retention_drift(spec.name, attrs, retention.queue_retention())
     q_arn = attrs["QueueArn"]
     redrive = json.loads(attrs.get("RedrivePolicy") or "{}")
     if not redrive:
@@ -238,3 +242,8 @@ def check_queue(spec: QueueSpec, topics: dict[str, str]) -> list[str]:
         if any(s["Endpoint"] == q_arn for s in subscriptions_of(t_arn)):
             drift.append(f"queue {spec.name} is subscribed to {aws.topic_name(event_type)}, which it does not handle")
     return drift
+
+
+def _retention_drift(name: str, attrs: dict[str, str], wanted: int) -> list[str]:
+    have = int(attrs.get("MessageRetentionPeriod") or 0)
+    return [] if have == wanted else [f"queue {name} retention is {have} s, not {wanted} s"]

@@ -1,6 +1,7 @@
 """The Celery app. Beat runs the outbox relay every second as the sweeper for anything
-the on-commit kick missed, purges published rows past their retention, and (where the
-transfers service is installed) runs the transfer saga's clock every 5 seconds."""
+the on-commit kick missed, hourly purges published outbox rows past their retention and
+inbox rows past the redelivery horizon (events/retention.py), and (where the transfers
+service is installed) runs the transfer saga's clock every 5 seconds."""
 
 import os
 from datetime import timedelta
@@ -35,6 +36,10 @@ def _schedule(sender: Celery, **_: object) -> None:
         },
         "purge-outbox": {
             "task": "events.purge_outbox",
+            "schedule": timedelta(hours=1),
+        },
+        "purge-inbox": {
+            "task": "events.purge_inbox",
             "schedule": timedelta(hours=1),
         },
     }

@@ -240,6 +240,9 @@ OUTBOX_RETRY_FOR_SECONDS = env.int("OUTBOX_RETRY_FOR_SECONDS", default=24 * 3600
 OUTBOX_BACKOFF_BASE_SECONDS = env.float("OUTBOX_BACKOFF_BASE_SECONDS", default=1.0)
 OUTBOX_BACKOFF_MAX_SECONDS = env.float("OUTBOX_BACKOFF_MAX_SECONDS", default=3600.0)
 OUTBOX_RETENTION = timedelta(days=env.int("OUTBOX_RETENTION_DAYS", default=7))
+# Inbox rows are kept at least as long as a message can come back (events/retention.py:
+# max(DLQ, outbox retention) + queue retention = 18 days by default); this may ask longer.
+INBOX_RETENTION = timedelta(days=env.int("INBOX_RETENTION_DAYS", default=21))
 # Kick the relay through Celery after each commit that wrote an outbox row.
 OUTBOX_KICK = env.bool("OUTBOX_KICK", default=True)
 # Consumers.
@@ -257,6 +260,10 @@ EVENTS_HANDLER_MODULES = env.list("EVENTS_HANDLER_MODULES", default=[])
 # `manage.py reap_queues` treats an instance as dead.
 BROADCAST_HEARTBEAT_SECONDS = env.int("BROADCAST_HEARTBEAT_SECONDS", default=30)
 BROADCAST_REAP_AFTER_SECONDS = env.int("BROADCAST_REAP_AFTER_SECONDS", default=300)
+# Queue retention: source queues 4 days, their DLQs longer (14 days, the SQS maximum),
+# since a dead-lettered message keeps its first enqueue time.
+BUS_QUEUE_RETENTION_SECONDS = env.int("BUS_QUEUE_RETENTION_SECONDS", default=4 * 24 * 3600)
+BUS_DLQ_RETENTION_SECONDS = env.int("BUS_DLQ_RETENTION_SECONDS", default=14 * 24 * 3600)
 # FIFO topics and queues (MessageGroupId = aggregate, MessageDeduplicationId = event id).
 BUS_FIFO = env.bool("BUS_FIFO", default=False)
 

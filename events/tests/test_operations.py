@@ -186,7 +186,7 @@ def test_bus_status_prints_tables(bus, capsys):
     line = next(line for line in out.splitlines() if line.startswith("team.created"))
     assert line.split()[1:4] == ["0", "1", "1"]
     q = next(line for line in out.splitlines() if line.startswith("leaguemanager-transfers "))
-    assert q.split()[1:] == ["2", "0", "0"]
+    assert q.split()[1:] == ["2", "0", "0", "ok"]
 
 
 def test_requeue_outbox_command(bus, capsys):

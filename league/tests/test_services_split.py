@@ -213,12 +213,12 @@ def test_installs_registers_and_consumes_only_its_own_app(booted, service):
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_beat_relays_the_services_own_outbox(booted, service):
-    """The schedule runs the relay and purge of whichever outbox the process's DATABASE_URL
-    holds (plus the transfer saga's clock where transfers is installed), and every task
-    exists in that service's worker."""
+    """The schedule runs the relay and the purges of whichever outbox and inbox the
+    process's DATABASE_URL holds (plus the transfer saga's clock where transfers is
+    installed), and every task exists in that service's worker."""
     facts = booted[service].facts
     clock = ["transfers.expire_transfers"] if service == "transfers" else []
-    assert facts["beat"] == ["events.purge_outbox", "events.relay_outbox", *clock]
+    assert facts["beat"] == ["events.purge_inbox", "events.purge_outbox", "events.relay_outbox", *clock]
     assert set(facts["beat"]) <= set(facts["tasks"])
 
 

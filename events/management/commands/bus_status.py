@@ -25,7 +25,7 @@ class Command(BaseCommand):
             return
         self.stdout.write(
             render(
-                ["queue", "visible", "in flight", "DLQ"],
-                [[q["queue"], q["visible"], q["in_flight"], q["dlq"]] for q in queues],
+                ["queue", "visible", "in flight", "DLQ", "state"],
+                [[q["queue"], q["visible"], q["in_flight"], q["dlq"], q["state"]] for q in queues],
             )
         )

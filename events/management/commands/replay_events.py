@@ -18,7 +18,10 @@ def _when(value: str | None, flag: str) -> datetime | None:
 
 
 class Command(BaseCommand):
-    help = "Re-deliver stored outbox events to one service's queue (not through SNS); consumers deduplicate."
+    help = (
+        "Re-deliver stored, published outbox events to one service's queue (not through SNS); consumers "
+        "deduplicate. Pending and failed rows are never replayed: the relay publishes them in subject order."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--service", required=True)

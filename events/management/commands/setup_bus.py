@@ -1,3 +1,4 @@
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from events import topology
@@ -25,6 +26,8 @@ class Command(BaseCommand):
             report = topology.ensure(service)
         except CommandError:
             raise
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
         except Exception as exc:
             raise CommandError(f"Could not reach SNS/SQS ({exc}). Is AWS_ENDPOINT_URL right and moto running?") from exc
         for name in report.created:
