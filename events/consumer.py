@@ -301,6 +301,7 @@ class Consumer:
         self._instance_queue: broadcasting.InstanceQueue | None = None
         self.heartbeat = Heartbeat(self)
         self.database = DatabaseGate(self)
+        self._receive_trouble: str | None = None  # "missing" / "unreachable" while receives fail
 
     # ----------------------------------------------------------------- setup
     @property
@@ -421,10 +422,11 @@ class Consumer:
             return 0
         try:
             messages = self.receive(self.wait_seconds if wait_seconds is None else wait_seconds)
-        except Exception as exc:  # SQS unreachable: back off and keep going
-            log.warning("consumer %s: receive failed (%s); retrying", self.service, exc)
+        except Exception as exc:  # SQS unreachable or the queue gone: back off and keep going
+            self._receive_failed(exc)
             self.stop.wait(2)
             return 0
+        self._receive_recovered()
         if messages:
             self.stats.received += len(messages)
             self.heartbeat.hold(messages)
@@ -433,6 +435,31 @@ class Consumer:
             finally:
                 self.heartbeat.drop(messages)  # anything still held waits out its visibility
         return len(messages)
+
+    def _receive_failed(self, exc: Exception) -> None:
+        """Log once per state change, not every 2 s. A missing queue (e.g. an emulator
+        restarted empty) is waited for: its URL is resolved again on the next receive, so
+        the consumer resumes by itself once ``setup_bus`` has recreated it."""
+        missing = _queue_missing(exc)
+        if missing:
+            self._queue_url = self._dlq_url = None
+        state = "missing" if missing else "unreachable"
+        if state == self._receive_trouble:
+            return
+        self._receive_trouble = state
+        if missing:
+            log.error(
+                "consumer %s: queue %s does not exist; waiting for it (run `manage.py setup_bus`)",
+                self.service,
+                self.queue_name,
+            )
+        else:
+            log.warning("consumer %s: receive failed (%s); retrying every 2 s", self.service, exc)
+
+    def _receive_recovered(self) -> None:
+        if self._receive_trouble is not None:
+            log.warning("consumer %s: queue %s answers again; consuming", self.service, self.queue_name)
+            self._receive_trouble = None
 
     def process(self, messages: list[dict[str, Any]]) -> None:
         """Sort a receive out without the database, then run the handlers of what is left
@@ -820,6 +847,13 @@ def _stamp_received(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for message in messages:
         message[RECEIVED_AT] = now
     return messages
+
+
+def _queue_missing(exc: Exception) -> bool:
+    if isinstance(exc, ConsumerConfigError | aws.QueueMissing):
+        return True
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    return code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 
 
 def _close_old_connections() -> None:

@@ -142,3 +142,31 @@ def test_bus_status_names_a_missing_queue(bus, capsys):
     assert "queue missing: run setup_bus" in line
     fixtures = next(line for line in out.splitlines() if line.startswith("leaguemanager-fixtures "))
     assert fixtures.split()[1:4] == ["0", "0", "0"]
+
+
+def test_a_consumer_waits_for_its_missing_queue_logs_once_and_resumes_by_itself(probe_bus, recorder, caplog):
+    """moto restarted empty: the queue is gone until setup_bus recreates it. The consumer
+    says so once (not every 2 s), and handles events again as soon as the queue is back."""
+    import logging
+
+    from events.consumer import Consumer
+
+    consumer = Consumer("probe", wait_seconds=0, check_topology=False)
+    consumer.stop.wait = lambda timeout=None: False  # no back-off sleeps in the test
+    assert consumer.poll(wait_seconds=0) == 0
+    sqs = aws.client("sqs")
+    sqs.delete_queue(QueueUrl=aws.queue_url(aws.queue_name("probe")))
+    with caplog.at_level(logging.WARNING, logger="events.consumer"):
+        for _ in range(3):
+            assert consumer.poll(wait_seconds=0) == 0
+    missing = [r for r in caplog.records if "does not exist; waiting for it" in r.getMessage()]
+    assert len(missing) == 1, [r.getMessage() for r in caplog.records]
+    assert len(caplog.records) == 1
+    topology.ensure(["probe"])  # what runstack does after restarting moto
+    _create(7)
+    probe_bus.relay()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="events.consumer"):
+        assert consumer.poll(wait_seconds=0) == 1
+    assert [e.subject for e in recorder.seen] == ["7"]
+    assert any("answers again" in r.getMessage() for r in caplog.records)

@@ -167,6 +167,27 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
             time.sleep(0.2)
         descendants |= children_of(proc.pid)
 
+        # moto killed -9 comes back empty: runstack restarts it and restores the bus, the
+        # consumers find their queues again, /readyz recovers; nobody acts.
+        moto_pid = int(out.wait_for(r"started\s+moto \(pid (\d+)\)", timeout=5, proc=proc).group(1))
+        os.kill(moto_pid, signal.SIGKILL)
+        killed = time.monotonic()
+        response = requests.post(
+            f"{base}/api/teams/",
+            json={"name": "Moto Wanderers"},
+            headers={"Authorization": f"Token {token}"},
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        out.wait_for(r"restored\s+the bus on the restarted moto", timeout=30, proc=proc)
+        while "Moto Wanderers" not in replica_names(f"{base}/api/transfers/teams/?limit=100"):
+            assert time.monotonic() - killed < 30, "events did not flow again within 30 s of moto's death\n" + out.tail()
+            time.sleep(0.2)
+        while requests.get(f"{base}/readyz", timeout=10).status_code != 200:
+            assert time.monotonic() - killed < 30, "/readyz did not recover\n" + out.tail()
+            time.sleep(0.2)
+        descendants |= children_of(proc.pid)
+
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0, out.tail()
     finally:

@@ -5,8 +5,11 @@ LocalStack with ``--emulator localstack``, installed into its own environment on
 a Celery broker on the filesystem. With ``DATABASE_URL``, ``CELERY_BROKER_URL`` or
 ``AWS_ENDPOINT_URL`` set it uses those instead. It migrates, sets up the bus, makes sure
 an admin exists, then supervises: Celery worker and beat, one consumer per service and
-the web server (gunicorn). Ctrl-C (or SIGTERM) stops everything cleanly and exits 0; if a
-child dies on its own, everything is stopped and the exit code is 1.
+the web server (gunicorn). A child that dies is restarted (at most 5 times a minute). The
+embedded emulator keeps the bus in memory, so a restarted one comes back empty: runstack
+pauses the Celery worker (the relay), runs ``setup_bus`` again, and resumes it, and the
+consumers find their queues again by themselves. Ctrl-C (or SIGTERM) stops everything
+cleanly and exits 0; a child that keeps dying stops everything with exit code 1.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class Command(BaseCommand):
     ):
         self.stop = threading.Event()
         self.children: list[Child] = []
+        self.emulator: tuple[str, str] | None = None  # (kind, endpoint) of the emulator runstack started
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop.set())
         base_url = f"http://{host}:{port}"
@@ -94,6 +98,7 @@ class Command(BaseCommand):
                     emulators.wait_ready(emulator, endpoint, timeout=90)
                 except emulators.EmulatorError as exc:
                     raise CommandError(f"{exc}: see {settings.DATA_DIR / f'{emulator}.log'}") from exc
+                self.emulator = (emulator, endpoint)
                 env["AWS_ENDPOINT_URL"] = endpoint
                 settings.AWS_ENDPOINT_URL = endpoint
             self.say(
@@ -207,9 +212,36 @@ class Command(BaseCommand):
                             "stopped the stack."
                         )
                     self.say(f"restarted {child.name}: it exited with code {child.proc.returncode}")
-                    child.proc = self._popen(child)
+                    if self.emulator and child.name == self.emulator[0]:
+                        self.restart_emulator(child)
+                    else:
+                        child.proc = self._popen(child)
         self.say("stopping ...")
         return None
+
+    def restart_emulator(self, child: Child) -> None:
+        """Start the emulator again and restore the bus on it before the relay publishes: SNS drops
+        what reaches a topic without subscriptions, and a row whose topic is missing is
+        failed. The worker (the relay) is paused meanwhile; consumers wait for their queues."""
+        from events import aws
+
+        paused = [c for c in self.children if c.name == "worker" and c.proc and c.proc.poll() is None]
+        for worker in paused:
+            worker.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert self.emulator is not None
+            kind, endpoint = self.emulator
+            child.proc = self._popen(child)
+            emulators.wait_ready(kind, endpoint, timeout=90, proc=child.proc)
+            aws.reset()
+            call_command("setup_bus", verbosity=0, stdout=open(os.devnull, "w"))
+            self.say(f"restored  the bus on the restarted {kind} (setup_bus)")
+        except Exception as exc:  # the stack keeps running; a person can finish the job
+            self.say(f"could not restore the bus on {child.name} ({exc}); run `manage.py setup_bus`")
+        finally:
+            for worker in paused:
+                if worker.proc and worker.proc.poll() is None:
+                    worker.proc.send_signal(signal.SIGCONT)
 
     def shutdown(self) -> None:
         for child in reversed(self.children):
