@@ -190,7 +190,7 @@ class Lease:
     def keep(self, chunk: Sequence[OutboxMessage]) -> list[OutboxMessage]:
         seconds = settings.OUTBOX_LEASE_SECONDS
         if time.monotonic() - self.renewed_at > seconds / 3:
-            mine = OutboxMessage.objects.filter(pk__in=self.owned, claim_token=self.token, state=OutboxState.PENDING)
+            mine = _claimed(self.token).filter(pk__in=self.owned)
             renewed = mine.update(claimed_until=timezone.now() + timedelta(seconds=seconds))
             if renewed < len(self.owned):
                 self.owned = set(mine.values_list("pk", flat=True))

@@ -48,6 +48,8 @@ class Plan:
     hot_events: int = 600
     hot_teams: int = 6
     hot_consumers: int = 4
+    stall_events: int = 300
+    runstack_events: int = 100
     drain_timeout: float = 240
 
     @classmethod
@@ -67,6 +69,8 @@ class Plan:
             db_outage_seconds=20,
             db_outage_events=40,
             hot_events=120,
+            stall_events=100,
+            runstack_events=30,
             drain_timeout=240,
         )
 
@@ -694,6 +698,131 @@ class Suite:
 
         return no_failed_handling
 
+    def relay_stall(self, row: Row):
+        """One PublishBatch held by a proxy longer than the lease, in front of a second
+        relay: its client must give up while the rows are still its own, so that no other
+        relay publishes them meanwhile and the late call never reaches SNS; the rows are
+        retried (a transient error), never failed, and published once."""
+        from events.models import OutboxMessage
+
+        from .proxy import DelayingProxy
+
+        lease = int(self.stack.env["OUTBOX_LEASE_SECONDS"])
+        hold = lease + 3
+        proxy = DelayingProxy(self.stack.moto_url).start()
+        self.stack.start_relay("relay-stalled", AWS_ENDPOINT_URL=proxy.url)
+        try:
+            proxy.hold_next_publish(hold)
+            written = 0
+            while written < self.plan.stall_events or (not proxy.held_rows and written < 10 * self.plan.stall_events):
+                self.writer.write(10)
+                written += 10
+            if not proxy.held_rows:
+                row.problems.append("the stalled relay made no PublishBatch call to hold")
+                return None
+            if not proxy.done.wait(hold + 30):
+                row.problems.append("the held PublishBatch never ended")
+            held = list(
+                OutboxMessage.objects.filter(pk__in=proxy.held_rows).values_list("state", "failure", "attempts")
+            )
+        finally:
+            self.stack.stop("relay-stalled")
+            proxy.close()
+        row.faults = f"1 PublishBatch of {len(proxy.held_rows)} rows held {hold} s (lease {lease} s): {proxy.outcome}"
+        if proxy.outcome == "forwarded late":
+            row.problems.append(
+                "the held PublishBatch reached SNS after its lease ran out: its rows were published twice"
+            )
+        failed = [h for h in held if h[0] == "failed"]
+        if failed:
+            row.problems.append(f"{len(failed)} held rows marked failed: {failed[:3]}")
+        return None
+
+    def runstack_moto_kill(self, row: Row):
+        """`manage.py runstack` (its own moto_server, gunicorn, Celery worker + beat, a
+        consumer per service) on the suite's database, the suite's relays and consumers
+        paused meanwhile. Drain, kill -9 its moto (it comes back empty), write at once:
+        events must flow again within 30 s with nobody acting."""
+        import re
+        import signal
+        import subprocess
+
+        from events.netutil import free_port, wait_for_http
+
+        from .stack import BASE_DIR
+
+        lo = self.last_outbox_id()
+        self.wait_drained(lo, time.monotonic())
+        paused = self.stack.pause(("relay", "consume-"))
+        port, moto_port = free_port(), free_port()
+        env = {k: v for k, v in self.stack.env.items() if k != "AWS_ENDPOINT_URL"}
+        env.update(DATA_DIR=str(self.stack.run_dir / "runstack"), OUTBOX_KICK="true")
+        log_path = self.stack.run_dir / "runstack.log"
+        log = open(log_path, "w")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(BASE_DIR / "manage.py"),
+                "runstack",
+                "--port",
+                str(port),
+                "--moto-port",
+                str(moto_port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            cwd=BASE_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.stack._started.append(proc)  # stopped by Stack.close() if this scenario breaks
+        saved_base = self.writer.base
+        try:
+            # Up, and each consumer past its startup hooks (the transfers replica's snapshot
+            # sync), which print "consuming <queue>" when done.
+            deadline = time.monotonic() + 180
+            while not (
+                "Ctrl-C stops everything" in log_path.read_text()
+                and all(f"consuming faults-{s} " in log_path.read_text() for s in CONSUMED)
+            ):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"runstack did not come up: {log_path.read_text()[-2000:]}")
+                time.sleep(0.5)
+            wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=30)
+            moto_pid = int(re.search(r"started\s+moto \(pid (\d+)\)", log_path.read_text()).group(1))
+            self.writer.base = f"http://127.0.0.1:{port}/api"
+            lo = self.last_outbox_id()
+            self.writer.write(self.plan.runstack_events // 2)
+            _, _, problems = self.wait_drained(lo, time.monotonic())
+            if problems:
+                row.problems += [f"before the kill: {p}" for p in problems]
+                return None
+            os.kill(moto_pid, signal.SIGKILL)
+            killed = time.monotonic()
+            lo = self.last_outbox_id()
+            self.writer.write(self.plan.runstack_events - self.plan.runstack_events // 2)
+            verdict, _, problems = self.wait_drained(lo, killed)
+            flowed = time.monotonic() - killed
+            row.faults = f"kill -9 of runstack's moto; events flowed again, all handled {flowed:.1f} s after the kill"
+            if problems or verdict.lost:
+                row.problems += problems or [f"{verdict.lost} lost"]
+            elif flowed > 30:
+                row.problems.append(f"events took {flowed:.1f} s to flow again (limit 30 s)")
+            if "restored  the bus" not in log_path.read_text():
+                row.problems.append("runstack did not restore the bus")
+        finally:
+            self.writer.base = saved_base
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+            log.close()
+            self.stack.resume(paused)
+        return None
+
     # -------------------------------------------------------------- report
     HEADER = (
         f"{'scenario':<16} {'events':>6} {'lost':>5} {'twice':>5} {'redeliv.':>8} "
@@ -782,6 +911,8 @@ def main(argv: list[str] | None = None) -> int:
             ("db outage", suite.db_outage),
             ("hot rows", suite.hot_rows),
             ("poison+garbage", suite.poison),
+            ("relay stalled", suite.relay_stall),
+            ("runstack moto -9", suite.runstack_moto_kill),
         ]
         for name, body in scenarios:
             if not args.only or any(o in name for o in args.only):

@@ -138,8 +138,10 @@ class Stack:
         self.spawn("web", [exe, "league.wsgi", "-b", f"127.0.0.1:{self.web_port}", "-w", "2", "--timeout", "60"])
         wait_for_http(f"{self.web_url}/healthz", timeout=60)
 
-    def start_relay(self, name: str = "relay") -> subprocess.Popen:
-        return self.spawn(name, [sys.executable, str(BASE_DIR / "manage.py"), "relay_outbox", "--interval", "0.2"])
+    def start_relay(self, name: str = "relay", **extra_env: str) -> subprocess.Popen:
+        return self.spawn(
+            name, [sys.executable, str(BASE_DIR / "manage.py"), "relay_outbox", "--interval", "0.2"], **extra_env
+        )
 
     def start_consumer(self, service: str, name: str | None = None, **extra_env: str) -> subprocess.Popen:
         return self.spawn(
@@ -171,6 +173,18 @@ class Stack:
         for name, proc in self.procs.items():
             if name.startswith("relay"):
                 proc.send_signal(signal.SIGCONT)
+
+    def pause(self, prefixes: tuple[str, ...]) -> list[subprocess.Popen]:
+        """SIGSTOP every process whose name starts with one of ``prefixes``."""
+        paused = [proc for name, proc in self.procs.items() if name.startswith(prefixes)]
+        for proc in paused:
+            proc.send_signal(signal.SIGSTOP)
+        return paused
+
+    @staticmethod
+    def resume(paused: list[subprocess.Popen]) -> None:
+        for proc in paused:
+            proc.send_signal(signal.SIGCONT)
 
     def wait_ready(self, name: str, text: str, timeout: float = 60) -> None:
         """Wait until process ``name`` wrote ``text`` to its log (e.g. a consumer's
