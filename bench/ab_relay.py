@@ -30,8 +30,11 @@ def main() -> None:
 
         real_mark, real_relaxed = relay._mark_published, relay._relaxed_commit
 
-        def old_mark(rows, now):
+        def old_mark(rows, now, token):
+            for row in rows:
+                row.state, row.published_at, row.claimed_until = "published", now, None
             OutboxMessage.objects.bulk_update(rows, ["state", "published_at", "sns_message_id", "claimed_until"])
+            return {row.pk for row in rows}
 
         variants = {
             "before (bulk_update, sync commit)": (old_mark, lambda: None),
