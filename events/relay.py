@@ -289,10 +289,15 @@ def _record_failure(row: OutboxMessage, error: Exception, now: Any) -> None:
     window = timedelta(seconds=settings.OUTBOX_RETRY_FOR_SECONDS)
     if verdict.transient and now - row.retrying_since < window:
         row.next_attempt_at = now + timedelta(seconds=backoff(row.attempts))
+    else:
+        row.state = OutboxState.FAILED
+        row.failure = verdict.failure or OutboxFailure.GAVE_UP
+
+
+def _log_failure(row: OutboxMessage) -> None:
+    if row.state != OutboxState.FAILED:
         log.warning("outbox row %s (%s) attempt %s failed: %s", row.pk, row.type, row.attempts, row.last_error)
         return
-    row.state = OutboxState.FAILED
-    row.failure = verdict.failure or OutboxFailure.GAVE_UP
     log.error(
         "outbox row %s (%s) failed (%s) after %s attempt(s): %s. Fix the cause, then requeue it "
         "(admin or `manage.py requeue_outbox`).",
@@ -323,6 +328,8 @@ def _mark(rows: Iterable[OutboxMessage], results: dict[int, str | Exception], to
         recorded = {row.pk for row in failed_attempts if _mark_failed_attempt(row, token)}
     kept = [row for row in published if row.pk in marked]
     kept_failed = [row for row in failed_attempts if row.pk in recorded]
+    for row in kept_failed:
+        _log_failure(row)
     lost = [row.pk for row in [*published, *failed_attempts] if row.pk not in marked and row.pk not in recorded]
     if lost:
         log.warning(
