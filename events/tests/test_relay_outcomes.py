@@ -120,7 +120,7 @@ def test_a_hanging_sns_call_gives_up_well_inside_the_lease(aws_mock, db, setting
         s.close()
     listener.close()
     assert not worker.is_alive(), f"one PublishBatch outlived the {lease} s lease"
-    assert elapsed < lease / 2 + 0.5, elapsed
+    assert elapsed < lease * 0.8, elapsed  # ~lease / 2 on a quiet machine; old code: 3 x 30 s
     assert relay.classify(out[row.pk]).transient
 
 
