@@ -6,7 +6,7 @@
     python docker/healthcheck.py consumer [NAME]   # consumer: database and its SQS queue answer
 
 Exit 0 when healthy, 1 otherwise, with one line saying why. HEALTHCHECK_PORT (default
-8000) is the web port; only the smoke script, which runs several webs on one host, sets it.
+8000) is the web port, for a host that runs several webs side by side.
 """
 
 from __future__ import annotations
