@@ -1,10 +1,10 @@
 #!/bin/sh
-# First start (empty PGDATA): initdb with POSTGRES_USER/POSTGRES_PASSWORD, create
+# First start of the server (command `postgres`, empty PGDATA): initdb with POSTGRES_USER/POSTGRES_PASSWORD, create
 # POSTGRES_DB, run /docker-entrypoint-initdb.d/*.sql and *.sh on a server that listens on
 # the Unix socket only, stop it. Every start: exec the server, listening on all addresses,
 # password (scram) required over TCP.
 set -eu
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
+if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set on the first start}"
     user="${POSTGRES_USER:-postgres}"
     db="${POSTGRES_DB:-$user}"
