@@ -236,8 +236,14 @@ class Engine:
 
 
 def _rules(dump: str) -> list[str]:
-    """iptables-save output without comments and counters, for comparison."""
-    return [re.sub(r"\[\d+:\d+\]", "", line) for line in dump.splitlines() if line and not line.startswith("#")]
+    """What iptables-save says that matters: rules, custom chains, and built-in chains
+    whose policy is not ACCEPT (an empty table with ACCEPT policies changes nothing)."""
+    builtin = re.compile(r"^:(INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) ACCEPT ")
+    return [
+        re.sub(r"\[\d+:\d+\]", "", line)
+        for line in dump.splitlines()
+        if line.startswith("-A ") or (line.startswith(":") and not builtin.match(line))
+    ]
 
 
 # ----------------------------------------------------------------------------- compose
