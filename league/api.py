@@ -45,7 +45,7 @@ from django.core.exceptions import (
 )
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
-from rest_framework import exceptions, parsers, renderers
+from rest_framework import exceptions, parsers, renderers, serializers
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.utils import json as drf_json
@@ -307,3 +307,16 @@ def pagination_parameters() -> list[dict[str, Any]]:
             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
         },
     ]
+
+
+# --------------------------------------------------------------------------------------
+# Fields
+# --------------------------------------------------------------------------------------
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans (DRF's turns ``0`` into ``"0"``), so
+    that a body the schema calls invalid is refused."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)

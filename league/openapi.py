@@ -9,7 +9,8 @@ operation an ``application/problem+json`` ``Problem``, examples included (a view
 ``e400={"fee": [...]}`` becomes the problem document the API would answer), plus a
 ``default`` response for the errors any operation can meet (404 for an unknown URL, 405,
 406, 413, 415, 429, 500). It also adds the OpenAPI links between operations (create ->
-read, update, delete), which clients and the stateful fuzzer follow.
+read, update, delete), which clients and the stateful fuzzer follow, and documents request
+bodies as JSON only.
 """
 
 from __future__ import annotations
@@ -162,6 +163,11 @@ LINKS: dict[tuple[str, str], dict[str, tuple[str, dict[str, str]]]] = {
     },
     ("transfers_request", "201"): {
         "GetTransfer": ("transfers_retrieve", {"id": "$response.body#/id"}),
+        "CancelTransfer": ("transfers_cancel", {"id": "$response.body#/id"}),
+    },
+    ("seasons_fixtures_list", "200"): {
+        "GetFixture": ("fixtures_retrieve", {"fixture_id": "$response.body#/results/0/id"}),
+        "RecordResult": ("fixtures_record_result", {"fixture_id": "$response.body#/results/0/id"}),
     },
     ("seasons_schedule", "201"): {
         "GetSeason": ("seasons_retrieve", {"season_id": "$response.body#/id"}),
@@ -197,6 +203,11 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
         for method, op in item.items():
             if not isinstance(op, dict) or "responses" not in op:
                 continue
+            # The API is JSON: the form encodings DRF also parses (for the browsable API)
+            # cannot carry nulls, lists of objects or types, so they are not documented.
+            content = op.get("requestBody", {}).get("content", {})
+            if "application/json" in content:
+                op["requestBody"]["content"] = {"application/json": content["application/json"]}
             for code, response in op["responses"].items():
                 if code != "default" and int(code) < 400:
                     continue

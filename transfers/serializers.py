@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from league.api import StrictCharField
+
 from .models import PlayerReplica, TeamReplica, Transfer
 
 
@@ -68,6 +70,6 @@ class TransferRequestSerializer(serializers.Serializer):
 class TransferCancelSerializer(serializers.Serializer):
     """Input of POST /api/transfers/{id}/cancel/ (the body may be empty)."""
 
-    reason = serializers.CharField(
+    reason = StrictCharField(
         max_length=500, required=False, help_text="Why; recorded on the transfer (default: who cancelled it)."
     )

@@ -140,7 +140,8 @@ class TransferListCreateView(generics.ListCreateAPIView):
     permission_classes = [IsAuthenticatedOrReadOnly]
 
     def get_queryset(self):
-        filters = _Filters(data=self.request.query_params)
+        # A plain dict: as a QueryDict, an empty ?state= would count as absent.
+        filters = _Filters(data=self.request.query_params.dict())
         filters.is_valid(raise_exception=True)
         return selectors.transfer_list(**filters.validated_data)
 

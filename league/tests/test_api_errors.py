@@ -287,3 +287,32 @@ def test_a_deleted_replica_team_has_a_documented_nullable_deleted_at(api_client,
     assert row["deleted_at"] is None
     schema = client.get("/api/schema/?format=json").json()
     assert schema["components"]["schemas"]["FixturesTeamReplica"]["properties"]["deleted_at"].get("nullable") is True
+
+
+# --------------------------------------------------------------------------------------
+# Found by the fuzzer (league/tests/test_fuzz.py): what the schema calls invalid is refused
+# --------------------------------------------------------------------------------------
+def test_a_season_name_that_is_a_number_is_refused(auth_client):
+    body = assert_problem(auth_client.post("/api/seasons/", {"name": 0, "starts_on": "2026-08-08"}, format="json"), 400)
+    assert [e["pointer"] for e in body["errors"]] == ["/name"]
+
+
+def test_a_cancel_reason_that_is_a_number_is_refused(auth_client, user, settings):
+    from django.contrib.auth.models import Permission
+
+    from transfers.factories import TransferFactory
+
+    settings.OUTBOX_KICK = False
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="transfers"))
+    transfer = TransferFactory()
+    response = auth_client.post(f"/api/transfers/{transfer.pk}/cancel/", {"reason": 0}, format="json")
+    body = assert_problem(response, 400)
+    assert [e["pointer"] for e in body["errors"]] == ["/reason"]
+
+
+@pytest.mark.parametrize(
+    ("url", "parameter"), [("/api/transfers/?state=", "state"), ("/api/fixtures/teams/?deleted=", "deleted")]
+)
+def test_an_empty_filter_is_refused_not_ignored(api_client, url, parameter):
+    body = assert_problem(api_client.get(url), 400)
+    assert [e["parameter"] for e in body["errors"]] == [parameter]
