@@ -640,7 +640,10 @@ class Consumer:
             raise EnvelopeError(f"source {event.source!r} is not this bus's {expected!r} for {event.type}")
 
     def run_handler(self, h: registry.Handler, event: Event, message: dict[str, Any] | None = None) -> None:
-        with context.bound(correlation=event.correlationid, causation=event.id), telemetry.handling(self.service, h.name, event):
+        with (
+            context.bound(correlation=event.correlationid, causation=event.id),
+            telemetry.handling(self.service, h.name, event),
+        ):
             if h.broadcast:
                 h.func(event)
                 log.info("consumer %s: %s handled %s %s (broadcast)", self.service, h.name, event.type, event.id)
@@ -783,7 +786,9 @@ def _copyable_attributes(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _inbox_insert(event: Event, handler: str, *, service: str = "", message: dict[str, Any] | None = None) -> int | None:
+def _inbox_insert(
+    event: Event, handler: str, *, service: str = "", message: dict[str, Any] | None = None
+) -> int | None:
     """Insert the inbox row; None when (event, handler) is already there, else its id. One
     statement (``ON CONFLICT DO NOTHING``) instead of a savepoint around an insert that may
     fail. On Postgres a concurrent insert of the same key waits for the other transaction
@@ -865,21 +870,4 @@ def _close_old_connections() -> None:
         close_old_connections()
 
 
-def wait_for_database(stop: threading.Event, *, attempts: int = 30) -> bool:
-    """Block until the database answers (or ``stop``): a consumer started before its
-    database should wait, not crash-loop."""
-    from django.db import connection
-
-    for _ in range(attempts):
-        try:
-            connection.ensure_connection()
-            return True
-        except DatabaseError as exc:
-            log.warning("database not ready (%s); waiting", exc)
-            close_old_connections()
-            if stop.wait(2):
-                return False
-    return False
-
-
-__all__ = ["Consumer", "ConsumerConfigError", "Stats", "visibility_backoff", "wait_for_database"]
+__all__ = ["Consumer", "ConsumerConfigError", "DatabaseGate", "Stats", "visibility_backoff"]

@@ -628,6 +628,8 @@ class Suite:
         before = self.handled_by("faultprobe")
         for service in CONSUMED:
             self.stack.start_consumer(service, **eager)
+        for service in CONSUMED:
+            self.stack.wait_ready(f"consume-{service}", "consuming ")
         deadline = time.monotonic() + 10
         while self.handled_by("faultprobe") == before and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -202,6 +202,22 @@ def test_the_database_check_gates_the_receive_and_logs_once_per_state_change(pro
     assert len(recorder.seen) == 1
 
 
+def test_consume_started_during_an_outage_waits_for_the_database(probe_bus, recorder, settings, monkeypatch):
+    """A consumer process started while the database is away waits for it (it gave up
+    after 60 s and exited 1: the crash suite's db outage killed every restarted consumer)."""
+    from django.core.management import call_command
+
+    from events.consumer import DatabaseGate
+
+    settings.CONSUMER_DB_BACKOFF_MAX_SECONDS = 0.01
+    _create(1)
+    relay.relay()
+    answers = iter([False] * 40 + [True] * 1000)  # more checks than the old 30 attempts
+    monkeypatch.setattr(DatabaseGate, "answers", lambda self: next(answers))
+    call_command("consume", "--service", "probe", "--drain", "--wait", "0", "--no-startup")
+    assert [e.subject for e in recorder.seen] == ["1"]
+
+
 def test_a_stop_while_the_database_is_down_hands_the_batch_back_without_spending_a_receive(probe_bus, recorder):
     """Stopped while holding messages the database kept it from handling: they go back as
     copies with the original body and attributes (the original deleted), so the receive

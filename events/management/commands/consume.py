@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from events import registry, topology
-from events.consumer import Consumer, ConsumerConfigError, wait_for_database
+from events.consumer import Consumer, ConsumerConfigError
 
 log = logging.getLogger("events.consumer")
 
@@ -51,8 +51,11 @@ class Command(BaseCommand):
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
 
-        if not wait_for_database(stop):
-            raise CommandError("The database did not answer. Check DATABASE_URL.")
+        # A consumer started during a database outage waits for it (one log line when it is
+        # away, one when it is back), like a running one: no crash loop, no give-up.
+        if not broadcast and not consumer.database.wait_until_up():
+            self.stdout.write("stopped before the database answered")
+            return
         try:
             consumer.verify() if not broadcast else None
             if not no_startup and not broadcast:
