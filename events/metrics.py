@@ -2,7 +2,8 @@
 
 Two kinds:
 - **Gauges read from the database at scrape time** (``OutboxCollector``): pending rows,
-  the age of the oldest pending row, failed rows. They describe the whole outbox, so any
+  the age of the oldest pending row, failed rows; each event type has a sample, 0 when
+  it has no such row. They describe the whole outbox, so any
   web process answers the same, whichever process wrote the rows.
 - **Counters and histograms kept in the process** that does the work: the relay
   (published / retried / failed rows, batch duration) and the consumers (handled /
@@ -11,7 +12,8 @@ Two kinds:
   count in their own processes: without more, ``/metrics`` of a web process shows only
   what that process did. Set ``PROMETHEUS_MULTIPROC_DIR`` (the same empty directory for
   every process on the host, wiped at deploy) and prometheus-client writes each process's
-  values there and ``/metrics`` adds them up. Across hosts, scrape each host.
+  values there and ``/metrics`` adds them up (``runstack`` does this for its children).
+Across hosts, scrape each host.
 
 The recording functions never raise: a metric must not fail a relay batch or a handler.
 """
@@ -161,6 +163,7 @@ class OutboxCollector(Collector):
         from django.db.models import Count, Min
         from django.utils import timezone as dj_timezone
 
+        from . import catalogue
         from .models import OutboxMessage, OutboxState
 
         pending = GaugeMetricFamily("league_outbox_pending", "Outbox rows not yet published.", labels=["type"])
@@ -173,8 +176,18 @@ class OutboxCollector(Collector):
             .annotate(n=Count("id"))
             .order_by()
         )
+        # Every declared type has a sample, 0 when it has no such row: a series that
+        # appears only when something is wrong breaks alerts and graphs.
+        counts: dict[tuple[str, str], int] = {
+            (str(state), t): 0
+            for state in (OutboxState.PENDING, OutboxState.FAILED)
+            for t in catalogue.EVENT_TYPES
+            if not catalogue.EVENT_TYPES[t].retired
+        }
         for row in rows:
-            (pending if row["state"] == OutboxState.PENDING else failed).add_metric([row["type"]], row["n"])
+            counts[(row["state"], row["type"])] = row["n"]
+        for (state, event_type), n in sorted(counts.items()):
+            (pending if state == str(OutboxState.PENDING) else failed).add_metric([event_type], n)
         yield pending
         yield failed
         oldest = OutboxMessage.objects.filter(state=OutboxState.PENDING).aggregate(t=Min("created_at"))["t"]

@@ -1,6 +1,50 @@
+"""The ASGI entry point (``uvicorn league.asgi:application``): Django for HTTP, and the
+ASGI lifespan for what an installed app runs beside the web server for the life of the
+process.
+
+An app that needs that defines ``lifespan()`` on its ``AppConfig``: an async context
+manager entered at server start (before the first request) and left at shutdown (after
+the last). ``live`` uses it for its broadcast queue. The project finds them through the
+app registry, so it imports none of the apps (import-linter keeps ``league`` apart).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "league.settings")
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+log = logging.getLogger("league.asgi")
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    from django.apps import apps
+
+    async with contextlib.AsyncExitStack() as stack:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        try:
+            for config in apps.get_app_configs():
+                if callable(getattr(config, "lifespan", None)):
+                    await stack.enter_async_context(config.lifespan())
+        except Exception as exc:
+            log.exception("ASGI lifespan startup failed")
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        assert message["type"] == "lifespan.shutdown"
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+    else:
+        await django_application(scope, receive, send)

@@ -5,7 +5,8 @@ no server. Kombu's own ``filesystem`` transport creates a message file and then 
 it, while a worker may already have moved and read the empty file: the worker then dies
 on a JSON error (seen under load: ``seed_demo`` writing while the worker polls). This
 transport writes to a hidden temporary name and renames it into place, so a reader only
-ever sees whole messages. ``league/celery.py`` registers it for ``filesystem://``.
+ever sees whole messages, and it asks for no host name (kombu would warn about it in every
+command's output). ``league/celery.py`` registers it for ``filesystem://``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        # No default host: a folder has none, and with one kombu warns "No hostname was
+        # supplied. Reverting to default 'localhost'" into every command's output.
+        return {"port": self.default_port}
 
 
 def register() -> None:

@@ -89,6 +89,8 @@ INSTALLED_APPS = [
     # The project itself: `manage.py runstack` starts the whole system.
     "league",
     *ACTIVE_SERVICES,
+    # The league page at / and its live feed (live/views.py, live/feed.py).
+    "live",
 ]
 
 MIDDLEWARE = [
@@ -108,6 +110,8 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "league.urls"
 WSGI_APPLICATION = "league.wsgi.application"
+# The web server runs under ASGI (uvicorn): the live page's streams hold no worker each.
+ASGI_APPLICATION = "league.asgi.application"
 
 TEMPLATES = [
     {
@@ -264,6 +268,12 @@ BROADCAST_REAP_AFTER_SECONDS = env.int("BROADCAST_REAP_AFTER_SECONDS", default=3
 # since a dead-lettered message keeps its first enqueue time.
 BUS_QUEUE_RETENTION_SECONDS = env.int("BUS_QUEUE_RETENTION_SECONDS", default=4 * 24 * 3600)
 BUS_DLQ_RETENTION_SECONDS = env.int("BUS_DLQ_RETENTION_SECONDS", default=14 * 24 * 3600)
+# The league page's live feed (live/feed.py): each ASGI web process consumes its own
+# broadcast queue (long poll of this many seconds; also the most a clean stop waits for
+# it) and keeps each browser's stream open with a comment every LIVE_KEEPALIVE_SECONDS.
+LIVE_FEED = env.bool("LIVE_FEED", default=True)
+LIVE_FEED_WAIT_SECONDS = env.int("LIVE_FEED_WAIT_SECONDS", default=5)
+LIVE_KEEPALIVE_SECONDS = env.float("LIVE_KEEPALIVE_SECONDS", default=15.0)
 # FIFO topics and queues (MessageGroupId = aggregate, MessageDeduplicationId = event id).
 BUS_FIFO = env.bool("BUS_FIFO", default=False)
 

@@ -23,3 +23,6 @@ urlpatterns = [
 
 for _service in settings.ACTIVE_SERVICES:
     urlpatterns.append(path("api/", include(f"{_service}.urls")))
+
+# The league page at / (live/urls.py).
+urlpatterns.append(path("", include("live.urls")))

@@ -6,4 +6,5 @@ class TeamsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import handlers  # noqa: F401  (registers the consumers' handlers)
+        # Registers the consumers' handlers and what the service answers to the pages.
+        from . import handlers, queries  # noqa: F401

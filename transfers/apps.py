@@ -8,7 +8,8 @@ class TransfersConfig(AppConfig):
     def ready(self) -> None:
         from events.metrics import register_scrape_collector
 
-        from . import handlers  # noqa: F401  (registers the consumers' handlers)
+        # Registers the consumers' handlers and what the service answers to the pages.
+        from . import handlers, queries  # noqa: F401
         from .metrics import OverdueCollector
 
         register_scrape_collector(OverdueCollector())

@@ -54,6 +54,18 @@ def test_empty_outbox_has_no_age(client, db):
     assert scrape(client)[("league_outbox_oldest_pending_age_seconds", ())] == 0
 
 
+def test_gauges_have_a_sample_at_zero_for_every_type(client, db):
+    """An empty outbox is 0 pending and 0 failed for each event type, not no sample at all
+    (an alert on ``league_outbox_pending > 0`` needs the series to exist)."""
+    samples = scrape(client)
+    from events import catalogue
+
+    for event_type, declared in catalogue.EVENT_TYPES.items():
+        if not declared.retired:
+            assert samples[("league_outbox_pending", (("type", event_type),))] == 0
+            assert samples[("league_outbox_failed_rows", (("type", event_type),))] == 0
+
+
 def test_relay_and_consumer_count_what_they_do(client, bus):
     published = value("league_outbox_published_total", type="team.created")
     batches = value("league_relay_batch_duration_seconds_count")
@@ -77,7 +89,7 @@ def test_relay_and_consumer_count_what_they_do(client, bus):
     assert value("league_events_handled_total", service="transfers", type="team.created") == handled + 1
     assert value("league_event_handling_lag_seconds_count", service="transfers", type="team.created") == lag + 1
     assert value("league_events_duplicate_total", service="transfers", type="team.created") == dupes + 1
-    assert ("league_outbox_pending", (("type", "team.created"),)) not in samples  # nothing pending
+    assert samples[("league_outbox_pending", (("type", "team.created"),))] == 0  # nothing pending
 
 
 def test_relay_counts_failures(bus, settings):

@@ -19,6 +19,7 @@ from django.conf import settings
 
 from events import emulators
 from events.netutil import free_port
+from live.testing import Stream
 
 # Also run again on LocalStack in CI (BUS_EMULATOR=localstack pytest -m emulator):
 # `runstack --emulator localstack` installs and starts it by itself.
@@ -134,6 +135,11 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
         # --demo seeded a believable league through the teams service.
         demo = requests.get(f"{base}/api/teams/?limit=100", timeout=5).json()
         assert demo["count"] >= 20, demo
+        # The league page shows them, and its live stream is open (ASGI, own broadcast queue).
+        page = requests.get(f"{base}/", timeout=10)
+        assert page.status_code == 200 and demo["results"][0]["name"] in page.text
+        stream = Stream(f"{base}/live/events")
+        assert stream.opened.wait(10), "the live stream never opened\n" + out.tail()
 
         response = requests.post(
             f"{base}/api/teams/",
@@ -142,6 +148,8 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
             timeout=10,
         )
         assert response.status_code == 201, response.text
+        stream.wait_for("Team Runstack Rovers created", timeout=20)
+        stream.close()
 
         deadline = time.monotonic() + 20
         while "Runstack Rovers" not in replica_names(f"{base}/api/transfers/teams/?limit=100"):
@@ -166,6 +174,11 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
             assert time.monotonic() < deadline, "events stopped after the consumer restart\n" + out.tail()
             time.sleep(0.2)
         descendants |= children_of(proc.pid)
+
+        # /metrics adds up every process: the relay (Celery worker) and the consumers count.
+        scraped = requests.get(f"{base}/metrics", timeout=10).text
+        assert re.search(r'league_outbox_published_total\{type="team.created"\} [1-9]', scraped), scraped
+        assert re.search(r'league_events_handled_total\{service="transfers",type="team.created"\} [1-9]', scraped)
 
         # The emulator killed -9 comes back empty: runstack restarts it and restores the bus, the
         # consumers find their queues again, /readyz recovers; nobody acts.
@@ -207,3 +220,6 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
         os.kill(pid, signal.SIGKILL)
     assert not left, f"runstack left processes behind: {left}"
     assert "stopping" in out.tail()
+    output = "\n".join(out.lines)
+    assert "No hostname was supplied" not in output
+    assert f"kept in {tmp_path / 'admin-password'}" in output

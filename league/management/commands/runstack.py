@@ -4,18 +4,25 @@ With nothing configured it uses embedded parts: SQLite, ``moto_server`` on loopb
 LocalStack with ``--emulator localstack``, installed into its own environment on first use),
 a Celery broker on the filesystem. With ``DATABASE_URL``, ``CELERY_BROKER_URL`` or
 ``AWS_ENDPOINT_URL`` set it uses those instead. It migrates, sets up the bus, makes sure
-an admin exists, then supervises: Celery worker and beat, one consumer per service and
-the web server (gunicorn). A child that dies is restarted (at most 5 times a minute). The
-embedded emulator keeps the bus in memory, so a restarted one comes back empty: runstack
-pauses the Celery worker (the relay), runs ``setup_bus`` again, and resumes it, and the
-consumers find their queues again by themselves. Ctrl-C (or SIGTERM) stops everything
-cleanly and exits 0; a child that keeps dying stops everything with exit code 1.
+an admin exists (a new admin's password is kept in ``DATA_DIR/admin-password``, mode
+0600, and the path is printed on every run), then supervises: Celery worker and beat, one
+consumer per service and the web server (uvicorn, ASGI: the league page's live streams
+hold no worker each; every worker process consumes its own broadcast queue). All of them
+write their Prometheus counters to one ``PROMETHEUS_MULTIPROC_DIR`` (``DATA_DIR/metrics``,
+emptied at start), so ``/metrics`` adds up every process.
+
+A child that dies is restarted (at most 5 times a minute). The embedded emulator keeps
+the bus in memory, so a restarted one comes back empty: runstack pauses the Celery worker
+(the relay), runs ``setup_bus`` again, and resumes it, and the consumers find their queues
+again by themselves. Ctrl-C (or SIGTERM) stops everything cleanly and exits 0; a child
+that keeps dying stops everything with exit code 1.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,7 +70,9 @@ class Command(BaseCommand):
             help="Port for the emulator when AWS_ENDPOINT_URL is unset.",
         )
         parser.add_argument("--demo", action="store_true", help="Seed a believable league (20 teams with full squads).")
-        parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+        parser.add_argument(
+            "--workers", type=int, default=2, help="web server (uvicorn) worker processes, each with its own live feed"
+        )
 
     def handle(
         self, *args, host: str, port: int, emulator: str, emulator_port: int, demo: bool, workers: int, **options
@@ -78,6 +87,11 @@ class Command(BaseCommand):
         env.setdefault("TEAMS_SERVICE_URL", base_url)
         env.setdefault("DATA_DIR", str(settings.DATA_DIR))
         env["PYTHONUNBUFFERED"] = "1"
+        # Every child counts into one folder, so /metrics of any web worker adds them all up.
+        metrics_dir = settings.DATA_DIR / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         if port_open(host, port):
             raise CommandError(f"Port {port} on {host} is taken. Stop what runs there or pass --port.")
         try:
@@ -115,16 +129,19 @@ class Command(BaseCommand):
                 Child(
                     "web",
                     [
-                        self.bin("gunicorn"),
-                        "league.wsgi",
-                        "-b",
-                        f"{host}:{port}",
-                        "-w",
+                        self.bin("uvicorn"),
+                        "league.asgi:application",
+                        "--host",
+                        host,
+                        "--port",
+                        str(port),
+                        "--workers",
                         str(workers),
-                        "--access-logfile",
-                        "-",
-                        "--graceful-timeout",
-                        "5",
+                        "--lifespan",
+                        "on",
+                        # Open live streams end after this at a stop, so a stop is quick.
+                        "--timeout-graceful-shutdown",
+                        "3",
                     ],
                 ),
                 env,
@@ -179,13 +196,28 @@ class Command(BaseCommand):
         if user is None:
             password = os.environ.get("DJANGO_SUPERUSER_PASSWORD") or secrets.token_urlsafe(12)
             user = User.objects.create_superuser(username, os.environ.get("DJANGO_SUPERUSER_EMAIL", ""), password)
-            shown = "(from DJANGO_SUPERUSER_PASSWORD)" if "DJANGO_SUPERUSER_PASSWORD" in os.environ else password
-            self.say(f"admin     created user {username!r} with password {shown}")
+            if "DJANGO_SUPERUSER_PASSWORD" in os.environ:
+                self.say(f"admin     created user {username!r} with the password in DJANGO_SUPERUSER_PASSWORD")
+            else:
+                self.password_file.unlink(missing_ok=True)
+                fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(password + "\n")
+                self.say(f"admin     created user {username!r} with password {password} (kept in {self.password_file})")
+        elif self.password_file.exists():
+            self.say(f"admin     user {username!r}, password in {self.password_file}")
+        else:
+            self.say(f"admin     user {username!r} (a new password: manage.py changepassword {username})")
         token, _ = Token.objects.get_or_create(user=user)
         return token.key
 
+    @property
+    def password_file(self):
+        return settings.DATA_DIR / "admin-password"
+
     def banner(self, base_url: str, token: str) -> None:
         rows = [
+            ("League page", f"{base_url}/"),
             ("API", f"{base_url}/api/teams/"),
             ("Admin", f"{base_url}/admin/"),
             ("Transfers replica", f"{base_url}/api/transfers/teams/"),
@@ -244,11 +276,20 @@ class Command(BaseCommand):
                     worker.proc.send_signal(signal.SIGCONT)
 
     def shutdown(self) -> None:
-        for child in reversed(self.children):
+        # moto last: the others still talk to it while they stop (a consumer releases its
+        # messages, a web worker deletes its broadcast queue).
+        users = [c for c in reversed(self.children) if c.name != "moto"]
+        self._stop(users)
+        self._stop([c for c in self.children if c.name == "moto"])
+        self.children.clear()
+
+    @staticmethod
+    def _stop(children: list[Child]) -> None:
+        for child in children:
             if child.proc and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for child in reversed(self.children):
+        for child in children:
             if not child.proc:
                 continue
             try:
@@ -256,4 +297,3 @@ class Command(BaseCommand):
             except subprocess.TimeoutExpired:
                 child.proc.kill()
                 child.proc.wait()
-        self.children.clear()
