@@ -25,7 +25,7 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 APP_SERVICES = {name: spec for name, spec in SERVICES.items() if "build" in spec}
 PROFILES = ("monolith", "microservices")
-ENTRY_POINTS = ("python", "celery", "gunicorn", "sh")
+ENTRY_POINTS = ("python", "celery", "gunicorn", "uvicorn", "sh")
 
 
 def compose_binary() -> list[str] | None:
@@ -146,6 +146,9 @@ def test_command_is_an_entry_point_of_this_repository(name):
     if command[0] == "gunicorn":
         assert command[1] == "league.wsgi" and (ROOT / "league" / "wsgi.py").exists()
         assert command[command.index("--bind") + 1] == "0.0.0.0:8000"
+    if command[0] == "uvicorn":
+        assert command[1] == "league.asgi:application" and (ROOT / "league" / "asgi.py").exists()
+        assert command[command.index("--port") + 1] == "8000" and "--lifespan" in command
 
 
 @pytest.mark.parametrize("name", sorted(APP_SERVICES))
