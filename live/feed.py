@@ -73,6 +73,11 @@ class Hub:
     def listeners(self) -> int:
         return len(self._subscribers)
 
+    def close_all(self) -> None:
+        """From any thread (a signal handler): end every open stream, so that a server
+        stopping need not wait for browsers that never leave."""
+        self.publish(CLOSE)
+
     def publish(self, message: Message) -> None:
         """From any thread: queue ``message`` for every open stream."""
         with self._lock:
@@ -84,10 +89,17 @@ class Hub:
                 self.unsubscribe(queue)
 
 
+CLOSE = Message("", "")  # the end of a stream
+
+
 def _offer(queue: asyncio.Queue[Message], message: Message) -> None:
     try:
         queue.put_nowait(message)
     except asyncio.QueueFull:
+        if message is CLOSE:
+            queue.get_nowait()
+            queue.put_nowait(message)
+            return
         log.warning("live feed: a browser is %s events behind; dropped one", QUEUE_SIZE)
 
 

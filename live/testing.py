@@ -117,3 +117,48 @@ class Stream:
     def close(self) -> None:
         if self._response is not None:
             self._response.close()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@contextmanager
+def chromium(*, width: int = 1280, height: int = 900) -> Iterator[object]:
+    """A headless Chromium of its own (Debian's ``chromium`` and ``chromium-driver``;
+    nothing is downloaded), with its own profile, quit at the end."""
+    import shutil
+    import tempfile
+
+    import pytest
+
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install -r requirements-dev.txt")
+    from selenium.webdriver.chrome.service import Service
+
+    for exe in (CHROMIUM, CHROMEDRIVER):
+        if not os.path.exists(exe):
+            pytest.fail(f"{exe} is missing: apt-get install -y chromium chromium-driver")
+    profile = tempfile.mkdtemp(prefix="league-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-background-timer-throttling",
+        "--disable-renderer-backgrounding",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        f"--window-size={width},{height}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET
 
 from events import queries
 
-from .feed import hub
+from .feed import CLOSE, hub
 
 # What the page shows, and which service's query answers it.
 SECTIONS = {
@@ -73,6 +73,8 @@ async def events(request: HttpRequest) -> HttpResponse:
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue
+                if message is CLOSE:  # the server is stopping
+                    return
                 yield message.encode()
         finally:
             hub.unsubscribe(queue)

@@ -48,6 +48,27 @@ def test_the_hub_hands_a_message_from_another_thread_to_each_open_stream():
     assert local.listeners == 0
 
 
+def test_the_stream_view_sends_each_message_and_ends_when_the_server_stops():
+    """Under ASGI: a comment first, then one SSE per message; ``close_all`` (SIGTERM) ends it."""
+    from django.test import AsyncClient
+
+    async def read() -> list[str]:
+        response = await AsyncClient().get("/live/events")
+        assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
+        chunks = response.streaming_content.__aiter__()
+        got = [(await chunks.__anext__()).decode()]
+        hub.publish(Message("league", "<li>x</li>"))
+        got.append((await asyncio.wait_for(chunks.__anext__(), 2)).decode())
+        hub.close_all()
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(chunks.__anext__(), 2)
+        return got
+
+    first, second = asyncio.run(read())
+    assert first.startswith("retry: 2000\n") and second == "event: league\ndata: <li>x</li>\n\n"
+    assert hub.listeners == 0
+
+
 def test_a_message_is_one_server_sent_event():
     assert (
         Message("league", "<li>a</li>\n<li>b</li>").encode() == "event: league\ndata: <li>a</li>\ndata: <li>b</li>\n\n"

@@ -74,11 +74,12 @@ def test_the_page_shows_the_table_both_matchdays_transfers_and_squads(client, le
     # Last matchday: the result; next matchday: the game still to play on matchday 1.
     last = html.split('id="last-matchday"')[1].split("</section>")[0]
     assert "MD1" in last and "3–1" in last
+    assert ">v<" in last  # the games of matchday 1 still to play
     nxt = html.split('id="next-matchday"')[1].split("</section>")[0]
-    assert "MD1" in nxt and ">v<" in nxt
+    assert "MD2" in nxt and ">v<" in nxt and "–" not in nxt
     # The transfer with its state after the saga, and the squads after the move.
     row = html.split(f'id="transfer-{league["transfer"]["id"]}"')[1].split("</tr>")[0]
-    assert "Bo Lind" in row and "Reds → Blues" in text(row) and "completed" in row
+    assert "Bo Lind" in row and "Reds → Blues" in text(row) and "completed" in row and "250,000" in row
     blues = html.split(f'id="team-{league["teams"]["Blues"]["id"]}"')[1].split("</details>")[0]
     assert "Bo Lind" in blues and "Cy Wu" in blues and "2 players" in text(blues)
     # Readable on a phone, links to the API docs, no CDN.
