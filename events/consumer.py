@@ -254,6 +254,9 @@ class Heartbeat:
 
 @dataclass
 class Stats:
+    """Per message: each received one is handled (a handler ran), a duplicate (every
+    handler had handled it already), ignored, failed or dead-lettered."""
+
     received: int = 0
     handled: int = 0
     duplicates: int = 0
@@ -617,11 +620,14 @@ class Consumer:
             for _ in work.handled:
                 metrics.event_handled(self.service, work.event)
             for name in work.duplicates:
-                self.stats.duplicates += 1
                 metrics.event_duplicate(self.service, work.event)
                 log.info("consumer %s: %s already handled %s; skipped", self.service, name, work.event.id)
-            self.stats.handled += 1
-            self.stats.by_type[work.event.type] = self.stats.by_type.get(work.event.type, 0) + 1
+            # A message counts once: handled if any handler ran, else a duplicate.
+            if work.handled:
+                self.stats.handled += 1
+                self.stats.by_type[work.event.type] = self.stats.by_type.get(work.event.type, 0) + 1
+            else:
+                self.stats.duplicates += 1
 
     def fail(self, failed: Iterable[tuple[Work, BaseException]]) -> None:
         """Handler failures: leave each message for redelivery after its back-off."""

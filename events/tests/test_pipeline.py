@@ -32,6 +32,8 @@ def test_redelivered_event_is_skipped_by_the_inbox(probe_bus, recorder):
     probe_bus.drain()
     assert len(recorder.seen) == 1
     assert probe_bus.consumed["probe"].duplicates == 1
+    # The stop line's "handled" counts the first delivery only, not the skipped copy.
+    assert (probe_bus.consumed["probe"].received, probe_bus.consumed["probe"].handled) == (2, 1)
 
 
 def test_failing_handler_keeps_the_message_and_the_inbox_row_rolls_back(probe_bus, recorder):
