@@ -22,6 +22,8 @@ class SquadInline(admin.TabularInline):
     readonly_fields = ("name", "position")
     extra = 0
     verbose_name_plural = "squad"
+    # Without the label Django puts above each row's fields ("Ann Smith (GK)" twice).
+    template = "admin/edit_inline/tabular_unlabelled.html"
 
     def has_add_permission(self, request: HttpRequest, obj: Team | None = None) -> bool:
         return False

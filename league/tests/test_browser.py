@@ -119,6 +119,12 @@ def test_team_created_in_the_admin_reaches_the_replica_and_the_bus_page(
     # And the outbox list shows the published team.created row.
     driver.get(f"{live_server.url}/admin/events/outboxmessage/?state=published&type=team.created")
     assert "team.created" in driver.find_element(By.ID, "result_list").text
+    # The subject is named with its aggregate, and every column fits a 1,400 px window.
+    assert "team " in driver.find_element(By.CSS_SELECTOR, "#result_list td.field-aggregate").text
+    driver.set_window_size(1400, 900)
+    width = driver.execute_script("return document.documentElement.clientWidth")
+    last = driver.find_element(By.CSS_SELECTOR, "#result_list thead th:last-child")
+    assert last.rect["x"] + last.rect["width"] <= width, (last.rect, width)
 
 
 TRACE_SCREENSHOT = Path(settings.BASE_DIR) / "docs" / "event-trace.png"

@@ -86,3 +86,11 @@ def test_changelists_render(admin_client):
 
     assert admin_client.get("/admin/teams/team/?q=Player").status_code == 200
     assert admin_client.get("/admin/teams/player/").status_code == 200
+
+
+def test_each_squad_row_shows_the_player_once(admin_client):
+    """Name and position in their columns, without Django's row label repeating them."""
+    ann = PlayerFactory(name="Ann Smith", position="GK", team__name="Holloway")
+    html = admin_client.get(f"/admin/teams/team/{ann.team_id}/change/").content.decode()
+    row = html.split('id="players-0"')[1].split("</tr>")[0]
+    assert row.count("Ann Smith") == 1 and "Ann Smith (GK)" not in row
