@@ -276,11 +276,11 @@ class Command(BaseCommand):
                     worker.proc.send_signal(signal.SIGCONT)
 
     def shutdown(self) -> None:
-        # moto last: the others still talk to it while they stop (a consumer releases its
-        # messages, a web worker deletes its broadcast queue).
-        users = [c for c in reversed(self.children) if c.name != "moto"]
+        # The emulator last: the others still talk to it while they stop (a consumer
+        # releases its messages, a web worker deletes its broadcast queue).
+        users = [c for c in reversed(self.children) if c.name not in emulators.KINDS]
         self._stop(users)
-        self._stop([c for c in self.children if c.name == "moto"])
+        self._stop([c for c in self.children if c.name in emulators.KINDS])
         self.children.clear()
 
     @staticmethod
