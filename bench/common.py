@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import secrets
 import signal
 import statistics
@@ -123,20 +124,32 @@ class Env:
 _env: Env | None = None
 
 
-def configure(emulator: str = "moto") -> Env:
-    """Create the database, start the emulator (moto_server or LocalStack), point Django's settings at both, set up
-    Django, migrate and create the bus topology. Cleanup is registered at exit."""
+class BenchSetupError(RuntimeError):
+    """The run cannot start; the message says what to change."""
+
+
+def configure(emulator: str = "moto", db_name: str | None = None) -> Env:
+    """Create the database (``db_name``, default ``bench_<random>``; it must not exist, since
+    it is dropped after the run), start the emulator (moto_server or LocalStack), point
+    Django's settings at both, set up Django, migrate and create the bus topology. Cleanup
+    is registered at exit."""
     global _env
     import psycopg
 
     from events import emulators
     from events.netutil import free_port
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    atexit.register(teardown)
     suffix = secrets.token_hex(4)
-    db_name = f"bench_{suffix}"
+    db_name = db_name or f"bench_{suffix}"
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", db_name):
+        raise BenchSetupError(f"--db-name {db_name!r}: use lower-case letters, digits and _ (at most 63).")
     with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name]).fetchone():
+            raise BenchSetupError(
+                f"Database {db_name!r} exists; the run drops its database at the end, so name a new one."
+            )
+        signal.signal(signal.SIGTERM, _on_signal)
+        atexit.register(teardown)
         conn.execute(f'CREATE DATABASE "{db_name}"')
     data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{suffix}-"))
     port = free_port()

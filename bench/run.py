@@ -1,7 +1,9 @@
-"""Run the benchmarks, print a table, write bench/results/latest.json.
+"""Run the benchmarks, print a table, write bench/results/latest.json (an output of the run,
+not a tracked file: the reference run is kept in docs/bench/).
 
-    .venv/bin/python bench/run.py            # the full run (~15 min)
+    .venv/bin/python bench/run.py            # the full run: 16 min or more (the soak alone is 10)
     .venv/bin/python bench/run.py --quick    # the same code, shorter (~3 min)
+    .venv/bin/python bench/run.py --db-name bench_mine   # name the run's database
     .venv/bin/python bench/run.py --only relay_vs_boto3,e2e_latency
     .venv/bin/python bench/run.py --emulator both   # moto, then LocalStack (each in its own process)
 
@@ -93,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(ORDER)}")
     parser.add_argument("--output", default=str(common.RESULTS / "latest.json"))
     parser.add_argument(
+        "--db-name",
+        help="the PostgreSQL database the run creates and drops at the end (default bench_<random>; must not exist)",
+    )
+    parser.add_argument(
         "--emulator",
         choices=("moto", "localstack", "both"),
         default="moto",
@@ -110,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     results: list[common.Result] = []
     failed: list[str] = []
     try:
-        e = common.configure(args.emulator)
+        try:
+            e = common.configure(args.emulator, db_name=args.db_name)
+        except common.BenchSetupError as exc:
+            parser.error(str(exc))
         print(f"database {e.db_name}, {e.emulator} {e.endpoint}, celery queue {e.queue}", flush=True)
         funcs = benchmarks()
         for name in names:
@@ -152,13 +161,16 @@ def run_both(args: argparse.Namespace) -> int:
     import subprocess
 
     base = (["--quick"] if args.quick else []) + (["--only", args.only] if args.only else [])
+    if args.db_name:  # one database per emulator run
+        base += ["--db-name", f"{args.db_name}_{{emulator}}"]
     out = Path(args.output)
     rows: list[dict] = []
     code = 0
     for emulator in ("moto", "localstack"):
         part = out.with_name(f"{out.stem}-{emulator}.json")
         print(f"\n==== {emulator} ====", flush=True)
-        done = subprocess.run([sys.executable, __file__, *base, "--emulator", emulator, "--output", str(part)])
+        argv = [a.replace("{emulator}", emulator) for a in base]
+        done = subprocess.run([sys.executable, __file__, *argv, "--emulator", emulator, "--output", str(part)])
         code = code or done.returncode
         if part.exists():
             rows += json.loads(part.read_text())
