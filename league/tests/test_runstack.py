@@ -97,6 +97,26 @@ def replica_names(url: str) -> set[str]:
     return {t["name"] for t in items}
 
 
+WALKTHROUGH_IDS = ("REDS_ID", "ANN_ID", "BLUES_ID", "TRANSFER_ID", "SEASON_ID", "FIXTURE_ID")
+
+
+def run_readme_walkthrough(base: str, token: str) -> dict[str, str]:
+    """Run the README's bash blocks from "What happens when you create a team" to
+    "Guarantees" against ``base``; returns the ids they took from the answers."""
+    text = (Path(settings.BASE_DIR) / "README.md").read_text()
+    part = text.split("## What happens when you create a team")[1].split("## Guarantees")[0]
+    script = "\n".join(re.findall(r"```bash\n(.*?)```", part, flags=re.S))
+    export = "export B=http://127.0.0.1:8000 TOKEN=<the printed API token>"
+    assert export in script
+    script = script.replace(export, f"export B={base} TOKEN={token}")
+    script += "\n" + "".join(f'echo "{name}=${name}"\n' for name in WALKTHROUGH_IDS)
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = dict(line.split("=", 1) for line in done.stdout.splitlines() if line.split("=", 1)[0] in WALKTHROUGH_IDS)
+    assert all(found.get(name, "").isdigit() for name in WALKTHROUGH_IDS), done.stdout + done.stderr
+    return found
+
+
 def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
     # A short visibility timeout: the killed consumer's long poll may still be open in
@@ -179,6 +199,17 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
         scraped = requests.get(f"{base}/metrics", timeout=10).text
         assert re.search(r'league_outbox_published_total\{type="team.created"\} [1-9]', scraped), scraped
         assert re.search(r'league_events_handled_total\{service="transfers",type="team.created"\} [1-9]', scraped)
+
+        # The README's walkthrough, as written, on this --demo stack: ids come from answers.
+        walk = run_readme_walkthrough(base, token)
+        deadline = time.monotonic() + 30
+        while requests.get(f"{base}/api/transfers/{walk['TRANSFER_ID']}/", timeout=5).json()["state"] != "completed":
+            assert time.monotonic() < deadline, "the README's transfer never completed\n" + out.tail()
+            time.sleep(0.2)
+        blues = requests.get(f"{base}/api/teams/{walk['BLUES_ID']}/", timeout=5).json()
+        assert [p["id"] for p in blues["players"]] == [int(walk["ANN_ID"])], blues
+        fixture = requests.get(f"{base}/api/fixtures/{walk['FIXTURE_ID']}/", timeout=5).json()
+        assert (fixture["home_goals"], fixture["away_goals"]) == (2, 1), fixture
 
         # The emulator killed -9 comes back empty: runstack restarts it and restores the bus, the
         # consumers find their queues again, /readyz recovers; nobody acts.
