@@ -109,7 +109,7 @@ def run_readme_walkthrough(base: str, token: str) -> dict[str, str]:
     export = "export B=http://127.0.0.1:8000 TOKEN=<the printed API token>"
     assert export in script
     script = script.replace(export, f"export B={base} TOKEN={token}")
-    script += "\n" + "".join(f'echo "{name}=${name}"\n' for name in WALKTHROUGH_IDS)
+    script += "\necho\n" + "".join(f'echo "{name}=${name}"\n' for name in WALKTHROUGH_IDS)
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     found = dict(line.split("=", 1) for line in done.stdout.splitlines() if line.split("=", 1)[0] in WALKTHROUGH_IDS)
