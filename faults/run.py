@@ -599,6 +599,7 @@ class Suite:
             return problems
 
         return saga_settled
+
     def db_outage(self, row: Row):
         """A database outage under traffic: the consumers' queues hold a backlog when
         PostgreSQL stops accepting connections (``ALLOW_CONNECTIONS false``) and terminates
@@ -685,20 +686,17 @@ class Suite:
             for name in ["consume-transfers", *extra]:
                 self.stack.start_consumer("transfers", name=name)
 
-        def no_failed_handling() -> list[str]:
-            lost_to_conflicts = self.counter("league_events_failed_total", service="transfers") - failed
+        def no_failed_handling() -> None:  # counted whether or not the bus drained
+            failed_now = self.counter("league_events_failed_total", service="transfers") - failed
             retried = self.counter("league_consumer_conflicts_total", service="transfers") - conflicts
             row.faults = (
                 f"{len(extra) + 1} transfers consumers, {renamed} renames of {len(teams)} teams as one backlog; "
-                f"{retried:.0f} conflicts retried in-process"
+                f"{retried:.0f} conflicts retried in-process, {failed_now:.0f} failed handlings"
             )
-            return (
-                [f"{lost_to_conflicts:.0f} transfers message(s) failed and went back to SQS"]
-                if lost_to_conflicts
-                else []
-            )
+            if failed_now:
+                row.problems.append(f"{failed_now:.0f} transfers message(s) failed and went back to SQS")
 
-        return no_failed_handling
+        self.after_drain.append(no_failed_handling)
 
     def relay_stall(self, row: Row):
         """One PublishBatch held by a proxy longer than the lease, in front of a second
