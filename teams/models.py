@@ -3,8 +3,13 @@ only through events and the REST API."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models.functions import Lower
+
+from events.names import clean_name, name_key
+
+# Case folding can lengthen a name (ß -> ss): room for three characters per character.
+NAME_KEY_LENGTH = 300
 
 
 class Position(models.TextChoices):
@@ -19,6 +24,8 @@ POSITION_ERROR = f"Position must be one of {', '.join(Position.values)}."
 
 class Team(models.Model):
     name = models.CharField(max_length=100)
+    # What uniqueness compares (events.names.name_key): NFC, case-folded. Set by save().
+    name_key = models.CharField(max_length=NAME_KEY_LENGTH, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -26,8 +33,8 @@ class Team(models.Model):
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(
-                Lower("name"),
-                name="team_name_unique_ci",
+                fields=["name_key"],
+                name="team_name_key_unique",
                 violation_error_message="A team with this name already exists (names are compared ignoring case).",
             ),
         ]
@@ -35,10 +42,28 @@ class Team(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs) -> None:
+        self.name_key = name_key(self.name)
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        """The name rule of every writer (services, admin): a clean name (events.names)
+        that no other team has, compared on the key the unique constraint holds."""
+        self.name = _clean(self.name, "Team name")
+        self.name_key = name_key(self.name)
+        if Team.objects.filter(name_key=self.name_key).exclude(pk=self.pk).exists():
+            raise ValidationError({"name": [team_name_taken(self.name)]})
+
+    def validate_constraints(self, exclude=None) -> None:
+        # clean() checks the name key with a message on "name"; the database constraint
+        # backs it up against a racing writer.
+        super().validate_constraints(exclude={*(exclude or ()), "name_key"})
+
 
 class Player(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="players")
     name = models.CharField(max_length=100)
+    name_key = models.CharField(max_length=NAME_KEY_LENGTH, editable=False)
     position = models.CharField(max_length=3, choices=Position.choices)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -46,9 +71,8 @@ class Player(models.Model):
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(
-                "team",
-                Lower("name"),
-                name="player_name_unique_in_team_ci",
+                fields=["team", "name_key"],
+                name="player_name_key_unique_in_team",
                 violation_error_message="This team already has a player with this name (names are compared ignoring case).",
             ),
         ]
@@ -56,6 +80,34 @@ class Player(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.position})"
 
+    def save(self, *args, **kwargs) -> None:
+        self.name_key = name_key(self.name)
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        """A clean name (events.names) that no other player of the team has."""
+        self.name = _clean(self.name, "Player name")
+        self.name_key = name_key(self.name)
+        if self.team_id and Player.objects.filter(team_id=self.team_id, name_key=self.name_key).exclude(pk=self.pk).exists():
+            raise ValidationError({"name": [player_name_taken(self.team.name, self.name)]})
+
+    def validate_constraints(self, exclude=None) -> None:
+        super().validate_constraints(exclude={*(exclude or ()), "name_key"})
+
+
+def team_name_taken(name: str) -> str:
+    return f"A team named {name} already exists."
+
+
+def player_name_taken(team: str, name: str) -> str:
+    return f"Team {team} already has a player named {name}."
+
+
+def _clean(name: object, label: str) -> str:
+    try:
+        return clean_name("" if name is None else name, label=label)
+    except ValidationError as exc:
+        raise ValidationError({"name": exc.messages}) from None
 
 class MoveOutcome(models.TextChoices):
     MOVED = "moved", "moved"

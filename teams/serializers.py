@@ -3,35 +3,26 @@ services own the rules (and their messages)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from rest_framework import serializers
+
+from events.names import NameField
 
 from .models import POSITION_ERROR, Player, Position, Team
 
 
-class StrictCharField(serializers.CharField):
-    """A CharField that refuses numbers and booleans instead of turning them into text."""
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-# Blank values pass here so the service answers with its own message ("Team name cannot be empty.").
+# Names are cleaned by events.names (NFC, no control characters) with the services' messages.
 class PlayerInputSerializer(serializers.Serializer):
-    name = StrictCharField(max_length=100, allow_blank=True)
+    name = NameField(label="Player name")
     position = serializers.ChoiceField(choices=Position.choices, error_messages={"invalid_choice": POSITION_ERROR})
 
 
 class TeamCreateInputSerializer(serializers.Serializer):
-    name = StrictCharField(max_length=100, allow_blank=True)
+    name = NameField(label="Team name")
     players = PlayerInputSerializer(many=True, required=False)
 
 
 class TeamUpdateInputSerializer(serializers.Serializer):
-    name = StrictCharField(max_length=100, allow_blank=True)
+    name = NameField(label="Team name")
 
 
 class PlayerSerializer(serializers.ModelSerializer):

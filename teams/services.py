@@ -25,15 +25,14 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Value
-from django.db.models.functions import Lower
 
 import events
+from events.names import name_key
 
-from .models import POSITION_ERROR, Move, MoveOutcome, Player, Position, Team
+from .models import POSITION_ERROR, Move, MoveOutcome, Player, Position, Team, _clean, player_name_taken, team_name_taken
 
-TEAM_NAME_EMPTY = "Team name cannot be empty."
-PLAYER_NAME_EMPTY = "Player name cannot be empty."
+TEAM_NAME = "Team name"
+PLAYER_NAME = "Player name"
 
 
 class TeamNotFound(LookupError):
@@ -63,10 +62,9 @@ def team_create(*, name: str, players: Iterable[Mapping[str, str]] | None = None
 
     One ``team.created`` event carries the team and its players."""
     name = _clean_team_name(name)
-    _check_team_name_free(name)
     team = Team(name=name)
     team.full_clean()
-    _save_unique(team, field="name", message=f"A team named {name} already exists.")
+    _save_unique(team, field="name", message=team_name_taken(name))
 
     squad = list(players or [])
     limit = settings.SQUAD_LIMIT
@@ -94,11 +92,10 @@ def team_rename(*, team: Team, name: str) -> Team:
     name = _clean_team_name(name)
     if name == team.name:
         return team
-    _check_team_name_free(name, exclude=team)
     old_name = team.name
     team.name = name
     team.full_clean()
-    _save_unique(team, field="name", message=f"A team named {name} already exists.")
+    _save_unique(team, field="name", message=team_name_taken(name))
     events.publish("team.renamed", subject=team.id, data={"id": team.id, "name": name, "old_name": old_name})
     return team
 
@@ -277,35 +274,20 @@ def _answer(move: Move) -> None:
 
 
 def _clean_team_name(name: Any) -> str:
-    name = name.strip() if isinstance(name, str) else ""
-    if not name:
-        raise ValidationError({"name": [TEAM_NAME_EMPTY]})
-    return name
-
-
-def _check_team_name_free(name: str, *, exclude: Team | None = None) -> None:
-    # Compare with the same expression as the unique constraint, so the check and the
-    # database agree on what "the same name" means.
-    qs = Team.objects.alias(lname=Lower("name")).filter(lname=Lower(Value(name)))
-    if exclude is not None:
-        qs = qs.exclude(pk=exclude.pk)
-    if qs.exists():
-        raise ValidationError({"name": [f"A team named {name} already exists."]})
+    """The stored form of a team name (events.names), or a ValidationError on ``name``;
+    the model's ``clean`` applies the same rule and the uniqueness check."""
+    return _clean(name, TEAM_NAME)
 
 
 def _player_name_taken(*, team: Team, name: str) -> bool:
-    return team.players.alias(lname=Lower("name")).filter(lname=Lower(Value(name))).exists()
+    return team.players.filter(name_key=name_key(name)).exists()
 
 
 def _player_build(*, team: Team, name: Any, position: Any) -> Player:
-    name = name.strip() if isinstance(name, str) else ""
-    if not name:
-        raise ValidationError({"name": [PLAYER_NAME_EMPTY]})
+    name = _clean(name, PLAYER_NAME)
     if position not in Position.values:
         raise ValidationError({"position": [POSITION_ERROR]})
-    taken = f"Team {team.name} already has a player named {name}."
-    if _player_name_taken(team=team, name=name):
-        raise ValidationError({"name": [taken]})
+    taken = player_name_taken(team.name, name)
     player = Player(team=team, name=name, position=position)
     player.full_clean()
     _save_unique(player, field="name", message=taken)

@@ -67,7 +67,7 @@ def test_duplicate_team_name_is_a_form_error(admin_client):
     response = admin_client.post("/admin/teams/team/add/", {"name": "HOLLOWAY", **inline_data()})
 
     assert response.status_code == 200
-    assert "A team with this name already exists" in response.content.decode()
+    assert "A team named HOLLOWAY already exists." in response.content.decode()
     assert not OutboxMessage.objects.exists()
 
 

@@ -81,7 +81,7 @@ def test_create_team_with_a_too_long_name(auth_client):
     response = auth_client.post(TEAMS, {"name": "x" * 101}, format="json")
 
     assert response.status_code == 400
-    assert problem_fields(response) == {"name": ["Ensure this field has no more than 100 characters."]}
+    assert problem_fields(response) == {"name": ["Team name has 101 characters; at most 100 are allowed."]}
 
 
 @pytest.mark.parametrize(

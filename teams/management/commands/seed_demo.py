@@ -12,8 +12,8 @@ import random
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db.models.functions import Lower
 
+from events.names import name_key
 from teams import services
 from teams.models import Position, Team
 
@@ -86,11 +86,11 @@ class Command(BaseCommand):
         if not 0 <= squad <= limit:
             raise CommandError(f"--squad must be between 0 and the squad limit ({limit}).")
         names = demo_team_names(teams)
-        existing = set(Team.objects.annotate(lname=Lower("name")).values_list("lname", flat=True))
+        existing = set(Team.objects.values_list("name_key", flat=True))
 
         rows: list[tuple[str, str, str]] = []
         for name in names:
-            if name.lower() in existing:
+            if name_key(name) in existing:
                 rows.append((name, "-", "skipped (exists)"))
                 continue
             try:
