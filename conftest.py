@@ -11,7 +11,20 @@ from rest_framework.test import APIClient
 
 @pytest.fixture
 def user(db):
-    return get_user_model().objects.create_user(username="manager", password="pw-manager-123")
+    """A user with the roles League staff and Transfer desk: every write of the API."""
+    return with_roles(get_user_model().objects.create_user(username="manager", password="pw-manager-123"))
+
+
+def with_roles(user, *names: str):
+    """``user`` added to the roles ``names`` (default: League staff and Transfer desk).
+    The groups are made first: a transactional test's flush removed the migrations' rows."""
+    from django.contrib.auth.models import Group
+
+    from events import roles
+
+    roles.ensure_roles()
+    user.groups.add(*Group.objects.filter(name__in=names or (roles.LEAGUE_STAFF, roles.TRANSFER_DESK)))
+    return user
 
 
 @pytest.fixture

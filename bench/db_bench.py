@@ -23,7 +23,7 @@ def write_overhead(quick: bool) -> Result:
 
     import events
 
-    user, _ = get_user_model().objects.get_or_create(username="bench-writer", defaults={"is_staff": True})
+    user, _ = get_user_model().objects.get_or_create(username="bench-writer", defaults={"is_staff": True, "is_superuser": True})
     token, _ = Token.objects.get_or_create(user=user)
     client = Client(HTTP_AUTHORIZATION=f"Token {token.key}")
     real_publish = events.publish

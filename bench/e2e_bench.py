@@ -100,7 +100,7 @@ def _token() -> str:
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
-    user, _ = get_user_model().objects.get_or_create(username="bench-e2e", defaults={"is_staff": True})
+    user, _ = get_user_model().objects.get_or_create(username="bench-e2e", defaults={"is_staff": True, "is_superuser": True})
     return Token.objects.get_or_create(user=user)[0].key
 
 

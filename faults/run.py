@@ -891,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.manage("migrate", "--noinput")
         with connection.cursor() as cursor:
             cursor.execute(LEDGER_DDL)
-        user = get_user_model().objects.create_user(username="faults", password=uuid.uuid4().hex)
+        user = get_user_model().objects.create_superuser(username="faults", email="", password=uuid.uuid4().hex)
         token = Token.objects.create(user=user).key
         stack.start_moto()
         stack.manage("setup_bus")

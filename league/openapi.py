@@ -18,7 +18,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, inline_serializer
+from rest_framework.permissions import SAFE_METHODS
 
 # A placeholder: ``postprocess`` puts the Problem component on every error response.
 DETAIL_SCHEMA: dict[str, Any] = {"type": "object"}
@@ -238,3 +240,15 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
                     if target in operation_ids
                 }
     return result
+
+
+class AutoSchema(SpectacularAutoSchema):
+    """drf-spectacular's schema, with the truth about authentication (league/permissions.py):
+    a public read has no ``security`` (no lock in Swagger UI); a write, and a read with
+    ``read_permissions`` (the export), requires a token or a session."""
+
+    def get_auth(self) -> list[dict[str, Any]]:
+        auths = super().get_auth()  # also registers the security schemes
+        if self.method in SAFE_METHODS and not getattr(self.view, "read_permissions", None):
+            return []
+        return [a for a in auths if a]

@@ -189,7 +189,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    # Public reads; writes need the model permission a role grants (league/permissions.py).
+    "DEFAULT_PERMISSION_CLASSES": ["league.permissions.RolePermissions"],
     # limit 1..1000, offset bounded: anything else is a 400 (league/api.py).
     "DEFAULT_PAGINATION_CLASS": "league.api.Pagination",
     "PAGE_SIZE": 50,
@@ -202,7 +203,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, with public reads documented as public (league/openapi.py).
+    "DEFAULT_SCHEMA_CLASS": "league.openapi.AutoSchema",
 }
 
 # OpenAPI schema at /api/schema/, Swagger UI at /api/docs/ (assets bundled by the sidecar
@@ -312,7 +314,11 @@ CELERY_RELAY_INTERVAL_SECONDS = env.float("CELERY_RELAY_INTERVAL_SECONDS", defau
 # Services calling each other over HTTP (transfers -> teams).
 # --------------------------------------------------------------------------------------
 TEAMS_SERVICE_URL = env.str("TEAMS_SERVICE_URL", default="http://127.0.0.1:8000")
+# A service account's token (`manage.py service_account transfers-service` on the teams
+# service): the export needs the permission teams.export_team.
 TEAMS_SERVICE_TOKEN = env.str("TEAMS_SERVICE_TOKEN", default="")
+# Teams per page when transfers reads the export (the server allows at most 1000).
+TEAMS_EXPORT_PAGE_SIZE = env.int("TEAMS_EXPORT_PAGE_SIZE", default=500)
 TEAMS_SERVICE_TIMEOUT = env.float("TEAMS_SERVICE_TIMEOUT", default=5.0)
 TEAMS_SERVICE_RETRIES = env.int("TEAMS_SERVICE_RETRIES", default=3)
 # The transfers consumer re-syncs its replica at start when it is older than this.

@@ -264,6 +264,8 @@ class Stack:
         values = {
             "SECRET_KEY": secrets.token_urlsafe(50),
             "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
+            # The service account transfers reads the teams export with (setup creates it).
+            "TEAMS_SERVICE_TOKEN": secrets.token_hex(20),
             "LEAGUE_IMAGE": APP_IMAGE,
             **{k: str(v) for k, v in self.ports.items()},
         }

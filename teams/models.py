@@ -31,6 +31,8 @@ class Team(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # For GET /api/teams/export/, used service to service (the transfers bootstrap).
+        permissions = [("export_team", "Can export every team with its players")]
         constraints = [
             models.UniqueConstraint(
                 fields=["name_key"],

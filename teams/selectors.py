@@ -29,10 +29,10 @@ def team_get(*, team_id: int) -> Team | None:
     return team_list().filter(pk=team_id).first()
 
 
-def team_export() -> list[Team]:
-    """All teams with players and ``sequence`` for a snapshot: the teams and their
-    sequences in one statement, then their players."""
-    return list(team_list())
+def team_export() -> QuerySet[Team]:
+    """All teams with players and ``sequence`` for a snapshot, to read a page at a time
+    (by id): per page, the teams and their sequences in one statement, then their players."""
+    return team_list()
 
 
 def player_list(*, team: Team) -> QuerySet[Player]:

@@ -46,6 +46,3 @@ class TeamExportItemSerializer(TeamSerializer):
     class Meta(TeamSerializer.Meta):
         fields = ["id", "name", "sequence", "players"]
 
-
-class TeamExportSerializer(serializers.Serializer):
-    teams = TeamExportItemSerializer(many=True)

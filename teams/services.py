@@ -29,7 +29,17 @@ from django.db import IntegrityError, transaction
 import events
 from events.names import name_key
 
-from .models import POSITION_ERROR, Move, MoveOutcome, Player, Position, Team, _clean, player_name_taken, team_name_taken
+from .models import (
+    POSITION_ERROR,
+    Move,
+    MoveOutcome,
+    Player,
+    Position,
+    Team,
+    _clean,
+    player_name_taken,
+    team_name_taken,
+)
 
 TEAM_NAME = "Team name"
 PLAYER_NAME = "Player name"

@@ -12,6 +12,7 @@ from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import status
 from rest_framework.generics import GenericAPIView, ListAPIView
+from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -23,7 +24,7 @@ from .serializers import (
     PlayerInputSerializer,
     PlayerSerializer,
     TeamCreateInputSerializer,
-    TeamExportSerializer,
+    TeamExportItemSerializer,
     TeamSerializer,
     TeamUpdateInputSerializer,
 )
@@ -62,6 +63,7 @@ TEAM_EXAMPLE = {
 
 
 class TeamListApi(ListAPIView):
+    permission_model = Team  # writes need teams.<add|change|delete>_team (league/permissions.py)
     serializer_class = TeamSerializer
 
     def get_queryset(self):
@@ -99,28 +101,50 @@ class TeamListApi(ListAPIView):
         return Response(TeamSerializer(_team_or_404(team.id)).data, status=status.HTTP_201_CREATED)
 
 
-class TeamExportApi(GenericAPIView):
-    serializer_class = TeamExportSerializer
-    pagination_class = None
+class ExportPagination(CursorPagination):
+    """Pages by team id (stable while teams are created and deleted: each team that
+    exists throughout the read is on exactly one page), ``limit`` per page, at most 1000."""
+
+    ordering = "id"
+    page_size = 500
+    page_size_query_param = "limit"
+    max_page_size = 1000
+
+
+class TeamExportApi(ListAPIView):
+    """Service to service: needs a token with ``teams.export_team`` (the role Service
+    accounts; ``manage.py service_account``)."""
+
+    serializer_class = TeamExportItemSerializer
+    pagination_class = ExportPagination
+    read_permissions = ["teams.export_team"]
+
+    def get_queryset(self):
+        return selectors.team_export()
 
     @extend_schema(
         operation_id="teams_export",
-        responses={200: TeamExportSerializer},
+        responses={200: TeamExportItemSerializer(many=True), **errors(401, 403)},
         examples=[
             OpenApiExample(
                 "Snapshot",
-                value={"teams": [{k: v for k, v in TEAM_EXAMPLE.items() if k != "created_at"}]},
+                value={
+                    "next": "http://teams.example/api/teams/export/?cursor=cD01MDA%3D",
+                    "previous": None,
+                    "results": [{k: v for k, v in TEAM_EXAMPLE.items() if k != "created_at"}],
+                },
                 response_only=True,
             )
         ],
     )
-    def get(self, request: Request) -> Response:
-        """Every team with its players and sequence, in one unpaginated answer (the
-        snapshot the transfers replica loads)."""
-        return Response(TeamExportSerializer({"teams": selectors.team_export()}).data)
+    def get(self, request: Request, *args, **kwargs) -> Response:
+        """Every team with its players and sequence, a page at a time (cursor by id; follow
+        ``next`` until it is null): the snapshot the transfers replica loads."""
+        return super().get(request, *args, **kwargs)
 
 
 class TeamDetailApi(GenericAPIView):
+    permission_model = Team  # writes need teams.<add|change|delete>_team (league/permissions.py)
     serializer_class = TeamSerializer
 
     @extend_schema(
@@ -161,6 +185,7 @@ class TeamDetailApi(GenericAPIView):
 
 
 class PlayerListApi(GenericAPIView):
+    permission_model = Player  # writes need teams.<add|change|delete>_player (league/permissions.py)
     serializer_class = PlayerSerializer
     pagination_class = None  # a squad is bounded by SQUAD_LIMIT
 
@@ -201,6 +226,7 @@ class PlayerListApi(GenericAPIView):
 
 
 class PlayerDetailApi(GenericAPIView):
+    permission_model = Player  # writes need teams.<add|change|delete>_player (league/permissions.py)
     serializer_class = PlayerSerializer
 
     @extend_schema(

@@ -6,10 +6,13 @@ class TransfersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from events import roles
         from events.metrics import register_scrape_collector
 
         # Registers the consumers' handlers and what the service answers to the pages.
         from . import handlers, queries  # noqa: F401
         from .metrics import OverdueCollector
+        from .roles import ROLES
 
         register_scrape_collector(OverdueCollector())
+        roles.register(self.label, ROLES)

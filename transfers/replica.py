@@ -260,6 +260,10 @@ def apply_team_state(snapshot: dict[str, Any]) -> TeamOutcome:
 def apply_export(*, teams: list[dict[str, Any]], requested_at: datetime) -> list[TeamOutcome]:
     """Merge a full export; then decide about teams the export does not list.
 
+    The export is read a page at a time, by team id; a team that existed throughout the
+    read is on exactly one page (ids are stable and never reused), so the pages together
+    are one export for the rule below.
+
     The absence rule: the export lists every team that existed when it was read, which was
     after ``requested_at``. A team absent from it was therefore deleted at the teams
     service if it already existed before ``requested_at``, which is true of every team

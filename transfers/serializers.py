@@ -16,12 +16,15 @@ class PlayerReplicaSerializer(serializers.ModelSerializer):
 
 
 class TeamReplicaSerializer(serializers.ModelSerializer):
+    """The shape of a replicated team in every service (``id`` is the team's id, as in the
+    teams API; ``deleted``), plus this replica's players and last sync."""
+
     id = serializers.IntegerField(source="team_id")
     players = PlayerReplicaSerializer(source="squad", many=True, read_only=True)
 
     class Meta:
         model = TeamReplica
-        fields = ["id", "name", "sequence", "players", "synced_at", "updated_at"]
+        fields = ["id", "name", "sequence", "deleted", "players", "synced_at", "updated_at"]
 
 
 class TransferSerializer(serializers.ModelSerializer):

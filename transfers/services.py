@@ -378,7 +378,8 @@ class SyncResult:
 
 
 def teams_sync() -> SyncResult:
-    """Load all teams with one ``GET /api/teams/export/`` and merge them into the replica.
+    """Load all teams from ``GET /api/teams/export/`` (every page) and merge them into the
+    replica.
 
     The HTTP call happens before the transaction opens; ``TeamsServiceUnavailable`` leaves
     the replica untouched.

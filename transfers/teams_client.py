@@ -1,7 +1,8 @@
 """The one sanctioned HTTP call between services: transfers reads the teams REST API.
 
-Two reads only: the full export (``GET /api/teams/export/``, for ``sync_teams``) and one
-team (``GET /api/teams/{id}/``, on a replica miss). Retries are urllib3's (connect errors
+Two reads only: the full export (``GET /api/teams/export/``, for ``sync_teams``; paginated
+by a cursor, followed page by page, with the service account's ``TEAMS_SERVICE_TOKEN``:
+it needs ``teams.export_team``) and one team (``GET /api/teams/{id}/``, on a replica miss). Retries are urllib3's (connect errors
 and 502/503/504, exponential back-off), never a hand loop. Settings are read on each call,
 not at import, so tests and deployments can change them.
 
@@ -12,6 +13,7 @@ hold the transaction (and its locks) open for the whole wait.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -100,16 +102,43 @@ def _check_team(team: Any, url: str) -> dict[str, Any]:
 
 
 def fetch_export() -> list[dict[str, Any]]:
-    """All teams with their players and sequences, in one request."""
-    response = _get("/api/teams/export/")
-    if response.status_code != 200:
-        raise TeamsServiceUnavailable(
-            f"The teams service at {response.url} answered {response.status_code} to the export."
-        )
-    body = _json(response)
-    if not isinstance(body, dict) or not isinstance(body.get("teams"), list):
-        raise TeamsServiceUnavailable(f"The teams service at {response.url} answered an export without 'teams'.")
-    return [_check_team(team, response.url) for team in body["teams"]]
+    """All teams with their players and sequences: every page of the export, following
+    ``next`` (``TEAMS_EXPORT_PAGE_SIZE`` teams a request)."""
+    teams: list[dict[str, Any]] = []
+    path: str | None = f"/api/teams/export/?limit={int(settings.TEAMS_EXPORT_PAGE_SIZE)}"
+    seen: set[str] = set()
+    while path is not None:
+        if path in seen:  # a cursor that does not advance would loop forever
+            raise TeamsServiceUnavailable(f"The teams service's export repeated the page {path}.")
+        seen.add(path)
+        response = _get(path)
+        if response.status_code in (401, 403):
+            raise TeamsServiceUnavailable(
+                f"The teams service at {response.url} refused the export ({response.status_code}): it needs "
+                "a token with the permission teams.export_team (role Service accounts). Create one with "
+                "`manage.py service_account transfers-service` on the teams service and set TEAMS_SERVICE_TOKEN."
+            )
+        if response.status_code != 200:
+            raise TeamsServiceUnavailable(
+                f"The teams service at {response.url} answered {response.status_code} to the export."
+            )
+        body = _json(response)
+        if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+            raise TeamsServiceUnavailable(f"The teams service at {response.url} answered an export without 'results'.")
+        teams += [_check_team(team, response.url) for team in body["results"]]
+        path = _next_path(body.get("next"), response.url)
+    return teams
+
+
+def _next_path(next_url: Any, url: str) -> str | None:
+    """The path and query of ``next``: joined to TEAMS_SERVICE_URL, not trusted as a host
+    (behind a proxy the server may not know the name it is reached by)."""
+    if next_url is None:
+        return None
+    if not isinstance(next_url, str):
+        raise TeamsServiceUnavailable(f"The teams service at {url} answered an export with a bad 'next'.")
+    parts = urlsplit(next_url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def fetch_team(team_id: int) -> dict[str, Any]:

@@ -4,14 +4,13 @@ from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import APIException
-from rest_framework.permissions import BasePermission, IsAuthenticated, IsAuthenticatedOrReadOnly
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from league.openapi import errors
 
 from . import selectors, services
-from .models import TransferState
+from .models import Transfer, TransferState
 from .serializers import (
     TeamReplicaSerializer,
     TransferCancelSerializer,
@@ -44,15 +43,6 @@ class TransferConflict(APIException):
     default_code = "conflict"
 
 
-class CanCancelTransfers(BasePermission):
-    """The ``transfers.cancel_transfer`` permission (a person on the transfer desk)."""
-
-    message = "Cancelling a transfer needs the transfers.cancel_transfer permission."
-
-    def has_permission(self, request: Request, view) -> bool:
-        return bool(request.user and request.user.has_perm("transfers.cancel_transfer"))
-
-
 class TeamsServiceDown(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "The teams service is unavailable. Try again later."
@@ -69,6 +59,7 @@ class TeamsServiceDown(APIException):
                     "id": 1,
                     "name": "Ajax",
                     "sequence": 2,
+                    "deleted": False,
                     "players": [{"id": 7, "name": "Johan Cruijff", "position": "ST"}],
                     "synced_at": "2026-07-01T12:00:00Z",
                     "updated_at": "2026-07-01T12:00:00Z",
@@ -137,7 +128,7 @@ class TransferListCreateView(generics.ListCreateAPIView):
     completes or rejects it asynchronously."""
 
     serializer_class = TransferSerializer
-    permission_classes = [IsAuthenticatedOrReadOnly]
+    permission_model = Transfer  # POST: transfers.add_transfer (the transfer desk)
 
     def get_queryset(self):
         # A plain dict: as a QueryDict, an empty ?state= would count as absent.
@@ -215,7 +206,8 @@ class TransferCancelView(generics.GenericAPIView):
     moved, ``completed`` if he had. Needs the ``transfers.cancel_transfer`` permission."""
 
     serializer_class = TransferCancelSerializer
-    permission_classes = [IsAuthenticated, CanCancelTransfers]
+    # league/permissions.py: a 403 names the permission and the role (Transfer desk).
+    required_permissions = {"POST": ["transfers.cancel_transfer"]}
 
     def post(self, request: Request, pk: int) -> Response:
         data = TransferCancelSerializer(data=request.data)

@@ -80,7 +80,12 @@ def test_compose_config_is_valid(profile, tmp_path):
         pytest.skip("no docker-compose here (CI installs it: apt-get install -y docker-compose)")
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    env = {**os.environ, "SECRET_KEY": "config-check", "POSTGRES_PASSWORD": "config-check"}
+    env = {
+        **os.environ,
+        "SECRET_KEY": "config-check",
+        "POSTGRES_PASSWORD": "config-check",
+        "TEAMS_SERVICE_TOKEN": "config-check",
+    }
     done = subprocess.run(
         [*binary, "--env-file", str(empty), "-f", "docker-compose.yml", "--profile", profile, "config", "-q"],
         cwd=ROOT,
@@ -160,7 +165,7 @@ def test_environment_is_read_by_the_settings(name):
 
 def test_no_secret_has_a_value_in_the_file():
     raw = (ROOT / "docker-compose.yml").read_text()
-    for variable in ("SECRET_KEY", "POSTGRES_PASSWORD"):
+    for variable in ("SECRET_KEY", "POSTGRES_PASSWORD", "TEAMS_SERVICE_TOKEN"):
         for value in re.findall(rf"^\s*{variable}:\s*(.+)$", raw, flags=re.M):
             assert value.startswith(f"${{{variable}:?"), f"{variable} must come from the environment: {value}"
     example = (ROOT / ".env.example").read_text()

@@ -180,19 +180,30 @@ def test_odd_team_ids_are_404(api_client, team_id):
     assert api_client.get(f"/api/teams/{team_id}/").status_code == 404
 
 
-def test_export(api_client):
+@pytest.fixture
+def export_client(api_client):
+    """A client with the token of a service account (teams.export_team)."""
+    from events import roles
+    from league.management.commands.service_account import ensure_service_account
+
+    roles.ensure_roles()
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {ensure_service_account('transfers-service').key}")
+    return api_client
+
+
+def test_export(export_client):
     a = services.team_create(name="Queensferry", players=[{"name": "Ann", "position": "GK"}])
     services.team_rename(team=a, name="Queensferry Albion")
     b = TeamFactory(name="Redhill")
     PlayerFactory(team=b, name="Bo", position="DEF")
-    TeamFactory.create_batch(60)  # more than a page: the export is not paginated
+    TeamFactory.create_batch(60)
 
-    body = api_client.get("/api/teams/export/").json()
+    body = export_client.get("/api/teams/export/").json()
 
-    assert list(body) == ["teams"]
-    assert len(body["teams"]) == 62
+    assert list(body) == ["next", "previous", "results"]
+    assert len(body["results"]) == 62 and body["next"] is None
     ann, bo = Player.objects.get(name="Ann"), Player.objects.get(name="Bo")
-    assert body["teams"][:2] == [
+    assert body["results"][:2] == [
         {
             "id": a.id,
             "name": "Queensferry Albion",
@@ -203,12 +214,42 @@ def test_export(api_client):
     ]
 
 
-def test_export_query_count(api_client, django_assert_num_queries):
+def test_export_query_count(export_client, django_assert_num_queries):
     for i in range(5):
         PlayerFactory(team__name=f"T{i}")
 
-    with django_assert_num_queries(2):  # teams with their sequences, then all players
-        api_client.get("/api/teams/export/")
+    # The token (user, then permissions), teams with their sequences, then all players.
+    with django_assert_num_queries(5):
+        export_client.get("/api/teams/export/")
+
+
+def test_export_is_paginated_by_a_cursor_the_client_follows(export_client, django_assert_max_num_queries):
+    """Issue 13 item 10: the export scales to large leagues: pages by id, each read with a
+    bounded number of queries, every team exactly once."""
+    ids = [t.id for t in TeamFactory.create_batch(7)]
+    seen, url, pages = [], "/api/teams/export/?limit=3", 0
+    while url:
+        with django_assert_max_num_queries(5):
+            body = export_client.get(url).json()
+        assert len(body["results"]) <= 3
+        seen += [t["id"] for t in body["results"]]
+        url, pages = body["next"], pages + 1
+    assert seen == ids and pages == 3
+
+
+def test_export_page_size_is_bounded(export_client):
+    TeamFactory.create_batch(3)
+    response = export_client.get("/api/teams/export/?limit=100000")
+    assert response.status_code == 200 and len(response.json()["results"]) == 3
+
+
+def test_export_needs_a_token_and_the_export_permission(api_client, auth_client):
+    """Service to service: anonymous is a 401, a person's token without the permission a
+    403 naming it."""
+    assert api_client.get("/api/teams/export/").status_code == 401
+    response = auth_client.get("/api/teams/export/")
+    assert response.status_code == 403
+    assert "teams.export_team" in str(response.json()) and "Service accounts" in str(response.json())
 
 
 # --- update, delete ---------------------------------------------------------------------

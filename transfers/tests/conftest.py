@@ -14,8 +14,10 @@ import requests
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
+from events import roles
 from events.envelope import Event
 from events.testing import aws_mock, bus  # noqa: F401  (re-exported fixtures)
+from league.management.commands.service_account import ensure_service_account
 
 
 @pytest.fixture(autouse=True)
@@ -71,9 +73,12 @@ class TeamsService:
 def teams_service(live_server, settings) -> TeamsService:
     """The teams API at ``live_server``, with transfers pointed at it. Needs
     ``@pytest.mark.django_db(transaction=True)``: the server thread sees committed rows only."""
-    user = get_user_model().objects.create_user(username="teams-admin", password="pw-teams-123")
+    user = get_user_model().objects.create_superuser(username="teams-admin", email="", password="pw-teams-123")
     token = Token.objects.create(user=user)
     settings.TEAMS_SERVICE_URL = live_server.url
+    # The export needs teams.export_team: the transfers service's own service account.
+    roles.ensure_roles()  # the flush of the previous transactional test removed the groups
+    settings.TEAMS_SERVICE_TOKEN = ensure_service_account("transfers-service").key
     settings.TEAMS_SERVICE_RETRIES = 0
     settings.TEAMS_SERVICE_TIMEOUT = 5.0
     return TeamsService(url=live_server.url, token=token.key)

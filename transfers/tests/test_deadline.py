@@ -184,12 +184,14 @@ def test_a_bad_reason_is_400(auth_client, desk, reason):
     assert asks(transfer) == []
 
 
-def test_cancel_needs_a_login_and_the_permission(api_client, auth_client):
+def test_cancel_needs_a_login_and_the_permission(api_client, auth_client, user):
     transfer = TransferFactory()
     assert cancel(api_client, transfer.pk).status_code == 401
+    user.groups.remove(*user.groups.filter(name="Transfer desk"))  # the role that grants it
     response = cancel(auth_client, transfer.pk)
     assert response.status_code == 403
     assert "transfers.cancel_transfer" in response.json()["detail"]
+    assert "Transfer desk" in response.json()["detail"]
     assert asks(transfer) == []
 
 

@@ -37,6 +37,9 @@ def fetches(monkeypatch):
     return calls
 
 
+EXPORT = "/api/teams/export/?limit=500"  # the first page, settings.TEAMS_EXPORT_PAGE_SIZE
+
+
 def squad(team_id: int) -> set[str]:
     return set(PlayerReplica.objects.filter(team__team_id=team_id, present=True).values_list("name", flat=True))
 
@@ -51,7 +54,7 @@ def test_sync_teams_loads_every_team(teams_service, fetches, capsys):
 
     call_command("sync_teams")
 
-    assert fetches == ["/api/teams/export/"]
+    assert fetches == [EXPORT]
     out = capsys.readouterr().out
     assert "Synced 2 teams: 2 created, 0 updated, 0 unchanged, 0 stale, 0 deleted." in out
     assert "Reds" in out and "action" in out
@@ -61,6 +64,33 @@ def test_sync_teams_loads_every_team(teams_service, fetches, capsys):
 
     call_command("sync_teams")
     assert "0 created, 0 updated, 2 unchanged" in capsys.readouterr().out
+
+
+def test_sync_teams_follows_the_export_pages(teams_service, fetches, settings, capsys):
+    """Issue 13 item 10: the export is paginated; the bootstrap reads every page."""
+    settings.TEAMS_EXPORT_PAGE_SIZE = 2
+    created = [teams_service.create_team(f"Team {i}", [(f"P{i}", "GK")]) for i in range(5)]
+
+    call_command("sync_teams")
+
+    assert len(fetches) == 3 and fetches[0] == "/api/teams/export/?limit=2"
+    assert all(f.startswith("/api/teams/export/?") and "cursor=" in f for f in fetches[1:])
+    assert "Synced 5 teams: 5 created" in capsys.readouterr().out
+    assert sorted(TeamReplica.objects.visible().values_list("team_id", flat=True)) == [t["id"] for t in created]
+
+
+def test_sync_teams_without_the_export_permission_says_what_to_do(teams_service, settings):
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    person = get_user_model().objects.create_user(username="person")
+    settings.TEAMS_SERVICE_TOKEN = Token.objects.create(user=person).key
+    with pytest.raises(CommandError, match="teams.export_team") as exc:
+        call_command("sync_teams")
+    assert "TEAMS_SERVICE_TOKEN" in str(exc.value)
+    settings.TEAMS_SERVICE_TOKEN = ""
+    with pytest.raises(CommandError, match="TEAMS_SERVICE_TOKEN"):
+        call_command("sync_teams")
 
 
 def test_sync_removes_a_team_deleted_at_the_teams_service(teams_service, capsys):
@@ -79,7 +109,7 @@ def test_sync_removes_a_team_deleted_at_the_teams_service(teams_service, capsys)
 def test_sync_teams_with_the_teams_service_down(teams_down):
     TeamReplicaFactory(team_id=1, name="Reds")
     with pytest.raises(
-        CommandError, match=re.escape(f"The teams service at {teams_down}/api/teams/export/ is unavailable")
+        CommandError, match=re.escape(f"The teams service at {teams_down}{EXPORT} is unavailable")
     ):
         call_command("sync_teams")
     assert TeamReplica.objects.get().name == "Reds" and not TeamsSync.objects.exists()
@@ -114,10 +144,10 @@ def test_consumer_start_hook_syncs_an_empty_replica(teams_service, fetches):
     teams_service.create_team("Reds", [("Ann", "GK")])
     for hook in startup_hooks("transfers"):
         hook()
-    assert fetches == ["/api/teams/export/"]
+    assert fetches == [EXPORT]
     for hook in startup_hooks("transfers"):
         hook()  # fresh now: no second request
-    assert fetches == ["/api/teams/export/"]
+    assert fetches == [EXPORT]
     assert TeamReplica.objects.visible().count() == 1
 
 

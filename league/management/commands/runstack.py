@@ -4,8 +4,10 @@ With nothing configured it uses embedded parts: SQLite, ``moto_server`` on loopb
 LocalStack with ``--emulator localstack``, installed into its own environment on first use),
 a Celery broker on the filesystem. With ``DATABASE_URL``, ``CELERY_BROKER_URL`` or
 ``AWS_ENDPOINT_URL`` set it uses those instead. It migrates, sets up the bus, makes sure
-an admin exists (a new admin's password is kept in ``DATA_DIR/admin-password``, mode
-0600, and the path is printed on every run), then supervises: Celery worker and beat, one
+an admin exists (a superuser: its API token is printed with its role; a new admin's
+password is kept in ``DATA_DIR/admin-password``, mode 0600, and the path is printed on
+every run) and a service account for the transfers service's export reads
+(``TEAMS_SERVICE_TOKEN`` of the children, unless set), then supervises: Celery worker and beat, one
 consumer per service and the web server (uvicorn, ASGI: the league page's live streams
 hold no worker each; every worker process consumes its own broadcast queue). All of them
 write their Prometheus counters to one ``PROMETHEUS_MULTIPROC_DIR`` (``DATA_DIR/metrics``,
@@ -35,8 +37,12 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from events import emulators, topology
+from events import emulators, roles, topology
 from events.netutil import port_open, wait_for_http
+
+from .service_account import ensure_service_account
+
+SERVICE_USER = "transfers-service"
 
 
 @dataclass
@@ -123,6 +129,10 @@ class Command(BaseCommand):
             call_command("migrate", interactive=False, verbosity=0)
             call_command("setup_bus", verbosity=0, stdout=open(os.devnull, "w"))
             token = self.ensure_admin()
+            if "teams" in settings.ACTIVE_SERVICES and not os.environ.get("TEAMS_SERVICE_TOKEN"):
+                # The transfers consumer's bootstrap reads GET /api/teams/export/, which
+                # needs teams.export_team: a service account, not the admin's token.
+                env["TEAMS_SERVICE_TOKEN"] = ensure_service_account(SERVICE_USER).key
             manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
             celery = [self.bin("celery"), "-A", "league"]
             self.spawn(
@@ -216,12 +226,18 @@ class Command(BaseCommand):
         return settings.DATA_DIR / "admin-password"
 
     def banner(self, base_url: str, token: str) -> None:
+        from rest_framework.authtoken.models import Token
+
+        user = Token.objects.select_related("user").get(key=token).user
         rows = [
             ("League page", f"{base_url}/"),
             ("API", f"{base_url}/api/teams/"),
             ("Admin", f"{base_url}/admin/"),
             ("Transfers replica", f"{base_url}/api/transfers/teams/"),
             ("API token", token),
+            # Which role the token has: the admin is a superuser (every permission). Give
+            # people their own users with a role (admin > Users > Groups) for daily work.
+            ("Token role", f"{user.get_username()} ({roles.describe(user)})"),
         ]
         width = max(len(k) for k, _ in rows)
         self.say("")

@@ -11,7 +11,7 @@ from transfers.teams_client import TeamsServiceError
 
 class Command(BaseCommand):
     help = (
-        "Load all teams with one GET /api/teams/export/ and merge them into the transfers "
+        "Load all teams from GET /api/teams/export/ (every page; needs TEAMS_SERVICE_TOKEN) and merge them into the transfers "
         "replica (newest sequence wins; teams deleted at the teams service are removed)."
     )
 
