@@ -143,8 +143,8 @@ def replicas_match() -> list[str]:
         else:
             if f.sequence != last_team_event[tid]:
                 errors.append(f"fixtures: team {tid} sequence {f.sequence} != {last_team_event[tid]}")
-            if (team is None) != f.is_deleted or (team is not None and f.name != team.name):
-                errors.append(f"fixtures: team {tid} is {f.name!r} deleted={f.is_deleted}, teams has {team}")
+            if (team is None) != f.deleted or (team is not None and f.name != team.name):
+                errors.append(f"fixtures: team {tid} is {f.name!r} deleted={f.deleted}, teams has {team}")
     return errors
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import factory
+from django.utils import timezone
 
 from .models import PlayerReplica, TeamReplica, Transfer, TransferState
 
@@ -16,6 +17,9 @@ class TeamReplicaFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Team {n}")
     sequence = 1
     name_sequence = factory.SelfAttribute("sequence")
+
+    class Params:
+        deleted = factory.Trait(deleted_at=factory.LazyFunction(timezone.now))
 
 
 class PlayerReplicaFactory(factory.django.DjangoModelFactory):

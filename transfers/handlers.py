@@ -30,7 +30,7 @@ def on_team_renamed(event: Event) -> None:
 @handler("team.deleted", service=SERVICE)
 def on_team_deleted(event: Event) -> None:
     d = event.data
-    replica.team_deleted(team_id=d["id"], name=d["name"], sequence=event.sequence)
+    replica.team_deleted(team_id=d["id"], name=d["name"], sequence=event.sequence, at=event.time)
 
 
 @handler("player.added", service=SERVICE)

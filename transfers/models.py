@@ -5,11 +5,11 @@ The replica is a cache built from ``team.*``/``player.*`` events, full snapshots
 in any order, so every fact is stamped with the team's ``sequence`` it came from and the
 replica keeps the newest fact per element (last writer wins by sequence, not by arrival):
 
-- a team's name carries ``name_sequence``;
+- the team itself is the shared replicated team (events/replica.py): its name carries
+  ``name_sequence``; a deleted team stays as a tombstone (``deleted_at``): team ids are
+  never reused, so deletion is final and every later-arriving fact about it is ignored;
 - each (team, player) membership carries ``sequence`` and ``present`` (``False`` is a
-  tombstone: "not in this team as of that sequence", so an older "added" cannot revive it);
-- a deleted team stays as a tombstone (``deleted=True``): team ids are never reused, so
-  deletion is final and every later-arriving older fact about the team is ignored.
+  tombstone: "not in this team as of that sequence", so an older "added" cannot revive it).
 
 There are no foreign keys to the teams service: its ids are stored as plain integers.
 """
@@ -21,38 +21,19 @@ from datetime import datetime
 from django.db import models
 from django.db.models import Q
 
-
-class TeamReplicaQuerySet(models.QuerySet):
-    def visible(self) -> TeamReplicaQuerySet:
-        """Teams that exist as far as we know: not deleted and with a known name (a stub
-        made by a player event that arrived before its team's ``team.created`` is hidden)."""
-        return self.filter(deleted=False, name_sequence__gt=0)
+from events.replica import ReplicatedTeam
 
 
-class TeamReplica(models.Model):
-    team_id = models.PositiveBigIntegerField(unique=True, help_text="The team's id in the teams service.")
-    name = models.CharField(max_length=100, blank=True)
-    # The highest team sequence this replica has seen, from any source.
-    sequence = models.PositiveBigIntegerField(default=0)
-    # The sequence of the fact that set ``name``; 0 means the name is not known yet.
-    name_sequence = models.PositiveBigIntegerField(default=0)
-    deleted = models.BooleanField(default=False)
-    # Local clock: when this replica first heard of the team (used by the snapshot's
-    # absence rule), when a snapshot or fetch last confirmed it, and the last change.
+class TeamReplica(ReplicatedTeam):
+    """The shared replicated team (events/replica.py; ``objects.visible()``: known, live
+    teams), plus this replica's clock: when it first heard of the team (the snapshot's
+    absence rule) and when a snapshot or fetch last confirmed it."""
+
     created_at = models.DateTimeField(auto_now_add=True)
     synced_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
-    objects = TeamReplicaQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["name", "team_id"]
-        verbose_name = "team (replica)"
-        verbose_name_plural = "teams (replica)"
-
-    def __str__(self) -> str:
-        label = self.name or "(name unknown)"
-        return f"{label} #{self.team_id}" + (" (deleted)" if self.deleted else "")
+    class Meta(ReplicatedTeam.Meta):
+        pass
 
 
 class PlayerReplica(models.Model):

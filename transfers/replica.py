@@ -4,7 +4,8 @@ Guarantee: the replica converges to the teams service's state whatever the order
 events, redeliveries and snapshots arrive. Each fact carries the sequence of the team it
 is about, and each element keeps the newest fact it has seen:
 
-- the team's name keeps ``name_sequence``;
+- the team (name with ``name_sequence``, tombstone, ``sequence``) follows the rules every
+  replica shares, applied by events/replica.py;
 - each (team, player) membership keeps its ``sequence`` and ``present`` flag, so a removal
   is remembered as a tombstone and an older "added" arriving late cannot revive it;
 - ``team.deleted`` (or absence from a snapshot, see ``apply_export``) leaves a team
@@ -33,6 +34,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
+
+from events import replica as shared
 
 from .models import PlayerReplica, TeamReplica
 
@@ -70,24 +73,11 @@ class TeamOutcome:
 
 def _team_locked(team_id: int) -> tuple[TeamReplica, bool]:
     """The team's row, locked for this transaction; a stub (name unknown) if new."""
-    return TeamReplica.objects.select_for_update().get_or_create(team_id=team_id)
+    return shared.lock(TeamReplica, team_id)
 
 
-def _bump(team: TeamReplica, sequence: int) -> bool:
-    if sequence > team.sequence:
-        team.sequence = sequence
-        return True
-    return False
-
-
-def _set_name(team: TeamReplica, name: str, sequence: int, *, snapshot: bool) -> bool:
-    newer = sequence >= team.name_sequence if snapshot else sequence > team.name_sequence
-    if not newer or (team.name == name and team.name_sequence == sequence):
-        return False
-    changed = team.name != name or team.name_sequence == 0
-    team.name = name
-    team.name_sequence = sequence
-    return changed
+_bump = shared.bump
+_set_name = shared.set_name
 
 
 def _membership(
@@ -133,35 +123,25 @@ def _save(team: TeamReplica, *, synced: bool = False) -> None:
 
 
 def team_created(*, team_id: int, name: str, players: Iterable[dict[str, Any]], sequence: int) -> None:
-    team, _ = _team_locked(team_id)
+    """The shared rule for the team (events/replica.py), then its squad, each player a
+    membership at the event's sequence."""
+    shared.team_created(TeamReplica, team_id=team_id, name=name, sequence=sequence)
+    team = TeamReplica.objects.get(team_id=team_id)  # locked above, in this transaction
     if team.deleted:
         return
-    _set_name(team, name, sequence, snapshot=False)
     for p in players:
         _membership(team, player_id=p["id"], sequence=sequence, present=True, name=p["name"], position=p["position"])
-    _bump(team, sequence)
-    _save(team)
 
 
 def team_renamed(*, team_id: int, name: str, sequence: int) -> None:
-    team, _ = _team_locked(team_id)
-    if team.deleted:
-        return
-    _set_name(team, name, sequence, snapshot=False)
-    _bump(team, sequence)
-    _save(team)
+    shared.team_renamed(TeamReplica, team_id=team_id, name=name, sequence=sequence)
 
 
-def team_deleted(*, team_id: int, name: str, sequence: int) -> None:
-    team, _ = _team_locked(team_id)
-    if team.deleted:
-        return
-    team.deleted = True
-    if not team.name:
-        team.name = name
-    _bump(team, sequence)
-    team.players.filter(present=True).update(present=False, sequence=max(sequence, team.sequence))
-    _save(team)
+def team_deleted(*, team_id: int, name: str, sequence: int, at: datetime | None = None) -> None:
+    """The shared tombstone rule, then every player of the team leaves it."""
+    team = shared.team_deleted(TeamReplica, team_id=team_id, name=name, sequence=sequence, at=at)
+    if team is not None:
+        team.players.filter(present=True).update(present=False, sequence=team.sequence)
 
 
 def player_added(*, team_id: int, player_id: int, name: str, position: str, sequence: int) -> None:
@@ -277,12 +257,10 @@ def apply_export(*, teams: list[dict[str, Any]], requested_at: datetime) -> list
     outcomes = [apply_team_state(t) for t in sorted(teams, key=lambda t: t["id"])]
     listed = {t["id"] for t in teams}
     cutoff = requested_at - ABSENCE_GRACE
-    absent = (
-        TeamReplica.objects.select_for_update().filter(deleted=False).exclude(team_id__in=listed).order_by("team_id")
-    )
+    absent = TeamReplica.objects.select_for_update().live().exclude(team_id__in=listed).order_by("team_id")
     for team in absent:
         if team.created_at < cutoff:
-            team.deleted = True
+            team.deleted_at = timezone.now()
             team.players.filter(present=True).update(present=False, sequence=team.sequence)
             _save(team, synced=True)
             outcomes.append(TeamOutcome(team.team_id, team.name, team.sequence, 0, Action.DELETED))

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from events.replica import ReplicatedTeamSerializer
 from league.api import StrictCharField
 
-from .models import PlayerReplica, TeamReplica, Transfer
+from .models import PlayerReplica, Transfer
 
 
 class PlayerReplicaSerializer(serializers.ModelSerializer):
@@ -15,16 +16,12 @@ class PlayerReplicaSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "position"]
 
 
-class TeamReplicaSerializer(serializers.ModelSerializer):
-    """The shape of a replicated team in every service (``id`` is the team's id, as in the
-    teams API; ``deleted``), plus this replica's players and last sync."""
+class TeamReplicaSerializer(ReplicatedTeamSerializer):
+    """The shape of a replicated team in every service (events/replica.py: ``id`` is the
+    team's id, as in the teams API), plus this replica's players and last sync."""
 
-    id = serializers.IntegerField(source="team_id")
     players = PlayerReplicaSerializer(source="squad", many=True, read_only=True)
-
-    class Meta:
-        model = TeamReplica
-        fields = ["id", "name", "sequence", "deleted", "players", "synced_at", "updated_at"]
+    synced_at = serializers.DateTimeField(allow_null=True)
 
 
 class TransferSerializer(serializers.ModelSerializer):
