@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from django.http import Http404
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView, ListAPIView
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
@@ -110,6 +111,14 @@ class ExportPagination(CursorPagination):
     page_size_query_param = "limit"
     max_page_size = 1000
 
+    def decode_cursor(self, request: Request):
+        try:
+            return super().decode_cursor(request)
+        except NotFound:  # DRF answers 404 to a bad cursor; it is bad input
+            raise ValidationError(
+                {"cursor": ["This cursor is not valid: follow the `next` link of the previous page."]}
+            ) from None
+
 
 class TeamExportApi(ListAPIView):
     """Service to service: needs a token with ``teams.export_team`` (the role Service
@@ -124,7 +133,15 @@ class TeamExportApi(ListAPIView):
 
     @extend_schema(
         operation_id="teams_export",
-        responses={200: TeamExportItemSerializer(many=True), **errors(401, 403)},
+        responses={
+            200: TeamExportItemSerializer(many=True),
+            **errors(
+                400,
+                401,
+                403,
+                e400={"cursor": ["This cursor is not valid: follow the `next` link of the previous page."]},
+            ),
+        },
         examples=[
             OpenApiExample(
                 "Snapshot",

@@ -237,6 +237,12 @@ def test_export_is_paginated_by_a_cursor_the_client_follows(export_client, djang
     assert seen == ids and pages == 3
 
 
+def test_export_with_a_bad_cursor_is_a_400(export_client):
+    response = export_client.get("/api/teams/export/?cursor=not-a-cursor")
+    assert response.status_code == 400
+    assert "cursor" in str(response.json())
+
+
 def test_export_page_size_is_bounded(export_client):
     TeamFactory.create_batch(3)
     response = export_client.get("/api/teams/export/?limit=100000")
