@@ -17,6 +17,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from league.api import MAX_LIMIT, _bounded_int
 from league.openapi import errors
 
 from . import selectors, services
@@ -104,12 +105,34 @@ class TeamListApi(ListAPIView):
 
 class ExportPagination(CursorPagination):
     """Pages by team id (stable while teams are created and deleted: each team that
-    exists throughout the read is on exactly one page), ``limit`` per page, at most 1000."""
+    exists throughout the read is on exactly one page), ``limit`` per page: 1 to 1000 like
+    every list of the API, anything else a 400."""
 
     ordering = "id"
     page_size = 500
     page_size_query_param = "limit"
-    max_page_size = 1000
+    max_page_size = MAX_LIMIT
+
+    def get_page_size(self, request: Request) -> int:
+        return _bounded_int(request, "limit", default=self.page_size, minimum=1, maximum=MAX_LIMIT)
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        return [
+            {
+                "name": "cursor",
+                "required": False,
+                "in": "query",
+                "description": "Where the page starts: take it from the previous page's `next` link.",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "limit",
+                "required": False,
+                "in": "query",
+                "description": f"Teams per page (1 to {MAX_LIMIT}, default {self.page_size}).",
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+            },
+        ]
 
     def decode_cursor(self, request: Request):
         try:
