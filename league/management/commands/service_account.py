@@ -57,4 +57,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, username: str, token: str | None, **options):
         result = ensure_service_account(username, key=token)
-        self.stdout.write(f"{username} ({roles.describe(result.user)}) token: {result.key}")
+        # A key the deployment chose is not echoed into its logs.
+        shown = "(the --token given)" if token else result.key
+        self.stdout.write(f"{username} ({roles.describe(result.user)}) token: {shown}")
