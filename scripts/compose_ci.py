@@ -261,7 +261,10 @@ class Stack:
             "FIXTURES_WEB_PORT": free_port(),
         }
         self.env_file = workdir / f"{profile}.env"
+        # Every ${VAR:?} the file requires gets a random value (a token: 40 hex digits).
+        required = re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "docker-compose.yml").read_text())
         values = {
+            **{name: secrets.token_hex(20) for name in required},
             "SECRET_KEY": secrets.token_urlsafe(50),
             "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
             # The service account transfers reads the teams export with (setup creates it).

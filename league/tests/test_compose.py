@@ -298,7 +298,8 @@ def test_offline_override_is_valid_compose(profile, tmp_path):
         pytest.skip("no docker-compose here (CI installs it: apt-get install -y docker-compose)")
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    env = {**os.environ, "SECRET_KEY": "config-check", "POSTGRES_PASSWORD": "config-check"}
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "docker-compose.yml").read_text()))
+    env = {**os.environ, **dict.fromkeys(required, "config-check")}
     files = ["-f", "docker-compose.yml", "-f", "docker-compose.offline.yml"]
     done = subprocess.run(
         [*binary, "--env-file", str(empty), *files, "--profile", profile, "config"],
