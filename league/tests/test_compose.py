@@ -317,3 +317,33 @@ def test_offline_override_is_valid_compose(profile, tmp_path):
         "local/moto",
     }
     assert merged["postgres"]["environment"]["POSTGRES_USER"] == "league"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_localstack_override_swaps_the_emulator_only(profile, tmp_path):
+    """docker-compose.localstack.yml puts LocalStack (pinned, the version the tests install)
+    in the emulator's place; every app keeps its AWS_ENDPOINT_URL."""
+    binary = compose_binary()
+    if binary is None:
+        pytest.skip("no docker-compose here (CI installs it: apt-get install -y docker-compose)")
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "docker-compose.yml").read_text()))
+    env = {**os.environ, **dict.fromkeys(required, "config-check")}
+    done = subprocess.run(
+        [*binary, "--env-file", str(empty), "-f", "docker-compose.yml", "-f", "docker-compose.localstack.yml"]
+        + ["--profile", profile, "config"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    merged = yaml.safe_load(done.stdout)["services"]
+    pinned = re.search(r"^localstack-core==(\S+)$", (ROOT / "requirements-localstack.txt").read_text(), re.M)
+    assert merged["moto"]["image"] == f"localstack/localstack:{pinned.group(1)}"
+    assert merged["moto"]["environment"]["GATEWAY_LISTEN"] == "0.0.0.0:5000"
+    assert merged["moto"]["environment"]["SERVICES"] == "sns,sqs"
+    apps = [s for name, s in merged.items() if "AWS_ENDPOINT_URL" in (s.get("environment") or {})]
+    assert apps and {s["environment"]["AWS_ENDPOINT_URL"] for s in apps} == {"http://moto:5000"}
