@@ -291,8 +291,9 @@ def test_offline_build_names_no_mirror_or_registry_host():
             assert not hosts, f"{path.relative_to(ROOT)} names {hosts}"
 
 
-@pytest.mark.parametrize("profile", PROFILES)
-def test_offline_override_is_valid_compose(profile, tmp_path):
+def merged_config(override: str, profile: str, tmp_path) -> dict:
+    """``docker-compose config`` of docker-compose.yml plus ``override`` for ``profile``, with
+    every required variable given a value; the merged services."""
     binary = compose_binary()
     if binary is None:
         pytest.skip("no docker-compose here (CI installs it: apt-get install -y docker-compose)")
@@ -300,7 +301,7 @@ def test_offline_override_is_valid_compose(profile, tmp_path):
     empty.write_text("")
     required = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "docker-compose.yml").read_text()))
     env = {**os.environ, **dict.fromkeys(required, "config-check")}
-    files = ["-f", "docker-compose.yml", "-f", "docker-compose.offline.yml"]
+    files = ["-f", "docker-compose.yml", "-f", override]
     done = subprocess.run(
         [*binary, "--env-file", str(empty), *files, "--profile", profile, "config"],
         cwd=ROOT,
@@ -310,7 +311,12 @@ def test_offline_override_is_valid_compose(profile, tmp_path):
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    merged = yaml.safe_load(done.stdout)["services"]
+    return yaml.safe_load(done.stdout)["services"]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_offline_override_is_valid_compose(profile, tmp_path):
+    merged = merged_config("docker-compose.offline.yml", profile, tmp_path)
     assert {merged[name]["image"].split(":")[0] for name in ("postgres", "redis", "moto")} == {
         "local/postgres",
         "local/redis",
@@ -323,24 +329,7 @@ def test_offline_override_is_valid_compose(profile, tmp_path):
 def test_localstack_override_swaps_the_emulator_only(profile, tmp_path):
     """docker-compose.localstack.yml puts LocalStack (pinned, the version the tests install)
     in the emulator's place; every app keeps its AWS_ENDPOINT_URL."""
-    binary = compose_binary()
-    if binary is None:
-        pytest.skip("no docker-compose here (CI installs it: apt-get install -y docker-compose)")
-    empty = tmp_path / "empty.env"
-    empty.write_text("")
-    required = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "docker-compose.yml").read_text()))
-    env = {**os.environ, **dict.fromkeys(required, "config-check")}
-    done = subprocess.run(
-        [*binary, "--env-file", str(empty), "-f", "docker-compose.yml", "-f", "docker-compose.localstack.yml"]
-        + ["--profile", profile, "config"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    merged = yaml.safe_load(done.stdout)["services"]
+    merged = merged_config("docker-compose.localstack.yml", profile, tmp_path)
     pinned = re.search(r"^localstack-core==(\S+)$", (ROOT / "requirements-localstack.txt").read_text(), re.M)
     assert merged["moto"]["image"] == f"localstack/localstack:{pinned.group(1)}"
     assert merged["moto"]["environment"]["GATEWAY_LISTEN"] == "0.0.0.0:5000"
