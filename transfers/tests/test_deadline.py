@@ -246,3 +246,38 @@ def test_the_cancel_action_needs_the_permission(client):
     client.force_login(staff)
     page = client.get("/admin/transfers/transfer/")
     assert page.status_code == 200 and b"cancel_transfers" not in page.content
+
+
+def test_the_expire_loop_outlives_a_database_outage(monkeypatch, caplog):
+    """A pass that cannot reach the database is logged once and tried again; the loop goes
+    on and, with the database back, cancels what is overdue (it used to exit)."""
+    import signal
+
+    from django.db import OperationalError
+
+    late = overdue_transfer()
+    real = services.transfers_expire
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            raise OperationalError("connection refused")
+        if calls["n"] == 5:
+            signal.raise_signal(signal.SIGTERM)  # the loop's own handler stops it after this pass
+        return real()
+
+    monkeypatch.setattr(services, "transfers_expire", flaky)
+    monkeypatch.setattr("django.db.connections.close_all", lambda: None)  # keep the test's transaction
+    saved = signal.getsignal(signal.SIGTERM)
+    try:
+        with caplog.at_level("INFO", logger="transfers.expire"):
+            call_command("expire_transfers", "--interval", "0.1")
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    late.refresh_from_db()
+    assert late.state == TransferState.CANCELLING
+    assert calls["n"] == 5
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("database unavailable" in m for m in messages) == 1
+    assert sum("database back" in m for m in messages) == 1
