@@ -67,6 +67,13 @@ def grant(apps: Any, app_label: str, roles: Mapping[str, Iterable[str]]) -> None
         group.permissions.add(*perms)
 
 
+def revoke(apps: Any, app_label: str, roles: Mapping[str, Iterable[str]]) -> None:
+    """Undo ``grant``: take ``app_label``'s permissions away from the groups of ``roles``."""
+    Group = apps.get_model("auth", "Group")
+    for group in Group.objects.filter(name__in=roles):
+        group.permissions.remove(*group.permissions.filter(content_type__app_label=app_label))
+
+
 def ensure_roles() -> None:
     """Grant every registered app's roles with the live models (idempotent)."""
     from django.apps import apps

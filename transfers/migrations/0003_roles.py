@@ -7,7 +7,7 @@ events/roles.py for the roles and why each app grants its own permissions.
 
 from django.db import migrations
 
-from events.roles import grant
+from events.roles import grant, revoke
 
 ROLES = {'League staff': ['view_transfer', 'view_teamreplica', 'view_playerreplica', 'view_teamssync'],
  'Transfer desk': ['view_transfer',
@@ -25,9 +25,7 @@ def forwards(apps, schema_editor):
 
 
 def backwards(apps, schema_editor):
-    Group = apps.get_model("auth", "Group")
-    for group in Group.objects.filter(name__in=ROLES):
-        group.permissions.remove(*group.permissions.filter(content_type__app_label="transfers"))
+    revoke(apps, "transfers", ROLES)
 
 
 class Migration(migrations.Migration):
