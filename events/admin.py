@@ -24,7 +24,7 @@ from django.utils.html import format_html
 
 from . import aws, relay, topology
 from .health import quick_client
-from .models import InboxMessage, OutboxMessage, OutboxState
+from .models import InboxMessage, OutboxMessage, OutboxState, ServiceGate
 
 FAILED_ROWS_SHOWN = 100
 
@@ -268,3 +268,11 @@ def bus_overview(request: HttpRequest) -> HttpResponse:
         "inbox_url": reverse("admin:events_inboxmessage_changelist"),
     }
     return render(request, "admin/events/bus_overview.html", context)
+
+
+@admin.register(ServiceGate)
+class ServiceGateAdmin(ReadOnlyAdmin):
+    """Which services take writes in this database (events/gate.py). Changed only by
+    ``manage.py split_service``, never by hand: a gate opened mid-move could lose writes."""
+
+    list_display = ("service", "state", "changed_at", "note")

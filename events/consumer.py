@@ -32,6 +32,11 @@ Promises:
     jitter), logged as what it is and counted in ``league_consumer_conflicts_total``; it
     never sends a message back to SQS. Only when the retries run out are the messages
     treated as failed (visibility back-off).
+- *A service being moved* (``events/gate.py``): the batch's transaction takes the
+  service's gate row in share mode first; a closed gate rolls the batch back and gives its
+  messages back at once, and the consumer receives nothing until the gate opens again
+  (``moved``: never). A pause waits for the batch under way, so no batch of the service
+  commits in this database after the pause.
 - An undecodable message, one not from this bus, or one whose ``data`` breaks its type's
   JSON Schema in the catalogue goes to the DLQ at once with the reason as a message
   attribute. An event type the service does not handle is acknowledged and logged.
@@ -76,7 +81,7 @@ from django.db import (
     transaction,
 )
 
-from . import aws, broadcasting, catalogue, context, metrics, registry, telemetry
+from . import aws, broadcasting, catalogue, context, gate, metrics, registry, telemetry
 from .envelope import EnvelopeError, Event
 from .models import InboxMessage
 
@@ -141,6 +146,7 @@ class Attempt:
     conflict: str | None = None  # what kind of race rolled it back
     db_error: BaseException | None = None  # the database failed: rolled back, keep in hand
     culprit: Work | None = None  # the message whose handler hit the database error
+    paused: BaseException | None = None  # the service's gate closed: rolled back, given back
 
 
 class DatabaseGate:
@@ -421,7 +427,7 @@ class Consumer:
     def poll(self, *, wait_seconds: int | None = None) -> int:
         """One receive, once the database answers: handle the messages, delete the done
         ones. Returns how many messages the receive brought."""
-        if not self.broadcast and not self.database.wait_until_up():
+        if not self.broadcast and not (self.database.wait_until_up() and self.wait_while_gated()):
             return 0
         try:
             messages = self.receive(self.wait_seconds if wait_seconds is None else wait_seconds)
@@ -438,6 +444,31 @@ class Consumer:
             finally:
                 self.heartbeat.drop(messages)  # anything still held waits out its visibility
         return len(messages)
+
+    def wait_while_gated(self) -> bool:
+        """While this service's write gate is closed in this database (``events/gate.py``:
+        the service is being moved, or has moved), receive nothing: the queue keeps its
+        messages for the service's consumer wherever it runs. False if stopped first."""
+        said: str | None = None
+        while not self.stop.is_set():
+            try:
+                state = gate.current(self.service)
+            except DatabaseError:
+                return True  # the database gate's business (checked before every receive)
+            if state == gate.OPEN:
+                if said is not None:
+                    log.warning("consumer %s: the service's gate is open again; receiving", self.service)
+                return True
+            if state != said:
+                said = state
+                log.warning(
+                    "consumer %s: the service's gate is %s in this database (split_service); not receiving%s",
+                    self.service,
+                    state,
+                    ": it runs on its own database now, stop this consumer" if state == gate.MOVED else "",
+                )
+            self.stop.wait(1.0)
+        return False
 
     def _receive_failed(self, exc: Exception) -> None:
         """Log once per state change, not every 2 s. A missing queue (e.g. an emulator
@@ -498,6 +529,10 @@ class Consumer:
                 self.release([w.message for w in pending])
                 return
             attempt = self.transact(pending)
+            if attempt.paused is not None:
+                log.warning("consumer %s: %s; %d message(s) given back", self.service, attempt.paused, len(pending))
+                self.release([w.message for w in pending])
+                return
             self.fail(attempt.failed)  # handler failures are final, whatever became of the batch
             if attempt.committed:
                 self.record(attempt.done)
@@ -568,6 +603,9 @@ class Consumer:
         attempt = Attempt()
         try:
             with contextlib.nullcontext() if self.broadcast else transaction.atomic():
+                if not self.broadcast:
+                    # Held until the batch commits: a pause waits for it (events/gate.py).
+                    gate.check_writable(self.service)
                 for work in pending:
                     if self.stop.is_set():
                         attempt.unstarted.append(work)
@@ -597,6 +635,9 @@ class Consumer:
                 # the messages handled before it must not be deleted.
                 if not self.broadcast and connection.needs_rollback:
                     raise BatchRolledBack()
+        except gate.ServicePaused as exc:
+            attempt.paused = exc
+            return attempt
         except (DatabaseError, BatchRolledBack) as exc:
             attempt.conflict = conflict_kind(exc)
             attempt.db_error = None if attempt.conflict else exc

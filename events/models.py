@@ -120,3 +120,23 @@ class SubjectSequence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} = {self.last}"
+
+
+class GateState(models.TextChoices):
+    OPEN = "open", "open"
+    PAUSED = "paused", "paused (being moved)"
+    MOVED = "moved", "moved to its own database"
+
+
+class ServiceGate(models.Model):
+    """Whether a service's writes may commit in this database (``events/gate.py``).
+
+    One row per service, made by a migration, so that every writer can lock its row."""
+
+    service = models.CharField(max_length=50, primary_key=True)
+    state = models.CharField(max_length=10, choices=GateState.choices, default=GateState.OPEN)
+    changed_at = models.DateTimeField(auto_now=True)
+    note = models.CharField(max_length=300, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.service}: {self.state}"

@@ -4,7 +4,9 @@ Guarantee: the outbox row commits or rolls back with the domain change around it
 event is published if and only if the change committed. Calling ``publish`` outside
 ``transaction.atomic()`` is an error: in autocommit the row would be written on its own,
 and a failure after it would leave an event describing a change that never happened.
-Nothing here talks to the network; after commit the relay is kicked through Celery.
+The owning service's write gate (``events/gate.py``) must be open: it is read, and locked
+in share mode, in the same transaction, so a service being moved takes no write after its
+pause. Nothing here talks to the network; after commit the relay is kicked through Celery.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import catalogue, context, envelope, telemetry
+from . import catalogue, context, envelope, gate, telemetry
 from .models import OutboxMessage
 
 log = logging.getLogger("events.publish")
@@ -48,6 +50,8 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Out
     if problem:
         raise InvalidEventData(problem)
 
+    # The owning service's write gate (events/gate.py): refused while it is being moved.
+    gate.check_writable(et.source)
     subject = str(subject)
     key = f"{et.aggregate}:{subject}"
     event_id = str(uuid.uuid4())

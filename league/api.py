@@ -50,6 +50,8 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.utils import json as drf_json
 
+from events import gate
+
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 # JSON bodies nested deeper than this are refused (no request of this API nests past 4).
 MAX_JSON_DEPTH = 32
@@ -153,7 +155,20 @@ class RequestTooLarge(exceptions.APIException):
     default_code = "request_too_large"
 
 
+class WritesPaused(exceptions.APIException):
+    """A write of a service whose gate is closed (``events/gate.py``): 503 with Retry-After."""
+
+    status_code = 503
+    default_code = "service_paused"
+
+    def __init__(self, exc: gate.ServicePaused) -> None:
+        super().__init__(str(exc), code="service_moved" if exc.state == gate.MOVED else "service_paused")
+        self.wait = exc.retry_after  # DRF's handler turns ``wait`` into Retry-After
+
+
 def _django_to_drf(exc: Exception) -> Exception:
+    if isinstance(exc, gate.ServicePaused):
+        return WritesPaused(exc)
     if isinstance(exc, Http404):
         return exceptions.NotFound(*exc.args)
     if isinstance(exc, DjangoPermissionDenied):

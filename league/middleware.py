@@ -130,3 +130,24 @@ def _add_slash(request: HttpRequest) -> None:
     if not is_valid_path(path, urlconf) and is_valid_path(f"{path}/", urlconf):
         request.path_info = f"{path}/"
         request.path = f"{request.path}/"
+
+
+class WritesPausedMiddleware:
+    """Outside the API (the admin): a write refused by a service's gate (``events/gate.py``,
+    the service is being moved) is a 503 with ``Retry-After`` and the reason, not a 500.
+    The API answers the same as a problem document (``league.api``)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        from events import gate
+
+        if not isinstance(exception, gate.ServicePaused):
+            return None
+        response = HttpResponse(f"{exception}\n", status=503, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(exception.retry_after)
+        return response

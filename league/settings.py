@@ -98,6 +98,8 @@ MIDDLEWARE = [
     "league.middleware.RequestIdMiddleware",
     # Under /api/: both spellings of a route, bounded bodies, every error a problem document.
     "league.middleware.ApiMiddleware",
+    # A write refused because its service is being moved (events/gate.py): 503, not 500.
+    "league.middleware.WritesPausedMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
