@@ -88,6 +88,8 @@ INSTALLED_APPS = [
     "events",
     # The project itself: `manage.py runstack` starts the whole system.
     "league",
+    # Moving a service out of the running monolith: `manage.py split_service`.
+    "cutover",
     *ACTIVE_SERVICES,
     # The league page at / and its live feed (live/views.py, live/feed.py).
     "live",

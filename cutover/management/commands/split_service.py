@@ -1,0 +1,84 @@
+"""``manage.py split_service NAME --database-url URL``: move a service out of the running
+monolith (cutover/split.py); ``--dry-run`` prints the plan and the row counts; ``--rollback``
+undoes an unfinished run; ``--cleanup NAME`` removes the monolith's leftovers afterwards."""
+
+from __future__ import annotations
+
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from cutover import deployment, split
+
+
+class Command(BaseCommand):
+    help = "Move one service from the running monolith to a database of its own, under live traffic."
+
+    def add_arguments(self, parser):
+        parser.add_argument("service", nargs="?", help=f"the service to move: one of {', '.join(settings.SERVICES)}")
+        parser.add_argument("--database-url", help="the new database (postgres://… or sqlite:////path)")
+        parser.add_argument("--dry-run", action="store_true", help="print the plan and the row counts; change nothing")
+        parser.add_argument("--rollback", action="store_true", help="undo a run that stopped before the switch")
+        parser.add_argument(
+            "--cleanup", metavar="SERVICE", help="drop a moved service's leftover tables in the monolith"
+        )
+        parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        parser.add_argument(
+            "--timeout", type=float, default=120.0, help="seconds to wait for each step's processes (default 120)"
+        )
+
+    def handle(self, *args, service, database_url, dry_run, rollback, cleanup, yes, timeout, **options):
+        try:
+            if cleanup:
+                return self.cleanup(cleanup, yes)
+            if not service:
+                raise CommandError(
+                    f"name the service to move: split_service NAME (one of {', '.join(settings.SERVICES)})"
+                )
+            if service not in settings.SERVICES:
+                raise CommandError(f"unknown service {service!r}: choose one of {', '.join(settings.SERVICES)}")
+            if rollback:
+                return self.rollback(service)
+            if not database_url:
+                previous = deployment.placement(settings.DATA_DIR, service)
+                if not previous:
+                    raise CommandError("--database-url is required: the database the service moves to")
+                database_url = previous["database_url"]
+            split.database_config(database_url)  # a bad URL fails here, before anything changes
+            if dry_run:
+                for line in split.plan(service, database_url):
+                    self.stdout.write(line)
+                return None
+            if not yes and not self.confirm(f"Move {service} to {split.mask(database_url)} now?"):
+                raise CommandError("not confirmed: nothing changed (pass --yes to skip the question)")
+            run = split.Split(service, database_url, self.stdout, timeout=timeout, progress=self.bar)
+            run.run()
+        except split.SplitError as exc:
+            raise CommandError(str(exc)) from exc
+        return None
+
+    def bar(self, total: int, done: int):
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=done, unit="row", file=sys.stdout, leave=False, dynamic_ncols=True)
+
+    def confirm(self, question: str) -> bool:
+        if not sys.stdin.isatty():
+            return False
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+    def rollback(self, service: str) -> None:
+        placed = deployment.placement(settings.DATA_DIR, service)
+        if not placed:
+            self.stdout.write(f"{service} has no unfinished move: nothing to roll back.")
+            return
+        run = split.Split(service, placed["database_url"], self.stdout)
+        run.rollback(placed)
+        self.stdout.write(f"rolled back: {service} runs in the monolith as before.")
+
+    def cleanup(self, service: str, yes: bool) -> None:
+        if not yes and not self.confirm(f"Drop {service}'s leftover tables from the monolith's database?"):
+            raise CommandError("not confirmed: nothing changed (pass --yes to skip the question)")
+        split.cleanup(service, self.stdout)
+        self.stdout.write(f"removed {service}'s leftovers from the monolith's database.")

@@ -1,0 +1,520 @@
+"""``split_service``: move one service out of the running monolith to a database of its own,
+without losing or doubling an event. Run against the monolith (its ``DATABASE_URL`` and
+``DATA_DIR``), with ``runstack`` supervising it; docs/MIGRATION.md tells the whole story.
+
+The steps, and why this order:
+
+1. **create and migrate the new database** (the service's migrations only, as its own
+   deployment would run them); the service's gate there is closed until step 6;
+2. **start the service on it**: the supervisor starts its web, relay and consumer against
+   the new database (``deployment.json`` → ``runstack``). They come up *before* the pause,
+   idle behind their closed gate (the consumer receives nothing, the web is not routed),
+   so that the pause does not include a process start;
+3. **pause its writes in the monolith** (``events/gate.py``): its API answers 503 with
+   ``Retry-After`` (reads keep working), its consumer gives its batch back and stops
+   receiving (its queue keeps the messages), and the pause waits for the writes under way;
+4. **publish its remaining outbox rows**: the monolith's relay publishes them (each exactly
+   once: nothing is carried over as pending);
+5. **copy and verify** its rows, inbox, sequence counters and accounts in one snapshot
+   (``cutover/copy.py``: row counts and a checksum per table);
+6. **switch**: the new database's gate opens and the front door routes the service's paths
+   to its web. This is the point of no automatic return: from here the new database may
+   take writes;
+7. **resume**: the monolith's gate for the service becomes ``moved`` for good (its tables
+   there are read-only leftovers, removed by ``--cleanup``), and the supervisor restarts the
+   monolith without the service in ``LEAGUE_SERVICE``.
+
+A failure (or Ctrl-C) before step 6 rolls back to the monolith as it was: its gate opens,
+the new processes stop, and a database this command created is dropped. A crash (kill -9)
+leaves ``deployment.json`` saying how far it got; running the command again rolls back
+what an unfinished run did before step 6 and starts over, or finishes a run that passed it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import environ
+import requests
+from django.conf import settings
+from django.db import connections
+
+from events import gate
+from events.models import OutboxMessage, OutboxState
+
+from . import copy as copying
+from . import deployment
+
+TARGET = "split_target"
+STEPS = [
+    "create and migrate the new database",
+    "start {service} on the new database",
+    "pause {service}'s writes in the monolith",
+    "publish {service}'s remaining outbox rows",
+    "copy and verify {service}'s rows",
+    "switch the front door to {service}",
+    "resume: the monolith drops {service}",
+]
+SWITCH_STEP = 6
+
+
+class SplitError(RuntimeError):
+    pass
+
+
+def mask(url: str) -> str:
+    """The URL without its password (for output and logs)."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def database_config(url: str) -> dict[str, Any]:
+    try:
+        cfg = environ.Env.db_url_config(url)
+    except Exception as exc:
+        raise SplitError(f"--database-url {mask(url)!r} is not a database URL ({exc})") from exc
+    engine = cfg.get("ENGINE", "")
+    if not engine.endswith(("postgresql", "sqlite3")):
+        raise SplitError(f"--database-url {mask(url)!r}: use postgres://… or sqlite:///…")
+    if engine.endswith("sqlite3"):
+        if not cfg.get("NAME") or cfg["NAME"] == ":memory:":
+            raise SplitError("--database-url: a SQLite database must be a file (sqlite:////path/to/file.sqlite3)")
+        cfg["OPTIONS"] = (
+            dict(settings.DATABASES["default"].get("OPTIONS", {}))
+            if _monolith_is_sqlite()
+            else {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            }
+        )
+    return cfg
+
+
+def _monolith_is_sqlite() -> bool:
+    return settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+
+
+def same_database(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a["ENGINE"] != b["ENGINE"]:
+        return False
+    if a["ENGINE"].endswith("sqlite3"):
+        return Path(a["NAME"]).resolve() == Path(b["NAME"]).resolve()
+    return (a.get("HOST") or "localhost", str(a.get("PORT") or 5432), a["NAME"]) == (
+        b.get("HOST") or "localhost",
+        str(b.get("PORT") or 5432),
+        b["NAME"],
+    )
+
+
+def connect_target(url: str) -> None:
+    cfg = database_config(url)
+    forget_target()
+    # configure_settings fills the defaults Django adds to every DATABASES entry.
+    connections.settings[TARGET] = connections.configure_settings({"default": cfg})["default"]
+
+
+def forget_target() -> None:
+    """Close the target's connection and drop the cached wrapper (it keeps its settings)."""
+    if TARGET in connections.settings:
+        with contextlib.suppress(Exception):
+            connections[TARGET].close()
+        with contextlib.suppress(AttributeError, KeyError):
+            del connections[TARGET]
+        del connections.settings[TARGET]
+
+
+def _pg_admin(cfg: dict[str, Any]):
+    import psycopg
+
+    return psycopg.connect(
+        host=cfg.get("HOST") or "localhost",
+        port=cfg.get("PORT") or 5432,
+        user=cfg.get("USER") or None,
+        password=cfg.get("PASSWORD") or None,
+        dbname="postgres",
+        autocommit=True,
+        connect_timeout=10,
+    )
+
+
+def create_database(url: str) -> bool:
+    """Create the database if it does not exist; True if this call created it."""
+    cfg = database_config(url)
+    if cfg["ENGINE"].endswith("sqlite3"):
+        path = Path(cfg["NAME"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return not path.exists()
+    with _pg_admin(cfg) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [cfg["NAME"]]).fetchone():
+            return False
+        from psycopg import sql
+
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(cfg["NAME"])))
+        return True
+
+
+def drop_database(url: str) -> None:
+    cfg = database_config(url)
+    forget_target()
+    if cfg["ENGINE"].endswith("sqlite3"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(cfg["NAME"] + suffix).unlink(missing_ok=True)
+        return
+    from psycopg import sql
+
+    with _pg_admin(cfg) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(cfg["NAME"])))
+
+
+def migrate(service: str, url: str) -> None:
+    env = {**os.environ, "LEAGUE_SERVICE": service, "DATABASE_URL": url}
+    result = subprocess.run(
+        [sys.executable, str(settings.BASE_DIR / "manage.py"), "migrate", "--noinput"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise SplitError(f"migrating the new database failed (exit {result.returncode}):\n{tail}")
+
+
+def pending_outbox(service: str) -> int:
+    q = copying._aggregate_rows("aggregate_key", service)
+    return OutboxMessage.objects.filter(q, state=OutboxState.PENDING).count()
+
+
+@dataclass
+class Timing:
+    step: str
+    seconds: float
+
+
+@dataclass
+class Split:
+    service: str
+    url: str
+    out: IO[str]
+    timeout: float = 120.0
+    progress: Callable[[int, int], Any] | None = None  # (total, done) -> bar; see the command
+    timings: list[Timing] = field(default_factory=list)
+    paused_at: float | None = None
+    pause_seconds: float | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(settings.DATA_DIR)
+
+    def say(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    # ------------------------------------------------------------------ checks
+    def preflight(self) -> dict[str, Any]:
+        """Everything that can be known before changing anything. Returns the stack."""
+        if self.service not in settings.SERVICES:
+            raise SplitError(f"unknown service {self.service!r}: choose one of {', '.join(settings.SERVICES)}")
+        if self.service not in settings.ACTIVE_SERVICES:
+            raise SplitError(
+                f"{self.service} is not served by this deployment (LEAGUE_SERVICE={settings.LEAGUE_SERVICE}): "
+                "run split_service with the monolith's settings"
+            )
+        cfg = database_config(self.url)
+        if same_database(cfg, settings.DATABASES["default"]):
+            raise SplitError(
+                "--database-url names the monolith's own database: give the new service a database of its own"
+            )
+        stack = deployment.stack(self.data_dir)
+        if stack is None:
+            raise SplitError(
+                f"no runstack supervises DATA_DIR {self.data_dir}: split_service starts the moved service "
+                "through it. Start the monolith with `manage.py runstack` (same DATA_DIR and DATABASE_URL) "
+                "and run this again."
+            )
+        if not stack.get("front_door"):
+            raise SplitError(
+                "the running stack has no front door (Debian's nginx was not found when runstack started): "
+                "clients would keep calling the monolith. Install nginx (apt-get install nginx), restart runstack."
+            )
+        return stack
+
+    # --------------------------------------------------------------------- run
+    def run(self) -> None:
+        previous = deployment.placement(self.data_dir, self.service)
+        if previous and previous.get("state") == deployment.MOVED:
+            self.say(f"{self.service} has already moved to {mask(previous['database_url'])}.")
+            self.finish_resume()
+            return
+        if previous and previous.get("state") == deployment.SWITCHING:
+            self.say(f"An earlier run passed the switch: finishing it ({mask(previous['database_url'])}).")
+            self.url = previous["database_url"]
+            connect_target(self.url)
+            self.preflight()
+            self.step(6, self.switch)
+            self.step(7, self.resume)
+            self.summary()
+            return
+        if previous:
+            self.say(
+                f"An earlier run stopped before the switch (state {previous.get('state')}): rolling it back first."
+            )
+            self.rollback(previous)
+        stack = self.preflight()
+        connect_target(self.url)
+        try:
+            self.step(1, self.prepare)
+            self.step(2, self.start)
+            self.step(3, self.pause)
+            self.step(4, self.drain)
+            self.step(5, self.copy)
+        except BaseException as exc:
+            self.say(f"failed before the switch: {exc}")
+            self.rollback(deployment.placement(self.data_dir, self.service))
+            self.say(f"rolled back: {self.service} runs in the monolith as before; its writes are open again.")
+            raise
+        try:
+            self.step(6, self.switch)
+            self.step(7, self.resume)
+        except BaseException as exc:
+            raise SplitError(self.after_switch_help(stack, exc)) from exc
+        self.summary()
+
+    def step(self, number: int, action: Callable[[], None]) -> None:
+        name = STEPS[number - 1].format(service=self.service)
+        self.say(f"step {number}/{len(STEPS)}: {name} ...")
+        started = time.monotonic()
+        action()
+        seconds = time.monotonic() - started
+        self.timings.append(Timing(name, seconds))
+        self.say(f"step {number}/{len(STEPS)}: {name}: done in {seconds:.2f} s")
+
+    # ------------------------------------------------------------------- steps
+    def prepare(self) -> None:
+        created = create_database(self.url)
+        deployment.place(
+            self.data_dir,
+            self.service,
+            database_url=self.url,
+            created_database=created,
+            state="preparing",
+            started_at=time.time(),
+        )
+        if not created:
+            connect_target(self.url)
+            existing = _existing_rows(self.service)
+            if existing:
+                raise SplitError(
+                    f"the database {mask(self.url)} already holds {existing} row(s) of {self.service}: "
+                    "give an empty (or new) database"
+                )
+        migrate(self.service, self.url)
+        connect_target(self.url)
+        gate.pause(self.service, using=TARGET, note="split_service: closed until the copy is verified")
+
+    def start(self) -> None:
+        deployment.place(self.data_dir, self.service, state=deployment.STARTING)
+        self.wait_stack(
+            lambda s: (
+                s.get("services", {}).get(self.service, {}).get("state") in (deployment.STANDBY, deployment.SERVING)
+            ),
+            f"runstack to start {self.service}'s processes on the new database",
+        )
+
+    def pause(self) -> None:
+        gate.pause(self.service, note=f"split_service: moving to {mask(self.url)}")
+        self.paused_at = time.monotonic()
+        deployment.place(self.data_dir, self.service, state="paused")
+
+    def drain(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        left = pending_outbox(self.service)
+        total = left
+        bar = self.progress(total, 0) if self.progress and total else None
+        while left:
+            if time.monotonic() > deadline:
+                raise SplitError(
+                    f"the monolith's relay did not publish {self.service}'s last {left} outbox row(s) within "
+                    f"{self.timeout:.0f} s: is the Celery worker running? (manage.py bus_status)"
+                )
+            time.sleep(0.1)
+            now = pending_outbox(self.service)
+            if bar is not None:
+                bar.update(left - now)
+            left = now
+        if bar is not None:
+            bar.close()
+
+    def copy(self) -> None:
+        total = sum(n for _, n in copying.counts(self.service, "default"))
+        bar = self.progress(total, 0) if self.progress else None
+        reports = copying.copy(
+            self.service, source="default", target=TARGET, progress=(bar.update if bar is not None else lambda n: None)
+        )
+        if bar is not None:
+            bar.close()
+        deployment.place(self.data_dir, self.service, state="copied")
+        width = max(len(r.label) for r in reports)
+        for r in reports:
+            self.say(f"    {r.label.ljust(width)}  {r.rows:>8} rows  {r.checksum[:16] or '(by name)'}")
+
+    def switch(self) -> None:
+        # The point of no automatic return: recorded before the new gate opens.
+        deployment.place(self.data_dir, self.service, state=deployment.SWITCHING)
+        gate.open_(self.service, using=TARGET)
+        stack = self.wait_stack(
+            lambda s: s.get("services", {}).get(self.service, {}).get("state") == deployment.SERVING,
+            f"the front door to route {self.service} to its new processes",
+        )
+        from frontdoor.routes import ROUTES
+
+        probe = stack["front_door"].rstrip("/") + ROUTES[self.service][0]
+        response = requests.get(probe, timeout=10)
+        upstream = response.headers.get("X-League-Upstream")
+        if response.status_code != 200 or upstream != self.service:
+            raise SplitError(
+                f"GET {probe} answered {response.status_code} from {upstream!r}, not 200 from {self.service}"
+            )
+        if self.paused_at is not None:
+            self.pause_seconds = time.monotonic() - self.paused_at
+
+    def resume(self) -> None:
+        gate.mark_moved(self.service, note=f"split_service: moved to {mask(self.url)}")
+        deployment.place(self.data_dir, self.service, state=deployment.MOVED, moved_at=time.time())
+        self.finish_resume()
+
+    def finish_resume(self) -> None:
+        self.wait_stack(
+            lambda s: self.service not in s.get("monolith", {}).get("services", [self.service]),
+            f"runstack to restart the monolith without {self.service}",
+        )
+
+    # ----------------------------------------------------------------- helpers
+    def wait_stack(self, ok: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            stack = deployment.stack(self.data_dir)
+            if stack is None:
+                raise SplitError(f"runstack stopped while waiting for {what}")
+            if ok(stack):
+                return stack
+            time.sleep(0.1)
+        raise SplitError(f"timed out after {self.timeout:.0f} s waiting for {what}; see runstack's output")
+
+    def rollback(self, placed: dict[str, Any] | None) -> None:
+        """Undo a run that stopped before the switch: open the monolith's gate, stop the new
+        processes, drop the database if this command created it."""
+        if placed and placed.get("state") in (deployment.SWITCHING, deployment.MOVED):
+            raise SplitError(
+                f"{self.service} passed the switch (state {placed['state']}): it is not rolled back automatically. "
+                "See docs/MIGRATION.md, 'Going back'."
+            )
+        if gate.current(self.service) == gate.PAUSED:
+            gate.open_(self.service)
+        deployment.unplace(self.data_dir, self.service)
+        if deployment.stack(self.data_dir) is not None:
+            try:
+                self.wait_stack(
+                    lambda s: self.service not in s.get("services", {}), f"runstack to stop {self.service}'s processes"
+                )
+            except SplitError as exc:
+                self.say(f"warning: {exc}")
+        if placed and placed.get("created_database"):
+            drop_database(placed["database_url"])
+            self.say(f"dropped the database this command created ({mask(placed['database_url'])})")
+
+    def after_switch_help(self, stack: dict[str, Any], exc: BaseException) -> str:
+        placed = deployment.placement(self.data_dir, self.service) or {}
+        return (
+            f"failed after the switch: {exc}\n"
+            f"State: {self.service} runs on {mask(self.url)} (deployment state {placed.get('state')}); "
+            f"the monolith's gate for it is {gate.current(self.service)}; the front door is {stack.get('front_door')}.\n"
+            f"To finish: run `manage.py split_service {self.service} --database-url …` again (it continues from here).\n"
+            "To go back: see docs/MIGRATION.md, 'Going back' (the new database may hold writes since the switch)."
+        )
+
+    def summary(self) -> None:
+        width = max(len(t.step) for t in self.timings) if self.timings else 10
+        self.say("")
+        self.say(f"  {'step'.ljust(width)}  seconds")
+        for t in self.timings:
+            self.say(f"  {t.step.ljust(width)}  {t.seconds:7.2f}")
+        if self.pause_seconds is not None:
+            self.say(f"\n  {self.service}'s writes were paused for {self.pause_seconds:.2f} s (steps 3 to 6).")
+        self.say(
+            f"  {self.service} now runs on {mask(self.url)}. `manage.py split_service --cleanup {self.service}` "
+            "removes its leftover tables from the monolith once you are satisfied."
+        )
+
+
+def _existing_rows(service: str) -> int:
+    from django.db.utils import DatabaseError
+
+    total = 0
+    for part in copying.owned(service)[:-2]:  # accounts may exist in a shared database
+        try:
+            total += part.rows(TARGET).count()
+        except DatabaseError:
+            connections[TARGET].close()  # not migrated yet: no tables, no rows
+    return total
+
+
+def plan(service: str, url: str) -> list[str]:
+    lines = [f"Plan: move {service} from the monolith ({mask(_monolith_url())}) to {mask(url)}"]
+    lines += [f"  step {i}/{len(STEPS)}: {s.format(service=service)}" for i, s in enumerate(STEPS, 1)]
+    lines.append("Rows to copy:")
+    rows = copying.counts(service, "default")
+    width = max(len(label) for label, _ in rows)
+    lines += [f"  {label.ljust(width)}  {n:>8}" for label, n in rows]
+    lines.append(f"  {'total'.ljust(width)}  {sum(n for _, n in rows):>8}")
+    lines.append(f"Pending outbox rows of {service} (published in step 4): {pending_outbox(service)}")
+    return lines
+
+
+def _monolith_url() -> str:
+    return os.environ.get("DATABASE_URL") or f"sqlite:///{settings.DATABASES['default']['NAME']}"
+
+
+def cleanup(service: str, out: IO[str]) -> None:
+    """Remove ``service``'s leftover tables and bus rows from the monolith's database."""
+    from django.apps import apps
+    from django.db import connection, transaction
+    from django.db.migrations.recorder import MigrationRecorder
+
+    placed = deployment.placement(Path(settings.DATA_DIR), service)
+    if not placed or placed.get("state") != deployment.MOVED or gate.current(service) != gate.MOVED:
+        raise SplitError(
+            f"{service} has not moved out of this monolith (deployment state "
+            f"{(placed or {}).get('state', 'none')}, gate {gate.current(service)}): nothing to clean up"
+        )
+    if service not in apps.app_configs:
+        raise SplitError(
+            f"run --cleanup with {service} in LEAGUE_SERVICE (the default, all): its models name the tables"
+        )
+    models_ = list(apps.get_app_config(service).get_models(include_auto_created=True))
+    bus_parts = [p for p in copying.owned(service) if p.label.startswith("events.")]
+    with transaction.atomic():
+        for part in bus_parts:
+            n = part.rows("default")._raw_delete("default")
+            out.write(f"  deleted {n} {part.label} row(s)\n")
+    # Outside the block: SQLite's schema editor refuses to run inside a transaction.
+    with connection.schema_editor() as editor:
+        for model in reversed(models_):
+            if not model._meta.auto_created:
+                editor.delete_model(model)  # its many-to-many tables with it
+                out.write(f"  dropped table {model._meta.db_table}\n")
+    MigrationRecorder.Migration.objects.filter(app=service).delete()
+    deployment.place(Path(settings.DATA_DIR), service, cleaned_up_at=time.time())

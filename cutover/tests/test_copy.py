@@ -1,0 +1,202 @@
+"""The copy of one service's data (cutover/copy.py) and the command's refusals
+(cutover/split.py): on the same database engine the suite runs on (SQLite, or PostgreSQL
+with DATABASE_URL), with a real second database migrated as the moved service's."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.db import connection, connections, transaction
+
+import events
+from cutover import copy as copying
+from cutover import deployment, split
+from events import gate
+from events.models import InboxMessage, SubjectSequence
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _target_url(tmp_path: Path) -> str:
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{tmp_path / 'moved.sqlite3'}"
+    return f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}_moved"
+
+
+@pytest.fixture
+def target(tmp_path):
+    url = _target_url(tmp_path)
+    split.drop_database(url)
+    split.create_database(url)
+    split.migrate("transfers", url)
+    split.connect_target(url)
+    # Connected here, not on first use: Django's test case refuses new connections to an
+    # alias it did not know at setup (the command adds its target alias at run time).
+    connections[split.TARGET].connect()
+    yield url
+    split.drop_database(url)
+
+
+def _league():
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from conftest import with_roles
+    from transfers.factories import TeamReplicaFactory, TransferFactory
+
+    clerk = with_roles(get_user_model().objects.create_user("clerk", password="pw-clerk-123"), "Transfer desk")
+    token = Token.objects.create(user=clerk)
+    a, b = TeamReplicaFactory(), TeamReplicaFactory()
+    transfers = [TransferFactory(from_team_id=a.id, to_team_id=b.id) for _ in range(5)]
+    with transaction.atomic():
+        for t in transfers[:2]:
+            events.publish(
+                "transfer.requested",
+                subject=t.id,
+                data={"id": t.id, "player_id": t.player_id, "from_team_id": a.id, "to_team_id": b.id, "fee": "1.00"},
+            )
+        events.publish("team.created", subject=999, data={"id": 999, "name": "Not transfers'"})
+    InboxMessage.objects.create(
+        event_id="5f0f0f0f-0000-0000-0000-000000000001",
+        handler="transfers.handlers.x",
+        type="team.created",
+        subject="1",
+        service="transfers",
+    )
+    InboxMessage.objects.create(
+        event_id="5f0f0f0f-0000-0000-0000-000000000002",
+        handler="fixtures.handlers.y",
+        type="team.created",
+        subject="1",
+        service="fixtures",
+    )
+    return token, transfers
+
+
+def test_the_copy_holds_every_row_of_the_service_and_nothing_else(target):
+    from transfers.models import Transfer
+
+    token, transfers = _league()
+    reports = copying.copy("transfers", source="default", target=split.TARGET)
+
+    by_label = {r.label: r.rows for r in reports}
+    assert by_label["transfers.transfer"] == 5
+    assert by_label["transfers.teamreplica"] == 2
+    assert by_label["events.outboxmessage"] == 2  # transfer.requested only, not team.created
+    assert by_label["events.inboxmessage"] == 1  # the transfers handler's row, not fixtures'
+    assert set(SubjectSequence.objects.using(split.TARGET).values_list("key", flat=True)) == {
+        f"transfer:{t.id}" for t in transfers[:2]
+    }
+    # Timestamps and primary keys as they were (auto_now fields are not re-stamped).
+    source = {t.pk: t.created_at for t in Transfer.objects.all()}
+    copied = {t.pk: t.created_at for t in Transfer.objects.using(split.TARGET).all()}
+    assert copied == source
+    # The client's token and role work against the new database.
+    from rest_framework.authtoken.models import Token
+
+    moved = Token.objects.using(split.TARGET).select_related("user").get(key=token.key)
+    assert list(moved.user.groups.values_list("name", flat=True)) == ["Transfer desk"]
+
+
+def test_the_next_event_continues_each_subject_sequence_in_the_new_database(target):
+    _token, transfers = _league()
+    copying.copy("transfers", source="default", target=split.TARGET)
+    key = f"transfer:{transfers[0].id}"
+    before = SubjectSequence.objects.get(key=key).last
+    assert before >= 1
+    # The function every publish uses, against the new database.
+    with transaction.atomic(using=split.TARGET):
+        conn = connections[split.TARGET]
+        table = conn.ops.quote_name("events_subjectsequence")
+        with conn.cursor() as cursor:
+            cursor.execute(f"UPDATE {table} SET last = last + 1 WHERE key = %s", [key])
+    assert SubjectSequence.objects.using(split.TARGET).get(key=key).last == before + 1
+
+
+def test_a_rerun_of_the_copy_starts_clean(target):
+    _league()
+    first = copying.copy("transfers", source="default", target=split.TARGET)
+    second = copying.copy("transfers", source="default", target=split.TARGET)
+    assert [(r.label, r.rows, r.checksum) for r in first] == [(r.label, r.rows, r.checksum) for r in second]
+
+
+def test_verify_names_the_table_that_differs(target):
+    from transfers.models import Transfer
+
+    _league()
+    reports = copying.copy("transfers", source="default", target=split.TARGET)
+    Transfer.objects.using(split.TARGET).filter(pk=Transfer.objects.first().pk).update(fee="9.99")
+    with pytest.raises(copying.CopyError, match="transfers.transfer"):
+        copying.verify(copying.owned("transfers"), reports, split.TARGET)
+
+
+def test_new_ids_in_the_new_database_do_not_collide_with_copied_ones(target):
+    from transfers.models import Transfer
+
+    _league()
+    copying.copy("transfers", source="default", target=split.TARGET)
+    template = Transfer.objects.using(split.TARGET).first()
+    template.pk, template.player_id = None, 424242
+    template.save(using=split.TARGET)
+    assert template.pk > max(Transfer.objects.values_list("pk", flat=True))
+
+
+# ----------------------------------------------------------------- the command's refusals
+def _run(*args: str) -> str:
+    out = io.StringIO()
+    call_command("split_service", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def test_unknown_service_bad_url_and_own_database_are_refused_before_anything_changes(tmp_path):
+    with pytest.raises(CommandError, match="unknown service 'players'.*teams, transfers, fixtures"):
+        _run("players", "--database-url", "sqlite:////tmp/x.sqlite3", "--yes")
+    with pytest.raises(CommandError, match="--database-url is required"):
+        _run("transfers", "--yes")
+    with pytest.raises(CommandError, match="not a database URL|use postgres"):
+        _run("transfers", "--database-url", "mysql://x/y", "--yes")
+    s = connection.settings_dict
+    own = (
+        f"sqlite:///{s['NAME']}"
+        if connection.vendor == "sqlite"
+        else f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+    )
+    with pytest.raises(CommandError, match="the monolith's own database"):
+        _run("transfers", "--database-url", own, "--yes")
+    assert gate.current("transfers") == gate.OPEN
+    assert deployment.placement(settings.DATA_DIR, "transfers") is None
+
+
+def test_without_a_supervising_runstack_nothing_changes(tmp_path, settings):
+    settings.DATA_DIR = tmp_path
+    with pytest.raises(CommandError, match="no runstack supervises DATA_DIR"):
+        _run("transfers", "--database-url", f"sqlite:///{tmp_path / 'moved.sqlite3'}", "--yes")
+    assert gate.current("transfers") == gate.OPEN
+    assert not (tmp_path / "deployment.json").exists()
+    assert not (tmp_path / "moved.sqlite3").exists()
+
+
+def test_not_confirmed_changes_nothing(tmp_path):
+    with pytest.raises(CommandError, match="not confirmed"):
+        _run("transfers", "--database-url", f"sqlite:///{tmp_path / 'moved.sqlite3'}")
+
+
+def test_the_dry_run_prints_the_plan_and_the_row_counts(tmp_path):
+    _league()
+    out = _run("transfers", "--database-url", f"sqlite:///{tmp_path / 'moved.sqlite3'}", "--dry-run")
+    assert "step 3/7: pause transfers's writes in the monolith" in out
+    assert "transfers.transfer" in out and "       5" in out
+    assert "Pending outbox rows of transfers (published in step 4): 2" in out
+    assert gate.current("transfers") == gate.OPEN and not (tmp_path / "moved.sqlite3").exists()
+
+
+def test_cleanup_refuses_a_service_that_has_not_moved(tmp_path, settings):
+    settings.DATA_DIR = tmp_path
+    with pytest.raises(CommandError, match="has not moved out of this monolith"):
+        _run("--cleanup", "transfers", "--yes")
+    assert not (tmp_path / "deployment.json").exists()
