@@ -38,11 +38,12 @@ ORDER = [
     "e2e_throughput",
     "consumer_scaling",
     "soak",
+    "cutover_pause",
 ]
 
 
 def benchmarks():
-    from bench import consumer_bench, db_bench, e2e_bench, pipeline_bench, relay_bench
+    from bench import consumer_bench, cutover_bench, db_bench, e2e_bench, pipeline_bench, relay_bench
 
     return {
         "relay_vs_boto3": relay_bench.relay_vs_boto3,
@@ -55,6 +56,7 @@ def benchmarks():
         "e2e_throughput": pipeline_bench.e2e_throughput,
         "consumer_scaling": pipeline_bench.consumer_scaling,
         "soak": pipeline_bench.soak,
+        "cutover_pause": cutover_bench.cutover_pause,
     }
 
 

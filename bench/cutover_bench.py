@@ -1,0 +1,150 @@
+"""The write pause of a cutover, as users see it (issue 17, item 3): ``manage.py runstack``
+(its own database ``<run db>_cutover``, moto_server, the front door) with a league of 20
+teams and 500 transfers (quick: 100), then traffic at a fixed rate through the front door
+while ``manage.py split_service transfers`` runs. The pause is measured by the clients:
+from the first 503 (with ``Retry-After``) to the last successful write after it, each
+client waiting what ``Retry-After`` says; split_service's own step timings come from its
+output. Target: under 5 s. The checks of ``cutover/checks.py`` run after it (nothing lost
+or doubled), so a fast but lossy cutover is not reported as a pass.
+
+    .venv/bin/python bench/run.py --only cutover_pause [--quick]
+
+``BENCH_CUTOVER_PORT`` picks the front door's port (the stack uses the next few too).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from . import common
+from .common import Result
+
+TARGET_SECONDS = 5.0
+STEP = re.compile(r"step (\d+)/(\d+): (.+?)(?:: done in (\d+(?:\.\d+)?) s| \.\.\.)?$")
+PAUSED = re.compile(r"writes were paused for (\d+(?:\.\d+)?) s")
+
+
+def step_timings(output: str) -> list[tuple[str, float | None]]:
+    """``("1/7 create and migrate the new database", 2.31)`` per step of split_service's
+    output (``step N/M: <name> ...`` when it begins, ``step N/M: <name>: done in 2.31 s``
+    when it ends; None for a step that began and never ended)."""
+    steps: dict[int, tuple[str, float | None]] = {}
+    for line in output.replace("\r", "\n").splitlines():
+        m = STEP.search(line.strip())
+        if not m:
+            continue
+        number, total, name, seconds = m.groups()
+        if seconds is not None or int(number) not in steps:
+            steps[int(number)] = (f"{number}/{total} {name}", float(seconds) if seconds else None)
+    return [steps[n] for n in sorted(steps)]
+
+
+def paused_by_split(output: str) -> float | None:
+    """The pause as split_service measured it (its own summary line), if it printed one."""
+    m = PAUSED.search(output)
+    return float(m.group(1)) if m else None
+
+
+def seed(stack, *, teams: int, players: int, transfers: int, timeout: float) -> int:
+    """``teams`` teams of ``players`` through the API, then ``transfers`` transfer requests
+    (a random walk of players between teams), each saga finished. Returns the requests made."""
+    from cutover import checks
+    from cutover.traffic import Traffic
+
+    t = Traffic(stack.base_url, stack.token, rate=15, threads=6, seed=500, mix={"transfer_request": 1})
+    t.seed(teams=teams, players=players)
+    time.sleep(3)  # the transfers replica learns the teams
+    t.start()
+    deadline = time.monotonic() + timeout
+    while len(t.transfer_ids) < transfers and time.monotonic() < deadline:
+        time.sleep(0.5)
+    summary = t.stop()
+    if len(summary.transfer_ids) < transfers:
+        raise RuntimeError(f"only {len(summary.transfer_ids)} of {transfers} transfers requested in {timeout:.0f} s")
+    verdict = checks.settled(checks.Placement(stack.url), transfer_ids=summary.transfer_ids, timeout=timeout)
+    if not verdict.ok:
+        raise RuntimeError(f"the seeded league did not settle: {verdict.describe()}")
+    return len(summary.transfer_ids)
+
+
+def cutover_pause(quick: bool) -> Result:
+    from cutover import checks
+    from cutover.live import LiveStack
+    from cutover.traffic import Traffic
+    from events.netutil import free_port
+
+    e = common.env()
+    port = int(os.environ.get("BENCH_CUTOVER_PORT") or free_port())
+    transfers = 100 if quick else 500
+    rate = 10.0
+    with LiveStack(f"{e.db_name}_cutover", port, free_port()) as stack:
+        stack.start()
+        requested = seed(stack, teams=20, players=16, transfers=transfers, timeout=600)
+        target = stack.database("transfers")
+        # Writes of every service, transfers' the most (the ones that meet the pause).
+        mix = {"transfer_request": 40, "player_add": 10, "team_rename": 5, "result_record": 5, "read": 40}
+        traffic = Traffic(stack.base_url, stack.token, rate=rate, threads=10, seed=5, mix=mix)
+        traffic.seed(teams=20)
+        traffic.start()
+        try:
+            time.sleep(5)
+            proc = stack.manage("split_service", "transfers", "--database-url", target, "--yes")
+            started = time.monotonic()
+            proc.wait(600)
+            split_seconds = time.monotonic() - started
+            time.sleep(5)
+        finally:
+            summary = traffic.stop()
+        output = stack.output_of(proc)
+        if proc.returncode != 0:
+            raise RuntimeError(f"split_service exited {proc.returncode}:\n{output}\n{stack.tail()}")
+        placement = checks.Placement.from_data_dir(stack.data_dir, stack.url)
+        verdict = checks.settled(placement, transfer_ids=summary.transfer_ids, timeout=180)
+        problems = verdict.problems + checks.http(summary, moved=["transfers"])
+    steps = step_timings(output)
+    refused = [c for c in summary.calls if c.documented_pause]
+    after_last = [
+        c.ended - min(r.ended for r in refused)
+        for c in summary.calls
+        if refused and c.write and c.service == "transfers" and 200 <= c.status < 300
+        and c.ended > max(r.ended for r in refused)
+    ]  # fmt: skip
+    pause = summary.user_pause if summary.user_pause is not None else 0.0
+    print(f"   league: 20 teams, {requested} transfers; traffic {rate:g} req/s: {summary.describe()}")
+    print(f"   {'split_service step':<40} {'seconds':>8}")
+    for name, seconds in steps:
+        print(f"   {name:<40} {'-' if seconds is None else f'{seconds:.2f}':>8}")
+    print(f"   {'split_service (wall, from outside)':<40} {split_seconds:>8.2f}")
+    own = paused_by_split(output)
+    print(f"   {'pause as split_service measured it':<40} {'-' if own is None else f'{own:.2f}':>8}")
+    print(f"   {'503s (first to last)':<40} {summary.pause_window or 0:>8.2f}   ({len(refused)} refused)")
+    print(f"   {'first 503 -> first write accepted after':<40} {min(after_last) if after_last else 0:>8.2f}")
+    print(f"   {'first 503 -> last refused write accepted':<40} {pause:>8.2f}   (target < {TARGET_SECONDS:g} s)")
+    print(f"   checks: {'PASS' if not problems else 'FAIL: ' + '; '.join(problems[:5])}")
+    return Result(
+        name="cutover_pause",
+        unit="s",
+        value=pause,
+        baseline=TARGET_SECONDS,
+        ratio=TARGET_SECONDS / pause if pause else float("nan"),
+        target=f"value < {TARGET_SECONDS:g} s, checks pass",
+        met=(0 < pause < TARGET_SECONDS and not problems) if refused else None,
+        note=(
+            f"20 teams, {requested} transfers; {rate:g} req/s, {len(refused)} writes refused; split_service "
+            f"{split_seconds:.1f} s; checks {'pass' if not problems else 'FAIL'}"
+            + ("" if refused else "; no write met the pause (too short to hit at this rate)")
+        ),
+        extra={
+            "pause_window_s": summary.pause_window,
+            "first_accept_after_s": min(after_last) if after_last else None,
+            "refused": len(refused),
+            "steps": {name: seconds for name, seconds in steps},
+            "split_seconds": split_seconds,
+            "paused_by_split_s": paused_by_split(output),
+            "write_p50_ms": summary.latency(0.5) * 1000,
+            "write_p99_ms": summary.latency(0.99) * 1000,
+            "problems": problems[:20],
+        },
+    )
