@@ -250,6 +250,19 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def _group_alive(pgid: int) -> bool:
+    """Some live (not zombie) process is in process group ``pgid``."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+                return True
+    return False
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -444,7 +457,17 @@ class FrontDoor:
         if proc is None:
             return None
         code = proc.poll()
-        if code is None:
+        if code is not None:
+            # The master died on its own (kill -9): its workers may still hold the port. The
+            # group outlives its leader while they do, so its id is still theirs.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            deadline = time.monotonic() + 5
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        else:
             proc.send_signal(signal.SIGQUIT)
             try:
                 code = proc.wait(timeout)
@@ -452,6 +475,9 @@ class FrontDoor:
                 # The master and its workers share the group it leads (start_new_session).
                 os.killpg(proc.pid, signal.SIGKILL)
                 code = proc.wait(5)
+                deadline = time.monotonic() + 5
+                while _group_alive(proc.pid) and time.monotonic() < deadline:
+                    time.sleep(0.02)
         if self._output:
             self._output.close()
             self._output = None

@@ -6,102 +6,18 @@ a graceful stop."""
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from frontdoor import nginx as fd
 from frontdoor.nginx import FrontDoor, FrontDoorError, render
-
-# Ports for the front door itself: this package's range (the upstreams take kernel-chosen ports).
-PORTS = range(18100, 18200)
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 18100-18199")
-
-
-class Upstream:
-    """A tiny HTTP server on a thread: answers JSON {upstream, path, headers}; ``/slow``
-    sleeps ``slow`` seconds first; ``/live/events`` streams two events 1.5 s apart."""
-
-    def __init__(self, name: str, slow: float = 2.0) -> None:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                if self.path.startswith("/live/events"):
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/event-stream")
-                    self.send_header("Connection", "close")
-                    self.end_headers()
-                    self.wfile.write(b"data: first\n\n")
-                    self.wfile.flush()
-                    time.sleep(1.5)
-                    self.wfile.write(b"data: second\n\n")
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                if "/slow" in self.path:
-                    time.sleep(outer.slow)
-                outer.hits += 1
-                body = json.dumps({"upstream": name, "path": self.path, "headers": dict(self.headers)}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                self.rfile.read(length)
-                self.do_GET()
-
-        self.slow = slow
-        self.hits = 0
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def get(door: FrontDoor, path: str, *, method: str = "GET", body: bytes | None = None, headers=None, timeout=10):
-    """(status, X-League-Upstream, parsed JSON body or raw text)."""
-    conn = http.client.HTTPConnection(door.host, door.port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        raw = resp.read()
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            payload = raw.decode(errors="replace")
-        return resp.status, resp.getheader("X-League-Upstream"), payload
-    finally:
-        conn.close()
+from frontdoor.testing import Upstream, free_port, get
 
 
 def nginx_pids(master: int) -> set[int]:
@@ -313,6 +229,25 @@ def test_stop_is_graceful_and_leaves_nothing(door, upstreams):
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((door.host, door.port), timeout=2)
     assert door.stop() is None  # twice is fine
+
+
+def test_a_killed_master_leaves_no_worker_and_starts_again(door, upstreams):
+    door.start({"teams": upstreams["teams"].address}, upstreams["monolith"].address)
+    pids = nginx_pids(door.pid)
+    os.kill(door.pid, 9)
+    deadline = time.monotonic() + 5
+    while door.running:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert any(alive(p) for p in pids - {door.pid}), "its worker outlived it (and holds the port)"
+    routes, default = dict(door.upstreams), door.default
+    assert door.stop() == -9
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in pids):
+        assert time.monotonic() < deadline, "a worker was left behind"
+        time.sleep(0.05)
+    door.start(routes, default)
+    assert get(door, "/api/teams/")[1] == "teams"
 
 
 def test_clear_errors(door, upstreams, monkeypatch, tmp_path):

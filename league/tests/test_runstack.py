@@ -4,6 +4,7 @@ reaches the transfers replica, and Ctrl-C stops everything with exit code 0."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ from django.conf import settings
 
 from events import emulators
 from events.netutil import free_port
+from frontdoor.nginx import FrontDoor
 from live.testing import Stream
 
 # Also run again on LocalStack in CI (BUS_EMULATOR=localstack pytest -m emulator):
@@ -122,9 +124,7 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
     # A short visibility timeout: the killed consumer's long poll may still be open in
     # moto and take the next message into a dead socket (real SQS does the same); the
     # message then comes back after the visibility timeout, not the default 30 s.
-    env.update(
-        DATA_DIR=str(tmp_path), PYTHONUNBUFFERED="1", CONSUMER_WAIT_SECONDS="2", CONSUMER_VISIBILITY_TIMEOUT="5"
-    )
+    env.update(DATA_DIR=str(tmp_path), PYTHONUNBUFFERED="1", CONSUMER_WAIT_SECONDS="2", CONSUMER_VISIBILITY_TIMEOUT="5")
     port, moto_port = free_port(), free_port()
     proc = subprocess.Popen(
         [
@@ -152,6 +152,19 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
     try:
         token = out.wait_for(r"API token\s+(\w+)", timeout=120, proc=proc).group(1)
         base = f"http://127.0.0.1:{port}"
+        # With Debian's nginx the front door answers on --port (the web server behind it on
+        # loopback), and DATA_DIR/stack.json says so; without nginx the web server does.
+        front = FrontDoor.available()
+        assert requests.get(f"{base}/healthz", timeout=5).headers.get("X-League-Upstream") == (
+            "monolith" if front else None
+        )
+        if front:
+            out.wait_for(rf"Front door\s+{base}/", timeout=5, proc=proc)
+            stack = json.loads((tmp_path / "stack.json").read_text())
+            assert stack["front_door"] == base and stack["pid"] == proc.pid, stack
+            assert requests.get(f"http://{stack['monolith']}/healthz", timeout=5).status_code == 200
+        else:
+            out.wait_for(r"front door off: it needs Debian's nginx", timeout=5, proc=proc)
         # --demo seeded a believable league through the teams service.
         demo = requests.get(f"{base}/api/teams/?limit=100", timeout=5).json()
         assert demo["count"] >= 20, demo
@@ -251,6 +264,7 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
         os.kill(pid, signal.SIGKILL)
     assert not left, f"runstack left processes behind: {left}"
     assert "stopping" in out.tail()
+    assert not (tmp_path / "stack.json").exists()
     output = "\n".join(out.lines)
     assert "No hostname was supplied" not in output
     assert f"kept in {tmp_path / 'admin-password'}" in output

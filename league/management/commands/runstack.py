@@ -9,19 +9,26 @@ password is kept in ``DATA_DIR/admin-password``, mode 0600, and the path is prin
 every run) and a service account for the transfers service's export reads
 (``TEAMS_SERVICE_TOKEN`` of the children, unless set), then supervises: Celery worker and beat, one
 consumer per service and the web server (uvicorn, ASGI: the league page's live streams
-hold no worker each; every worker process consumes its own broadcast queue). All of them
+hold no worker each; every worker process consumes its own broadcast queue). With Debian's
+nginx installed the front door (``frontdoor``) listens on ``--port`` and proxies to the web
+server on an internal loopback port (``--port`` + 1 when free); without nginx (or with
+``--no-front-door``) the web server listens on ``--port`` itself and one line says so.
+``switch_routes`` changes the front door's routes gracefully (the cutover calls it), and
+``DATA_DIR/stack.json`` says what runs now (removed at a clean stop). All of them
 write their Prometheus counters to one ``PROMETHEUS_MULTIPROC_DIR`` (``DATA_DIR/metrics``,
 emptied at start), so ``/metrics`` adds up every process.
 
 A child that dies is restarted (at most 5 times a minute). The embedded emulator keeps
 the bus in memory, so a restarted one comes back empty: runstack pauses the Celery worker
 (the relay), runs ``setup_bus`` again, and resumes it, and the consumers find their queues
-again by themselves. Ctrl-C (or SIGTERM) stops everything cleanly and exits 0; a child
-that keeps dying stops everything with exit code 1.
+again by themselves. A front door that dies is started again with the same routes. Ctrl-C
+(or SIGTERM) stops everything cleanly, the front door first (no new requests), and exits 0; a
+child that keeps dying stops everything with exit code 1.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -38,7 +45,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from events import emulators, roles, topology
-from events.netutil import port_open, wait_for_http
+from events.netutil import free_port, port_open, wait_for_http
+from frontdoor.nginx import FrontDoor, FrontDoorError
 
 from .service_account import ensure_service_account
 
@@ -56,7 +64,15 @@ class Child:
 
 
 class Command(BaseCommand):
-    help = "Run the whole system locally: moto, migrations, bus, Celery worker + beat, consumers, web."
+    help = "Run the whole system locally: moto, migrations, bus, Celery worker + beat, consumers, web, front door."
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.front_door: FrontDoor | None = None
+        self.front_door_lock = threading.Lock()
+        self.front_door_restarts: list[float] = []
+        self.monolith = ""  # host:port of this runstack's web server (the default upstream)
+        self.children: list[Child] = []
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
@@ -79,9 +95,23 @@ class Command(BaseCommand):
         parser.add_argument(
             "--workers", type=int, default=2, help="web server (uvicorn) worker processes, each with its own live feed"
         )
+        parser.add_argument(
+            "--no-front-door",
+            action="store_true",
+            help="serve the web server directly on --port even when nginx is installed",
+        )
 
     def handle(
-        self, *args, host: str, port: int, emulator: str, emulator_port: int, demo: bool, workers: int, **options
+        self,
+        *args,
+        host: str,
+        port: int,
+        emulator: str,
+        emulator_port: int,
+        demo: bool,
+        workers: int,
+        no_front_door: bool = False,
+        **options,
     ):
         self.stop = threading.Event()
         self.children: list[Child] = []
@@ -89,6 +119,12 @@ class Command(BaseCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop.set())
         base_url = f"http://{host}:{port}"
+        # The front door (nginx) on --port, the web server behind it on loopback; or, without
+        # nginx, the web server on --port as it always was.
+        door = None if no_front_door else self.front_door_for(host, port)
+        web_host, web_port = ("127.0.0.1", self.internal_port(port)) if door else (host, port)
+        self.monolith = f"{web_host}:{web_port}"
+        web_url = f"http://{web_host}:{web_port}"
         env = dict(os.environ)
         env.setdefault("TEAMS_SERVICE_URL", base_url)
         env.setdefault("DATA_DIR", str(settings.DATA_DIR))
@@ -100,6 +136,8 @@ class Command(BaseCommand):
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         if port_open(host, port):
             raise CommandError(f"Port {port} on {host} is taken. Stop what runs there or pass --port.")
+        if door and port_open(web_host, web_port):
+            raise CommandError(f"Port {web_port} (the web server behind the front door) is taken; pass another --port.")
         try:
             if "AWS_ENDPOINT_URL" not in os.environ:
                 endpoint = f"http://127.0.0.1:{emulator_port}"
@@ -142,9 +180,9 @@ class Command(BaseCommand):
                         self.bin("uvicorn"),
                         "league.asgi:application",
                         "--host",
-                        host,
+                        web_host,
                         "--port",
-                        str(port),
+                        str(web_port),
                         "--workers",
                         str(workers),
                         "--lifespan",
@@ -156,7 +194,15 @@ class Command(BaseCommand):
                 ),
                 env,
             )
-            wait_for_http(f"{base_url}/healthz", timeout=30)
+            wait_for_http(f"{web_url}/healthz", timeout=30)
+            if door:
+                try:
+                    door.start({}, self.monolith)
+                except FrontDoorError as exc:
+                    raise CommandError(f"the front door did not start: {exc}") from exc
+                self.front_door = door
+                self.say(f"started   front door (nginx pid {door.pid}) on {door.url} -> web on {self.monolith}")
+            self.write_stack()
             self.spawn(Child("worker", [*celery, "worker", "-l", "warning", "-P", "solo"]), env)
             self.spawn(
                 Child("beat", [*celery, "beat", "-l", "warning", "-s", str(settings.DATA_DIR / "celerybeat-schedule")]),
@@ -166,10 +212,68 @@ class Command(BaseCommand):
                 self.spawn(Child(f"consume-{service}", [*manage, "consume", "--service", service]), env)
             if demo:
                 call_command("seed_demo")
-            self.banner(base_url, token)
+            self.banner(base_url, token, web_url if door else None)
             return self.supervise()
         finally:
             self.shutdown()
+
+    def front_door_for(self, host: str, port: int) -> FrontDoor | None:
+        """The front door on ``host:port`` if Debian's nginx is installed; else None and one line."""
+        if not FrontDoor.available():
+            self.say(
+                f"front door off: it needs Debian's nginx (apt-get install nginx); the web server serves {port} directly"
+            )
+            return None
+        return FrontDoor(settings.DATA_DIR / "frontdoor", host, port)
+
+    @staticmethod
+    def internal_port(port: int) -> int:
+        """The web server's port behind the front door: ``port`` + 1 when free, else any free one."""
+        return port + 1 if port < 65535 and not port_open("127.0.0.1", port + 1) else free_port()
+
+    def switch_routes(self, upstreams: dict[str, str]) -> None:
+        """Route each service in ``upstreams`` ({"transfers": "127.0.0.1:8011"}) to that
+        address and everything else to this runstack's web server (the monolith), gracefully:
+        requests in flight finish where they are. Returns once the new routes answer. Raises
+        CommandError (and the routes stay as they were) for an unknown service, a bad address,
+        a configuration nginx refuses, or when no front door runs."""
+        with self.front_door_lock:
+            if self.front_door is None:
+                raise CommandError(
+                    "no front door runs (it needs Debian's nginx: apt-get install nginx, and no --no-front-door)"
+                )
+            try:
+                self.front_door.switch(dict(upstreams), self.monolith)
+            except FrontDoorError as exc:
+                raise CommandError(str(exc)) from exc
+            self.say(
+                "routes    "
+                + (", ".join(f"{s} -> {a}" for s, a in sorted(upstreams.items())) or "everything")
+                + f" (everything else -> {self.monolith})"
+            )
+            self.write_stack()
+
+    @property
+    def stack_file(self):
+        return settings.DATA_DIR / "stack.json"
+
+    def write_stack(self) -> None:
+        """DATA_DIR/stack.json: what this runstack runs now (docs: notes/CUTOVER.md)."""
+        try:
+            current = json.loads(self.stack_file.read_text())
+        except (OSError, ValueError):
+            current = {}
+        door = self.front_door
+        current.update(
+            pid=os.getpid(),
+            front_door=door.url if door else None,
+            monolith=self.monolith,
+            routes=dict(door.upstreams) if door else {},
+        )
+        current.setdefault("services", {})
+        tmp = self.stack_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(current, indent=2) + "\n")
+        os.replace(tmp, self.stack_file)
 
     def bin(self, name: str) -> str:
         return os.path.join(os.path.dirname(sys.executable), name)
@@ -225,11 +329,12 @@ class Command(BaseCommand):
     def password_file(self):
         return settings.DATA_DIR / "admin-password"
 
-    def banner(self, base_url: str, token: str) -> None:
+    def banner(self, base_url: str, token: str, web_url: str | None = None) -> None:
         from rest_framework.authtoken.models import Token
 
         user = Token.objects.select_related("user").get(key=token).user
-        rows = [
+        rows = [("Front door", f"{base_url}/ (nginx; routes by path, see docs/DEPLOY.md)")] if web_url else []
+        rows += [
             ("League page", f"{base_url}/"),
             ("API", f"{base_url}/api/teams/"),
             ("Admin", f"{base_url}/admin/"),
@@ -239,6 +344,8 @@ class Command(BaseCommand):
             # people their own users with a role (admin > Users > Groups) for daily work.
             ("Token role", f"{user.get_username()} ({roles.describe(user)})"),
         ]
+        if web_url:
+            rows.append(("Web (direct)", f"{web_url}/ (behind the front door)"))
         width = max(len(k) for k, _ in rows)
         self.say("")
         for key, value in rows:
@@ -249,6 +356,7 @@ class Command(BaseCommand):
         """Restart a child that dies (at most 5 times a minute, like a process manager);
         one that keeps dying stops the stack with exit code 1."""
         while not self.stop.wait(0.5):
+            self.check_front_door()
             for child in self.children:
                 if child.proc and child.proc.poll() is not None:
                     now = time.monotonic()
@@ -266,6 +374,26 @@ class Command(BaseCommand):
                         child.proc = self._popen(child)
         self.say("stopping ...")
         return None
+
+    def check_front_door(self) -> None:
+        """Start a front door that died again, with the routes it had (5 times a minute at most)."""
+        with self.front_door_lock:
+            door = self.front_door
+            if door is None or door.running:
+                return
+            code = door.proc.returncode if door.proc else None
+            now = time.monotonic()
+            self.front_door_restarts = [t for t in self.front_door_restarts if now - t < 60] + [now]
+            if len(self.front_door_restarts) > 5:
+                self.shutdown()
+                raise CommandError(f"the front door (nginx) exited 6 times within a minute; see {door.error_log}")
+            routes, default = dict(door.upstreams), door.default or self.monolith
+            door.stop()
+            try:
+                door.start(routes, default)
+                self.say(f"restarted front door: nginx exited with code {code}")
+            except FrontDoorError as exc:
+                self.say(f"could not restart the front door ({exc}); trying again")
 
     def restart_emulator(self, child: Child) -> None:
         """Start the emulator again and restore the bus on it before the relay publishes: SNS drops
@@ -292,8 +420,14 @@ class Command(BaseCommand):
                     worker.proc.send_signal(signal.SIGCONT)
 
     def shutdown(self) -> None:
-        # The emulator last: the others still talk to it while they stop (a consumer
-        # releases its messages, a web worker deletes its broadcast queue).
+        # The front door first: no new requests reach what is stopping. The emulator last:
+        # the others still talk to it while they stop (a consumer releases its messages, a
+        # web worker deletes its broadcast queue).
+        door, self.front_door = self.front_door, None
+        if door is not None:
+            door.stop(timeout=10)
+        if self.monolith:
+            self.stack_file.unlink(missing_ok=True)
         users = [c for c in reversed(self.children) if c.name not in emulators.KINDS]
         self._stop(users)
         self._stop([c for c in self.children if c.name in emulators.KINDS])
