@@ -168,9 +168,13 @@ def render(
         "    }",
     ]
     if resolver:
-        out.append(f"    resolver {resolver} valid=10s ipv6=off;")
+        out += [f"    resolver {resolver} valid=10s ipv6=off;", "    resolver_timeout 5s;"]
     else:
+        blocks: dict[str, str] = {}
         for name, hostport in [(default_name, default), *upstreams.items()]:
+            if blocks.setdefault(name, hostport) != hostport:
+                raise ValueError(f"{name} is both the default ({default}) and routed to {hostport}: give one address")
+        for name, hostport in blocks.items():
             out += [f"    upstream league_{name.replace('-', '_')} {{", f"        server {hostport};", "    }"]
     out += [
         "",

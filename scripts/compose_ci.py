@@ -14,13 +14,17 @@ What it does, in order, printing each step with its duration:
    PostgreSQL, Redis, moto, nginx and the League Manager image on it. Prints their sizes.
 3. **Each profile** (``monolith``, ``microservices``), with ``docker-compose.offline.yml``
    over ``docker-compose.yml``, a random SECRET_KEY and POSTGRES_PASSWORD in a temporary
-   env file, and the web ports on free host ports: ``up -d``; wait until every container is
-   healthy (one-shot setups: exited 0); then the flow:
+   env file, and the front door's and web ports on free host ports: ``up -d``; wait until every
+   container is healthy (one-shot setups: exited 0); then the flow (in the monolith profile
+   through the front door, which is its only published port):
    - a team created on the teams API reaches the transfers and fixtures replicas, read over
      their own APIs;
    - a transfer between two teams completes (the saga over the bus) and teams shows the
      player in the new team;
-   - a season is scheduled over four teams and a result changes the standings.
+   - a season is scheduled over four teams and a result changes the standings;
+   - the front door (nginx on WEB_PORT) sends /api/teams/, /api/transfers/teams/,
+     /api/seasons/, /healthz and / each to the web service that owns it, with the
+     X-League-Upstream header naming it, and a team POSTed through it is created.
 4. **Microservices, under faults** (same stack, before ``down``):
    - ``--scale transfers-consumer=4``; 40 teams created; each ``team.created`` event is
      handled exactly once: no event id in the "handled" log lines of two consumer
@@ -29,7 +33,8 @@ What it does, in order, printing each step with its duration:
      consumer and then the teams web container; both come back, and every team the API
      accepted (201) reaches both replicas, which end up equal to the teams database;
    - ``docker restart`` of the PostgreSQL container: with no other action, every container
-     is healthy again and a new team reaches both replicas.
+     is healthy again and a new team reaches both replicas;
+   - the front door routes as before (it resolves the web containers' names at request time).
 5. ``down -v`` after each profile, and at the end (also on failure or Ctrl-C): no
    container, network or volume of the run is left; ``dockerd`` is stopped (if this script
    started it), its bridge removed and the iptables rules it added deleted, the FORWARD
@@ -601,6 +606,42 @@ class Traffic(threading.Thread):
             self.stopping.wait(0.1)
 
 
+def front_door(stack: Stack) -> None:
+    """The profile's front door (nginx on WEB_PORT) sends each path to the web service that
+    owns it (frontdoor/routes.py) and says which in X-League-Upstream; a write through it
+    is answered by the owning service."""
+    base = f"http://127.0.0.1:{stack.ports['WEB_PORT']}"
+    if stack.profile == "monolith":
+        expected = dict.fromkeys(("/api/teams/", "/api/transfers/teams/", "/api/seasons/", "/healthz", "/"), "monolith")
+    else:
+        expected = {
+            "/api/teams/": "teams",
+            "/api/transfers/teams/": "transfers",
+            "/api/seasons/": "fixtures",
+            "/healthz": "teams",  # everything else: the teams service's web
+            "/": "teams",
+        }
+    seen = {}
+    for path, name in expected.items():
+        response = requests.get(base + path, headers=HTTPS, timeout=10)
+        seen[path] = (response.status_code, response.headers.get("X-League-Upstream"))
+        if seen[path] != (200, name):
+            raise Failed(f"front door: GET {path} answered {seen[path]}, expected (200, {name!r})")
+    name = f"Front door {secrets.token_hex(3)}"
+    headers = {**HTTPS, "Authorization": f"Token {stack.tokens['teams']}"}
+    response = requests.post(f"{base}/api/teams/", json={"name": name}, headers=headers, timeout=10)
+    upstream = response.headers.get("X-League-Upstream")
+    if response.status_code != 201 or upstream != ("monolith" if stack.profile == "monolith" else "teams"):
+        raise Failed(
+            f"front door: POST /api/teams/ answered {response.status_code} via {upstream}: {response.text[:200]}"
+        )
+    say(
+        f"  {base}: "
+        + ", ".join(f"{p} -> {u}" for p, (_, u) in seen.items())
+        + f"; POST /api/teams/ 201 via {upstream}"
+    )
+
+
 def kill_mid_traffic(stack: Stack) -> None:
     traffic = Traffic(stack)
     traffic.start()
@@ -736,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
                 with step(f"{profile}: flow (propagation, transfer, season)"):
                     stack.login()
                     flow(stack)
+                with step(f"{profile}: the front door routes by path (X-League-Upstream)"):
+                    front_door(stack)
                 if profile == "microservices":
                     with step("microservices: transfers-consumer x4, each event handled once"):
                         scaled_consumers(stack)
@@ -743,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
                         kill_mid_traffic(stack)
                     with step("microservices: restart PostgreSQL, the stack recovers by itself"):
                         restart_postgres(stack)
+                    with step("microservices: the front door still routes (teams-web came back after its kill)"):
+                        front_door(stack)
             except Exception:
                 stack.logs_of_failures()
                 raise

@@ -197,6 +197,23 @@ def test_depends_on_waits_for_health_and_setup():
             assert len(setups) == 1, f"{name} must wait for its setup"
 
 
+def test_the_front_door_is_the_public_port_of_each_profile():
+    """One front door per profile (nginx, pinned, rendered config checked in, no root),
+    published on WEB_PORT; the monolith's web is reached only through it."""
+    doors = {n: s for n, s in SERVICES.items() if n.startswith("frontdoor")}
+    for profile in PROFILES:
+        (name,) = [n for n, s in doors.items() if profile in s["profiles"]]
+        spec = doors[name]
+        assert spec["image"] == "nginx:1.22.1" and spec["user"] == "nginx"
+        assert spec["ports"] == ["${WEB_PORT:-8000}:8080"]
+        conf = spec["command"][spec["command"].index("-c") + 1]
+        assert conf == f"/etc/frontdoor/{profile}.conf" and (ROOT / "docker" / "frontdoor" / f"{profile}.conf").exists()
+        assert "./docker/frontdoor:/etc/frontdoor:ro" in spec["volumes"]
+        webs = {n for n, s in in_profile(profile).items() if "web" in n}
+        assert set(spec["depends_on"]) == webs
+    assert "ports" not in SERVICES["web"]
+
+
 def test_consumers_scale():
     """No container_name or host port on a consumer: ``--scale transfers-consumer=4`` works."""
     for name, spec in APP_SERVICES.items():
@@ -277,7 +294,8 @@ def test_offline_override_builds_every_pulled_image_locally():
         assert re.search(rf"(?:^|&&)\s*build \w+ \"?{re.escape(built)}\"? ", script, flags=re.M), (
             f"{image} is not built"
         )
-        dockerfile = ROOT / "docker" / "offline" / f"{name}.Dockerfile"
+        # Named after the image: local/nginx:1.22 is docker/offline/nginx.Dockerfile.
+        dockerfile = ROOT / "docker" / "offline" / f"{image.split('/', 1)[1].split(':')[0]}.Dockerfile"
         base = re.search(r"^ARG (?:BASE|APP)_IMAGE=(\S+)", dockerfile.read_text(), flags=re.M)
         assert base and base.group(1).startswith(("local/", "league-manager:")), f"{dockerfile}: built on a local image"
     assert "BASE_IMAGE=local/python:3.11" in script
