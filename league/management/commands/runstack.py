@@ -122,7 +122,7 @@ class Command(BaseCommand):
         # The front door (nginx) on --port, the web server behind it on loopback; or, without
         # nginx, the web server on --port as it always was.
         door = None if no_front_door else self.front_door_for(host, port)
-        web_host, web_port = ("127.0.0.1", self.internal_port(port)) if door else (host, port)
+        web_host, web_port = ("127.0.0.1", self.internal_port(port, avoid=emulator_port)) if door else (host, port)
         self.monolith = f"{web_host}:{web_port}"
         web_url = f"http://{web_host}:{web_port}"
         env = dict(os.environ)
@@ -227,9 +227,13 @@ class Command(BaseCommand):
         return FrontDoor(settings.DATA_DIR / "frontdoor", host, port)
 
     @staticmethod
-    def internal_port(port: int) -> int:
-        """The web server's port behind the front door: ``port`` + 1 when free, else any free one."""
-        return port + 1 if port < 65535 and not port_open("127.0.0.1", port + 1) else free_port()
+    def internal_port(port: int, avoid: int | None = None) -> int:
+        """The web server's port behind the front door: ``port`` + 1 when free (and not
+        ``avoid``, the emulator's), else any free one."""
+        wanted = port + 1
+        if wanted < 65536 and wanted != avoid and not port_open("127.0.0.1", wanted):
+            return wanted
+        return free_port()
 
     def switch_routes(self, upstreams: dict[str, str]) -> None:
         """Route each service in ``upstreams`` ({"transfers": "127.0.0.1:8011"}) to that
