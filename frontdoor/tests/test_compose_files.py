@@ -28,6 +28,6 @@ def test_nginx_accepts_it(profile, tmp_path):
     conf = tmp_path / "nginx.conf"
     conf.write_text(text.replace(" /tmp/", f" {tmp_path}/").replace("/dev/stdout", f"{tmp_path}/access.log"))
     done = subprocess.run(
-        [nginx_binary(), "-t", "-c", str(conf), "-e", "stderr"], capture_output=True, text=True, timeout=30
+        [str(nginx_binary()), "-t", "-c", str(conf), "-e", "stderr"], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stderr

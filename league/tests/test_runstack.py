@@ -162,7 +162,7 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
             out.wait_for(rf"Front door\s+{base}/", timeout=5, proc=proc)
             stack = json.loads((tmp_path / "stack.json").read_text())
             assert stack["front_door"] == base and stack["pid"] == proc.pid, stack
-            assert requests.get(f"http://{stack['monolith']}/healthz", timeout=5).status_code == 200
+            assert requests.get(f"http://{stack['monolith']['web']}/healthz", timeout=5).status_code == 200
         else:
             out.wait_for(r"front door off: it needs Debian's nginx", timeout=5, proc=proc)
         # --demo seeded a believable league through the teams service.

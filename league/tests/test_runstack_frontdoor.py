@@ -45,7 +45,8 @@ def test_switch_routes_moves_a_service_and_records_it(command, servers, tmp_path
     door = command.front_door
     assert get(door, "/api/transfers/")[1] == "monolith"
     stack = json.loads((tmp_path / "stack.json").read_text())
-    assert stack["front_door"] == door.url and stack["monolith"] == command.monolith and stack["routes"] == {}
+    assert stack["front_door"] == door.url and stack["monolith"]["web"] == command.monolith
+    assert stack["monolith"]["services"] == ["teams", "transfers", "fixtures"] and stack["routes"] == {}
     command.switch_routes({"transfers": servers["transfers"].address})
     status, header, body = get(door, "/api/transfers/1/")
     assert (status, header, body["upstream"]) == (200, "transfers", "transfers")

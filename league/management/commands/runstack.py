@@ -262,16 +262,21 @@ class Command(BaseCommand):
         return settings.DATA_DIR / "stack.json"
 
     def write_stack(self) -> None:
-        """DATA_DIR/stack.json: what this runstack runs now (docs: notes/CUTOVER.md)."""
+        """DATA_DIR/stack.json: what this runstack runs now (cutover/deployment.py describes it):
+        pid, the front door's URL, the monolith's web and services, the routes the front door
+        has now; other keys (the moved services' processes) are kept."""
         try:
             current = json.loads(self.stack_file.read_text())
         except (OSError, ValueError):
             current = {}
         door = self.front_door
+        monolith = current.get("monolith") if isinstance(current.get("monolith"), dict) else {}
+        monolith["web"] = self.monolith
+        monolith.setdefault("services", list(settings.ACTIVE_SERVICES))
         current.update(
             pid=os.getpid(),
             front_door=door.url if door else None,
-            monolith=self.monolith,
+            monolith=monolith,
             routes=dict(door.upstreams) if door else {},
         )
         current.setdefault("services", {})
