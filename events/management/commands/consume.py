@@ -56,6 +56,11 @@ class Command(BaseCommand):
         if not broadcast and not consumer.database.wait_until_up():
             self.stdout.write("stopped before the database answered")
             return
+        # A consumer started for a service being moved here (split_service) waits for its
+        # gate to open: its startup hooks (the replica sync) write the service's tables.
+        if not broadcast and not consumer.wait_while_gated():
+            self.stdout.write("stopped while the service's gate was closed")
+            return
         try:
             consumer.verify() if not broadcast else None
             if not no_startup and not broadcast:
