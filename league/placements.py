@@ -1,0 +1,158 @@
+"""``runstack``'s side of a cutover: run each moved service where ``deployment.json`` says.
+
+``split_service`` (cutover/split.py) writes what it wants into ``DATA_DIR/deployment.json``;
+``runstack`` reads it at start and whenever it changes, and makes it so (``reconcile``):
+
+- a service placed on its own database (state ``starting`` or later) gets its own process set:
+  web (uvicorn on a free loopback port), Celery worker + beat (its relay, with its own broker
+  folder and queue), and its consumer, all with ``DATABASE_URL`` = its database and
+  ``LEAGUE_SERVICE`` = the service, under ``DATA_DIR/services/NAME``. It reports ``standby``
+  once its web answers;
+- from ``switching`` on, the front door routes the service's paths to that web (``serving``);
+- at ``moved`` the monolith is restarted without the service in ``LEAGUE_SERVICE``: a new web
+  first, the front door switched to it, then the old one stopped gracefully (no request is
+  dropped), then worker, beat and consumers; the moved service's monolith consumer is not
+  started again;
+- a service removed from the file (a rollback) has its processes stopped and its route removed.
+
+What runs is reported in ``DATA_DIR/stack.json`` (``cutover/deployment.py``), which
+``split_service`` waits on. At a later start, ``runstack`` starts the monolith without the
+moved services and each of them on its database (migrated first), routed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from cutover import deployment
+from events.netutil import free_port, wait_for_http
+
+if TYPE_CHECKING:
+    from league.management.commands.runstack import Child, Command
+
+# Before ``starting`` the new database is being prepared: nothing to run yet.
+RUN_STATES = {deployment.STARTING, "paused", "copied", deployment.SWITCHING, deployment.MOVED}
+ROUTED_STATES = {deployment.SWITCHING, deployment.MOVED}
+
+
+class Placements:
+    def __init__(self, stack: Command) -> None:
+        self.stack = stack
+        self.data_dir = Path(settings.DATA_DIR)
+        self.running: dict[str, dict[str, Any]] = {}  # service -> {"web": addr, "state": …, "children": [...]}
+        self.seen: float | None = None
+        self.monolith_services: list[str] = [s for s in settings.ACTIVE_SERVICES if s not in self.moved()]
+
+    # ------------------------------------------------------------------ reading
+    def moved(self) -> list[str]:
+        return deployment.moved(self.data_dir)
+
+    def wanted(self) -> dict[str, dict[str, Any]]:
+        return deployment.load(self.data_dir)["services"]
+
+    def changed(self) -> bool:
+        try:
+            mtime = (self.data_dir / deployment.DEPLOYMENT).stat().st_mtime_ns
+        except FileNotFoundError:
+            mtime = None
+        if mtime == self.seen:
+            return False
+        self.seen = mtime
+        return True
+
+    def monolith_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The monolith's children's environment: without the moved services."""
+        if self.monolith_services != list(settings.ACTIVE_SERVICES):
+            return {**env, "LEAGUE_SERVICE": ",".join(self.monolith_services)}
+        return env
+
+    # ---------------------------------------------------------------- reconcile
+    def poll(self) -> None:
+        if self.changed():
+            self.reconcile()
+
+    def reconcile(self) -> None:
+        wanted = self.wanted()
+        for service in list(self.running):
+            if service not in wanted or wanted[service].get("state") not in RUN_STATES:
+                self.stop(service)
+        for service, placed in wanted.items():
+            state = placed.get("state")
+            if state not in RUN_STATES:
+                continue
+            if service not in self.running:
+                self.start(service, placed["database_url"], migrate=state in ROUTED_STATES)
+            if state in ROUTED_STATES and self.running[service]["state"] != deployment.SERVING:
+                self.route()
+        moved = [s for s in self.monolith_services if wanted.get(s, {}).get("state") == deployment.MOVED]
+        if moved:
+            self.monolith_services = [s for s in self.monolith_services if s not in moved]
+            self.stack.restart_monolith(self.monolith_services)
+        self.stack.write_stack()
+
+    def start(self, service: str, url: str, *, migrate: bool) -> None:
+        home = self.data_dir / "services" / service
+        (home / "metrics").mkdir(parents=True, exist_ok=True)
+        env = {
+            **self.stack.base_env,
+            "DATABASE_URL": url,
+            "LEAGUE_SERVICE": service,
+            "DATA_DIR": str(home),
+            "PROMETHEUS_MULTIPROC_DIR": str(home / "metrics"),
+            # Its own Celery queue: with a shared broker (CELERY_BROKER_URL) the monolith's
+            # worker must not run this service's relay against the monolith's database.
+            "CELERY_TASK_DEFAULT_QUEUE": f"league-{service}",
+        }
+        if migrate:  # a restart of runstack: the service's database may need new migrations
+            subprocess.run(
+                [sys.executable, str(settings.BASE_DIR / "manage.py"), "migrate", "--noinput", "-v", "0"],
+                env=env,
+                check=True,
+            )
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        celery = [self.stack.bin("celery"), "-A", "league"]
+        children: list[Child] = [
+            self.stack.child(f"{service}/web", self.stack.web_argv("127.0.0.1", port, 1), env),
+            self.stack.child(f"{service}/worker", [*celery, "worker", "-l", "warning", "-P", "solo"], env),
+            self.stack.child(
+                f"{service}/beat", [*celery, "beat", "-l", "warning", "-s", str(home / "celerybeat-schedule")], env
+            ),
+        ]
+        from events import topology
+
+        if service in topology.consuming_services():
+            children.append(self.stack.child(f"{service}/consume", [*manage, "consume", "--service", service], env))
+        wait_for_http(f"http://{address}/healthz", timeout=60)
+        self.running[service] = {"web": address, "state": deployment.STANDBY, "children": children, "env": env}
+        self.stack.say(f"placed    {service} on its own database (web {address}, on standby)")
+
+    def stop(self, service: str) -> None:
+        running = self.running.pop(service)
+        self.stack.stop_children(running["children"])
+        if running["state"] == deployment.SERVING:
+            self.route()
+        self.stack.say(f"removed   {service}'s own processes (rolled back)")
+
+    def route(self) -> None:
+        """Route every service whose state says so to its own web; the rest to the monolith."""
+        wanted = self.wanted()
+        routes = {
+            s: r["web"] for s, r in self.running.items() if wanted.get(s, {}).get("state") in ROUTED_STATES
+        }
+        self.stack.switch_routes(routes)
+        for service, running in self.running.items():
+            running["state"] = deployment.SERVING if service in routes else deployment.STANDBY
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "monolith": {"web": self.stack.monolith, "services": list(self.monolith_services)},
+            "services": {s: {"web": r["web"], "state": r["state"]} for s, r in self.running.items()},
+        }
+
