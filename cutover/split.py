@@ -58,9 +58,9 @@ TARGET = "split_target"
 STEPS = [
     "create and migrate the new database",
     "start {service} on the new database",
-    "pause {service}'s writes in the monolith",
-    "publish {service}'s remaining outbox rows",
-    "copy and verify {service}'s rows",
+    "pause the writes of {service} in the monolith",
+    "publish the last outbox rows of {service}",
+    "copy and verify the rows of {service}",
     "switch the front door to {service}",
     "resume: the monolith drops {service}",
 ]
@@ -453,7 +453,7 @@ class Split:
         for t in self.timings:
             self.say(f"  {t.step.ljust(width)}  {t.seconds:7.2f}")
         if self.pause_seconds is not None:
-            self.say(f"\n  {self.service}'s writes were paused for {self.pause_seconds:.2f} s (steps 3 to 6).")
+            self.say(f"\n  The writes of {self.service} were paused for {self.pause_seconds:.2f} s (steps 3 to 6).")
         self.say(
             f"  {self.service} now runs on {mask(self.url)}. `manage.py split_service --cleanup {self.service}` "
             "removes its leftover tables from the monolith once you are satisfied."

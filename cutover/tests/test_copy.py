@@ -189,7 +189,7 @@ def test_not_confirmed_changes_nothing(tmp_path):
 def test_the_dry_run_prints_the_plan_and_the_row_counts(tmp_path):
     _league()
     out = _run("transfers", "--database-url", f"sqlite:///{tmp_path / 'moved.sqlite3'}", "--dry-run")
-    assert "step 3/7: pause transfers's writes in the monolith" in out
+    assert "step 3/7: pause the writes of transfers in the monolith" in out
     assert "transfers.transfer" in out and "       5" in out
     assert "Pending outbox rows of transfers (published in step 4): 2" in out
     assert gate.current("transfers") == gate.OPEN and not (tmp_path / "moved.sqlite3").exists()

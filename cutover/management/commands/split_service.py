@@ -81,4 +81,4 @@ class Command(BaseCommand):
         if not yes and not self.confirm(f"Drop {service}'s leftover tables from the monolith's database?"):
             raise CommandError("not confirmed: nothing changed (pass --yes to skip the question)")
         split.cleanup(service, self.stdout)
-        self.stdout.write(f"removed {service}'s leftovers from the monolith's database.")
+        self.stdout.write(f"removed the leftovers of {service} from the monolith's database.")

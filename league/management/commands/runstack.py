@@ -44,9 +44,11 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from cutover import deployment
 from events import emulators, roles, topology
 from events.netutil import free_port, port_open, wait_for_http
 from frontdoor.nginx import FrontDoor, FrontDoorError
+from league.placements import Placements
 
 from .service_account import ensure_service_account
 
@@ -164,36 +166,31 @@ class Command(BaseCommand):
             )
             self.say(f"AWS       {env.get('AWS_ENDPOINT_URL') or 'real AWS'}")
             self.say(f"broker    {settings.CELERY_BROKER_URL}")
-            call_command("migrate", interactive=False, verbosity=0)
+            # Services moved to their own database (split_service, league/placements.py) run
+            # apart: the monolith migrates and serves the rest.
+            self.placements = Placements(self)
+            if self.placements.moved():
+                self.say(f"moved     {', '.join(self.placements.moved())} (own databases: {deployment.DEPLOYMENT})")
+                subprocess.run(
+                    [sys.executable, str(settings.BASE_DIR / "manage.py"), "migrate", "--noinput", "-v", "0"],
+                    env=self.placements.monolith_env(env),
+                    check=True,
+                )
+            else:
+                call_command("migrate", interactive=False, verbosity=0)
             call_command("setup_bus", verbosity=0, stdout=open(os.devnull, "w"))
             token = self.ensure_admin()
             if "teams" in settings.ACTIVE_SERVICES and not os.environ.get("TEAMS_SERVICE_TOKEN"):
                 # The transfers consumer's bootstrap reads GET /api/teams/export/, which
                 # needs teams.export_team: a service account, not the admin's token.
                 env["TEAMS_SERVICE_TOKEN"] = ensure_service_account(SERVICE_USER).key
+            self.base_env = dict(env)
+            self.workers = workers
+            env = self.placements.monolith_env(env)
+            self.monolith_env = env
             manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
             celery = [self.bin("celery"), "-A", "league"]
-            self.spawn(
-                Child(
-                    "web",
-                    [
-                        self.bin("uvicorn"),
-                        "league.asgi:application",
-                        "--host",
-                        web_host,
-                        "--port",
-                        str(web_port),
-                        "--workers",
-                        str(workers),
-                        "--lifespan",
-                        "on",
-                        # Open live streams end after this at a stop, so a stop is quick.
-                        "--timeout-graceful-shutdown",
-                        "3",
-                    ],
-                ),
-                env,
-            )
+            self.spawn(Child("web", self.web_argv(web_host, web_port, workers)), env)
             wait_for_http(f"{web_url}/healthz", timeout=30)
             if door:
                 try:
@@ -209,7 +206,9 @@ class Command(BaseCommand):
                 env,
             )
             for service in topology.consuming_services():
-                self.spawn(Child(f"consume-{service}", [*manage, "consume", "--service", service]), env)
+                if service in self.placements.monolith_services:
+                    self.spawn(Child(f"consume-{service}", [*manage, "consume", "--service", service]), env)
+            self.placements.reconcile()
             if demo:
                 call_command("seed_demo")
             self.banner(base_url, token, web_url if door else None)
@@ -280,9 +279,66 @@ class Command(BaseCommand):
             routes=dict(door.upstreams) if door else {},
         )
         current.setdefault("services", {})
+        placements = getattr(self, "placements", None)
+        if placements is not None:
+            current.update(placements.report())
         tmp = self.stack_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(current, indent=2) + "\n")
         os.replace(tmp, self.stack_file)
+
+    def web_argv(self, host: str, port: int, workers: int) -> list[str]:
+        return [
+            self.bin("uvicorn"),
+            "league.asgi:application",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--lifespan",
+            "on",
+            # Open live streams end after this at a stop, so a stop is quick.
+            "--timeout-graceful-shutdown",
+            "3",
+        ]
+
+    def child(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        child = Child(name, argv)
+        self.spawn(child, env)
+        return child
+
+    def stop_children(self, children: list[Child]) -> None:
+        """Stop these children gracefully and stop supervising them."""
+        self.children[:] = [c for c in self.children if c not in children]
+        self._stop(children)
+
+    def restart_monolith(self, services: list[str]) -> None:
+        """Serve only ``services`` in the monolith from now on, without dropping a request:
+        a new web server first, the front door switched to it, the old one stopped
+        gracefully; then worker, beat and consumers with the new ``LEAGUE_SERVICE``."""
+        env = {**self.base_env, "LEAGUE_SERVICE": ",".join(services)}
+        self.monolith_env = env
+        old_web = [c for c in self.children if c.name == "web"]
+        if self.front_door is not None:
+            port = free_port()
+            self.spawn(Child("web", self.web_argv("127.0.0.1", port, self.workers)), env)
+            wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+            self.monolith = f"127.0.0.1:{port}"
+            self.switch_routes(dict(self.front_door.upstreams))
+            self.stop_children(old_web)
+        for child in list(self.children):
+            if child.name in ("worker", "beat") or child.name.startswith("consume-"):
+                self.stop_children([child])
+                service = child.name.removeprefix("consume-")
+                if child.name.startswith("consume-") and service not in services:
+                    continue  # moved: its consumer runs with the service now
+                self.spawn(Child(child.name, child.argv), env)
+        if self.front_door is None:  # no front door: the web restarts in place (a short gap)
+            for child in old_web:
+                self.stop_children([child])
+                self.spawn(Child("web", child.argv), env)
+        self.say(f"monolith  now serves {', '.join(services)} (LEAGUE_SERVICE={','.join(services)})")
 
     def bin(self, name: str) -> str:
         return os.path.join(os.path.dirname(sys.executable), name)
@@ -366,6 +422,10 @@ class Command(BaseCommand):
         one that keeps dying stops the stack with exit code 1."""
         while not self.stop.wait(0.5):
             self.check_front_door()
+            try:
+                self.placements.poll()
+            except Exception as exc:  # a bad deployment.json must not take the stack down
+                self.say(f"could not apply {deployment.DEPLOYMENT}: {exc}")
             for child in self.children:
                 if child.proc and child.proc.poll() is not None:
                     now = time.monotonic()
