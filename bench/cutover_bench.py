@@ -23,7 +23,7 @@ from .common import Result
 
 TARGET_SECONDS = 5.0
 STEP = re.compile(r"step (\d+)/(\d+): (.+?)(?:: done in (\d+(?:\.\d+)?) s| \.\.\.)?$")
-PAUSED = re.compile(r"writes were paused for (\d+(?:\.\d+)?) s")
+PAUSED = re.compile(r"were paused for (\d+(?:\.\d+)?) s")
 
 
 def step_timings(output: str) -> list[tuple[str, float | None]]:

@@ -10,9 +10,9 @@ step 1/7: create and migrate the new database ...
 step 1/7: create and migrate the new database: done in 2.31 s
 step 2/7: start transfers on the new database ...
 step 2/7: start transfers on the new database: done in 10.00 s
-step 3/7: pause transfers's writes in the monolith ...
+step 3/7: pause the writes of transfers in the monolith ...
 
-  transfers's writes were paused for 1.84 s (steps 3 to 6).
+  The writes of transfers were paused for 1.84 s (steps 3 to 6).
 """
 
 
@@ -20,7 +20,7 @@ def test_step_timings_and_the_pause_split_service_measured():
     assert cutover_bench.step_timings(OUTPUT) == [
         ("1/7 create and migrate the new database", 2.31),
         ("2/7 start transfers on the new database", 10.0),
-        ("3/7 pause transfers's writes in the monolith", None),
+        ("3/7 pause the writes of transfers in the monolith", None),
     ]
     assert cutover_bench.paused_by_split(OUTPUT) == 1.84
     assert cutover_bench.paused_by_split("") is None
