@@ -165,6 +165,11 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Sessions in a cookie signed with SECRET_KEY, not in a table: behind the front door one admin
+# login holds for every service's admin pages, whichever process (and database) serves them;
+# users keep their ids when a service moves (cutover/copy.py). Logging out or changing the
+# password ends the session everywhere (Django checks the password's hash on each request).
+SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

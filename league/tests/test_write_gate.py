@@ -67,3 +67,20 @@ def test_the_sweeper_task_skips_a_paused_service_quietly(db):
     TransferFactory(expires_at="2000-01-01T00:00:00Z")
     gate.pause("transfers")
     assert tasks.expire_transfers() == 0  # no traceback every 5 s during a move
+
+
+@pytest.mark.django_db
+def test_an_admin_login_is_a_signed_cookie_that_any_service_with_the_key_accepts(client, admin_user, settings):
+    """Behind the front door /admin/login/ is the monolith's and /admin/transfers/ may be the
+    moved service's: the session lives in the cookie, not in one database's table."""
+    from django.contrib.sessions.models import Session
+    from django.test import Client
+
+    assert client.post("/admin/login/", {"username": "admin", "password": "password"}).status_code == 302
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert not Session.objects.exists()
+    other = Client()  # another process: only the cookie travels
+    other.cookies[settings.SESSION_COOKIE_NAME] = cookie
+    assert other.get("/admin/transfers/transfer/").status_code == 200
+    settings.SECRET_KEY = "another-key-another-deployment-0123456789"
+    assert other.get("/admin/transfers/transfer/").status_code == 302  # to the login: not trusted
