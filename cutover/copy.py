@@ -9,7 +9,8 @@ What is the service's data (``owned``):
   recognised as handled;
 - the accounts that call it: users, their role memberships (by group name) and direct
   permissions (by app label and codename), and API tokens, so that a client's token keeps
-  working through the front door. (Admin sessions are not copied: log in again.)
+  working through the front door (admin sessions are signed cookies: the same ids and
+  password hashes keep an admin login valid on the moved service).
 
 Guarantees:
 
