@@ -96,12 +96,14 @@ class Verdict:
 
 
 def _subscriptions() -> dict[str, list[tuple[str, str]]]:
-    """Event type -> [(handler name, its service)] of every non-broadcast handler."""
+    """Event type -> [(handler name, its service)] of every non-broadcast handler of the
+    league's services (not of a test's probe service loaded in this process)."""
     from events import registry
 
     subs: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for h in registry.handlers(broadcast=False):
-        subs[h.event_type].append((h.name, h.service))
+        if h.service in SERVICES:
+            subs[h.event_type].append((h.name, h.service))
     return subs
 
 

@@ -81,7 +81,9 @@ class LiveStack:
             LOG_LEVEL="WARNING",
             CONSUMER_WAIT_SECONDS="1",
         )
-        env.pop("LEAGUE_SERVICE", None)
+        # The league's services only: no test or crash-suite probe service (EVENTS_HANDLER_MODULES).
+        for name in ("LEAGUE_SERVICE", "EVENTS_HANDLER_MODULES", "BUS_PREFIX"):
+            env.pop(name, None)
         env.update(self.extra_env)
         return env
 
@@ -134,17 +136,24 @@ class LiveStack:
                 raise RuntimeError(f"{self.base_url}{path} not answering 200 after {timeout:.0f} s:\n{self.tail()}")
             time.sleep(0.3)
 
-    def manage(self, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.Popen:
-        """Start ``manage.py <args>`` in the stack's environment (its output in the stack's dir)."""
-        out = open(self.dir / f"{args[0]}-{time.monotonic_ns()}.log", "w")  # noqa: SIM115 - the child owns it
-        return subprocess.Popen(
-            [sys.executable, str(BASE_DIR / "manage.py"), *args],
-            env={**self.env(), **(env or {})},
-            cwd=BASE_DIR,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    def manage(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start ``manage.py <args>`` in the stack's environment; its output goes to the file
+        ``proc.log_path`` (read it with ``output_of(proc)``)."""
+        log_path = self.dir / f"{args[0]}-{time.monotonic_ns()}.log"
+        with open(log_path, "w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, str(BASE_DIR / "manage.py"), *args],
+                env={**self.env(), **(env or {})},
+                cwd=BASE_DIR,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        return proc
+
+    @staticmethod
+    def output_of(proc: subprocess.Popen) -> str:
+        return proc.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
