@@ -209,7 +209,8 @@ class Split:
     service: str
     url: str
     out: IO[str]
-    timeout: float = 120.0
+    timeout: float = 120.0  # for the supervisor's steps (processes started, routes switched)
+    drain_timeout: float = 60.0  # for the monolith's relay to publish the service's last rows
     progress: Callable[[int, int], Any] | None = None  # (total, done) -> bar; see the command
     timings: list[Timing] = field(default_factory=list)
     paused_at: float | None = None
@@ -340,15 +341,15 @@ class Split:
         deployment.place(self.data_dir, self.service, state="paused")
 
     def drain(self) -> None:
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.drain_timeout
         left = pending_outbox(self.service)
         total = left
         bar = self.progress(total, 0) if self.progress and total else None
         while left:
             if time.monotonic() > deadline:
                 raise SplitError(
-                    f"the monolith's relay did not publish {self.service}'s last {left} outbox row(s) within "
-                    f"{self.timeout:.0f} s: is the Celery worker running? (manage.py bus_status)"
+                    f"the monolith's relay did not publish the last {left} outbox row(s) of {self.service} within "
+                    f"{self.drain_timeout:.0f} s: is the Celery worker running? (manage.py bus_status)"
                 )
             time.sleep(0.1)
             now = pending_outbox(self.service)

@@ -27,8 +27,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--timeout", type=float, default=120.0, help="seconds to wait for each step's processes (default 120)"
         )
+        parser.add_argument(
+            "--drain-timeout",
+            type=float,
+            default=60.0,
+            help="seconds to wait for the monolith's relay to publish the service's last events (default 60)",
+        )
 
-    def handle(self, *args, service, database_url, dry_run, rollback, cleanup, yes, timeout, **options):
+    def handle(self, *args, service, database_url, dry_run, rollback, cleanup, yes, timeout, drain_timeout, **options):
         try:
             if cleanup:
                 return self.cleanup(cleanup, yes)
@@ -52,7 +58,9 @@ class Command(BaseCommand):
                 return None
             if not yes and not self.confirm(f"Move {service} to {split.mask(database_url)} now?"):
                 raise CommandError("not confirmed: nothing changed (pass --yes to skip the question)")
-            run = split.Split(service, database_url, self.stdout, timeout=timeout, progress=self.bar)
+            run = split.Split(
+                service, database_url, self.stdout, timeout=timeout, drain_timeout=drain_timeout, progress=self.bar
+            )
             run.run()
         except split.SplitError as exc:
             raise CommandError(str(exc)) from exc
