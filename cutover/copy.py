@@ -60,10 +60,17 @@ class Part:
     label: str
     model: type[models.Model]
     where: Q | None = None  # None: every row
+    # A table other services share (the bus's): rows copied into a database that other
+    # services also write (the way back into the monolith) get new ids there, and are
+    # identified by this natural key instead. Nothing refers to these ids.
+    natural: tuple[str, ...] = ()
 
-    def rows(self, using: str) -> models.QuerySet:
-        qs = self.model._base_manager.using(using).order_by("pk")
+    def rows(self, using: str, *, renumbered: bool = False) -> models.QuerySet:
+        qs = self.model._base_manager.using(using).order_by(*(self.natural if renumbered else ("pk",)))
         return qs.filter(self.where) if self.where is not None else qs
+
+    def renumbered(self, shared_target: bool) -> bool:
+        return shared_target and bool(self.natural)
 
 
 @dataclass
@@ -84,24 +91,26 @@ def _aggregate_rows(field: str, service: str) -> Q:
     return q
 
 
-def owned(service: str) -> list[Part]:
-    """The parts of ``service``'s data, in an order that keeps foreign keys satisfiable."""
+def owned(service: str, *, accounts: bool = True) -> list[Part]:
+    """The parts of ``service``'s data, in an order that keeps foreign keys satisfiable.
+    ``accounts=False`` (the way back into the monolith): the monolith keeps its own."""
     app = apps.get_app_config(service)
     parts = [Part(f"{service}.{m._meta.model_name}", m) for m in app.get_models(include_auto_created=True)]
     user = get_user_model()
     from rest_framework.authtoken.models import Token
 
     parts += [
-        Part("events.outboxmessage", OutboxMessage, _aggregate_rows("aggregate_key", service)),
+        Part("events.outboxmessage", OutboxMessage, _aggregate_rows("aggregate_key", service), ("event_id",)),
         Part(
             "events.inboxmessage",
             InboxMessage,
             Q(service=service) | (Q(service="") & Q(handler__startswith=f"{service}.")),
+            ("event_id", "handler"),
         ),
         Part("events.subjectsequence", SubjectSequence, _aggregate_rows("key", service)),
-        Part("auth.user", user),
-        Part("authtoken.token", Token),
     ]
+    if accounts:
+        parts += [Part("auth.user", user), Part("authtoken.token", Token)]
     return parts
 
 
@@ -125,15 +134,17 @@ def _norm(field: models.Field, value: Any) -> Any:
     return value
 
 
-def row_values(obj: models.Model) -> list[Any]:
-    return [_norm(f, getattr(obj, f.attname)) for f in obj._meta.concrete_fields]
+def row_values(obj: models.Model, *, without_pk: bool = False) -> list[Any]:
+    return [
+        _norm(f, getattr(obj, f.attname)) for f in obj._meta.concrete_fields if not (without_pk and f.primary_key)
+    ]
 
 
-def checksum(objs: Iterable[models.Model]) -> tuple[int, str]:
+def checksum(objs: Iterable[models.Model], *, without_pk: bool = False) -> tuple[int, str]:
     digest = hashlib.sha256()
     count = 0
     for obj in objs:
-        digest.update(json.dumps(row_values(obj), default=str).encode())
+        digest.update(json.dumps(row_values(obj, without_pk=without_pk), default=str).encode())
         digest.update(b"\n")
         count += 1
     return count, digest.hexdigest()
@@ -197,27 +208,40 @@ def _memberships(source: str, target: str) -> tuple[list[Any], list[Any], list[s
 
 
 def copy(
-    service: str, *, source: str, target: str, progress: Callable[[int], None] = lambda n: None
+    service: str,
+    *,
+    source: str,
+    target: str,
+    shared_target: bool = False,
+    progress: Callable[[int], None] = lambda n: None,
 ) -> list[TableReport]:
     """Copy ``service``'s data from ``source`` to ``target`` and verify it. Returns one
-    report per table (rows, checksum); raises ``CopyError`` when the target differs."""
-    parts = owned(service)
+    report per table (rows, checksum); raises ``CopyError`` when the target differs.
+
+    ``shared_target``: the target is a database other services write too (the monolith, on
+    the way back): its accounts are left as they are, and the bus's rows get new ids there."""
+    accounts = not shared_target
+    parts = owned(service, accounts=accounts)
     expected: list[TableReport] = []
     user = get_user_model()
     with snapshot(source), transaction.atomic(using=target):
         # A rerun starts clean; memberships first (they point at users).
-        user.groups.through.objects.using(target).all().delete()
-        user.user_permissions.through.objects.using(target).all().delete()
+        if accounts:
+            user.groups.through.objects.using(target).all().delete()
+            user.user_permissions.through.objects.using(target).all().delete()
         for part in reversed(parts):
             part.rows(target)._raw_delete(target)  # no cascade collection: the rows go as they are
         for part in parts:
             objs: list[models.Model] = []
             digest = hashlib.sha256()
             count = 0
+            renumber = part.renumbered(shared_target)
             with _keep_timestamps(part.model):
-                for obj in part.rows(source).iterator(chunk_size=BATCH):
-                    digest.update(json.dumps(row_values(obj), default=str).encode() + b"\n")
+                for obj in part.rows(source, renumbered=renumber).iterator(chunk_size=BATCH):
+                    digest.update(json.dumps(row_values(obj, without_pk=renumber), default=str).encode() + b"\n")
                     count += 1
+                    if renumber:
+                        obj.pk = None
                     objs.append(obj)
                     if len(objs) >= BATCH:
                         part.model._base_manager.using(target).bulk_create(objs)
@@ -227,13 +251,14 @@ def copy(
                     part.model._base_manager.using(target).bulk_create(objs)
                     progress(len(objs))
             expected.append(TableReport(part.label, count, digest.hexdigest()))
-        ug, up, _skipped = _memberships(source, target)
-        user.groups.through.objects.using(target).bulk_create(ug)
-        user.user_permissions.through.objects.using(target).bulk_create(up)
-        progress(len(ug) + len(up))
-        expected.append(TableReport("auth.user_groups", len(ug), ""))
+        if accounts:
+            ug, up, _skipped = _memberships(source, target)
+            user.groups.through.objects.using(target).bulk_create(ug)
+            user.user_permissions.through.objects.using(target).bulk_create(up)
+            progress(len(ug) + len(up))
+            expected.append(TableReport("auth.user_groups", len(ug), ""))
         _reset_sequences(target, [p.model for p in parts])
-    verify(parts, expected, target)
+    verify(parts, expected, target, shared_target=shared_target)
     return expected
 
 
@@ -246,12 +271,15 @@ def _reset_sequences(using: str, model_list: list[type[models.Model]]) -> None:
                 cursor.execute(sql)
 
 
-def verify(parts: list[Part], expected: list[TableReport], using: str) -> None:
+def verify(parts: list[Part], expected: list[TableReport], using: str, *, shared_target: bool = False) -> None:
     by_label = {r.label: r for r in expected}
     problems = []
     with snapshot(using):
         for part in parts:
-            count, digest = checksum(part.rows(using).iterator(chunk_size=BATCH))
+            renumber = part.renumbered(shared_target)
+            count, digest = checksum(
+                part.rows(using, renumbered=renumber).iterator(chunk_size=BATCH), without_pk=renumber
+            )
             want = by_label[part.label]
             if (count, digest) != (want.rows, want.checksum):
                 problems.append(
@@ -262,5 +290,5 @@ def verify(parts: list[Part], expected: list[TableReport], using: str) -> None:
         raise CopyError("the copy differs from the monolith: " + "; ".join(problems))
 
 
-def counts(service: str, using: str) -> list[tuple[str, int]]:
-    return [(p.label, p.rows(using).count()) for p in owned(service)]
+def counts(service: str, using: str, *, accounts: bool = True) -> list[tuple[str, int]]:
+    return [(p.label, p.rows(using).count()) for p in owned(service, accounts=accounts)]

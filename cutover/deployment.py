@@ -6,8 +6,9 @@ Two small JSON files in ``DATA_DIR``, each with one writer:
   deployment wanted, ``{"services": {NAME: {"database_url": …, "state": …}}}``. A service
   not listed runs in the monolith. States, in order: ``starting`` (start NAME's processes on
   its database, idle behind its closed gate), ``switching`` (route NAME's paths to them),
-  ``moved`` (the monolith drops NAME from ``LEAGUE_SERVICE``). No entry: stop NAME's own
-  processes (a rollback).
+  ``moved`` (the monolith drops NAME from ``LEAGUE_SERVICE``), and on the way back
+  ``returning`` (the monolith serves NAME again, then NAME's own processes stop). No entry:
+  stop NAME's own processes (a rollback, or the end of the way back).
 - ``stack.json`` (written by ``runstack``): what runs now, ``{"pid", "front_door",
   "monolith": {"web", "services"}, "services": {NAME: {"web", "state"}}}`` with state
   ``standby`` (up, not routed) or ``serving`` (routed).
@@ -27,7 +28,7 @@ from typing import Any
 DEPLOYMENT = "deployment.json"
 STACK = "stack.json"
 
-STARTING, SWITCHING, MOVED = "starting", "switching", "moved"
+STARTING, SWITCHING, MOVED, RETURNING = "starting", "switching", "moved", "returning"
 STANDBY, SERVING = "standby", "serving"
 
 

@@ -65,6 +65,13 @@ STEPS = [
     "resume: the monolith drops {service}",
 ]
 SWITCH_STEP = 6
+BACK_STEPS = [
+    "pause the writes of {service} in its own database",
+    "publish the last outbox rows of {service} there",
+    "copy and verify the rows of {service} back into the monolith",
+    "switch {service} back to the monolith",
+    "close the own database of {service}",
+]
 
 
 class SplitError(RuntimeError):
@@ -193,9 +200,9 @@ def migrate(service: str, url: str) -> None:
         raise SplitError(f"migrating the new database failed (exit {result.returncode}):\n{tail}")
 
 
-def pending_outbox(service: str) -> int:
+def pending_outbox(service: str, using: str = "default") -> int:
     q = copying._aggregate_rows("aggregate_key", service)
-    return OutboxMessage.objects.filter(q, state=OutboxState.PENDING).count()
+    return OutboxMessage.objects.using(using).filter(q, state=OutboxState.PENDING).count()
 
 
 @dataclass
@@ -294,14 +301,14 @@ class Split:
             raise SplitError(self.after_switch_help(stack, exc)) from exc
         self.summary()
 
-    def step(self, number: int, action: Callable[[], None]) -> None:
-        name = STEPS[number - 1].format(service=self.service)
-        self.say(f"step {number}/{len(STEPS)}: {name} ...")
+    def step(self, number: int, action: Callable[[], None], steps: list[str] = STEPS) -> None:
+        name = steps[number - 1].format(service=self.service)
+        self.say(f"step {number}/{len(steps)}: {name} ...")
         started = time.monotonic()
         action()
         seconds = time.monotonic() - started
         self.timings.append(Timing(name, seconds))
-        self.say(f"step {number}/{len(STEPS)}: {name}: done in {seconds:.2f} s")
+        self.say(f"step {number}/{len(steps)}: {name}: done in {seconds:.2f} s")
 
     # ------------------------------------------------------------------- steps
     def prepare(self) -> None:
@@ -340,19 +347,20 @@ class Split:
         self.paused_at = time.monotonic()
         deployment.place(self.data_dir, self.service, state="paused")
 
-    def drain(self) -> None:
+    def drain(self, using: str = "default") -> None:
         deadline = time.monotonic() + self.drain_timeout
-        left = pending_outbox(self.service)
+        left = pending_outbox(self.service, using)
         total = left
         bar = self.progress(total, 0) if self.progress and total else None
         while left:
             if time.monotonic() > deadline:
                 raise SplitError(
-                    f"the monolith's relay did not publish the last {left} outbox row(s) of {self.service} within "
+                    f"the {'monolith' if using == 'default' else self.service}'s relay did not publish the last "
+                    f"{left} outbox row(s) of {self.service} within "
                     f"{self.drain_timeout:.0f} s: is the Celery worker running? (manage.py bus_status)"
                 )
             time.sleep(0.1)
-            now = pending_outbox(self.service)
+            now = pending_outbox(self.service, using)
             if bar is not None:
                 bar.update(left - now)
             left = now
@@ -437,22 +445,97 @@ class Split:
             drop_database(placed["database_url"])
             self.say(f"dropped the database this command created ({mask(placed['database_url'])})")
 
+    # ------------------------------------------------------------- the way back
+    def back(self) -> None:
+        """Bring a moved service back into the monolith: the same steps in the other
+        direction (its own database pauses, drains and is copied back; the monolith serves it
+        again; its own processes stop). Before step 4 a failure reopens the service where it
+        is; from step 4 on, running ``--back`` again finishes."""
+        placed = deployment.placement(self.data_dir, self.service)
+        if not placed or placed.get("state") not in (deployment.MOVED, deployment.RETURNING):
+            raise SplitError(f"{self.service} has not moved out of this monolith: nothing to bring back")
+        if placed.get("cleaned_up_at"):
+            raise SplitError(
+                f"the monolith's tables of {self.service} were removed (--cleanup): run split_service "
+                f"{self.service} in reverse by hand (migrate it back with LEAGUE_SERVICE including it), see docs/MIGRATION.md"
+            )
+        self.url = placed["database_url"]
+        stack = deployment.stack(self.data_dir)
+        if stack is None or not stack.get("front_door"):
+            raise SplitError(f"no runstack with a front door supervises DATA_DIR {self.data_dir}: start it first")
+        connect_target(self.url)
+        if placed.get("state") == deployment.MOVED:
+            try:
+                self.step(1, self.pause_moved, BACK_STEPS)
+                self.step(2, lambda: self.drain(using=TARGET), BACK_STEPS)
+                self.step(3, self.copy_back, BACK_STEPS)
+            except BaseException as exc:
+                self.say(f"failed before the switch back: {exc}")
+                gate.open_(self.service, using=TARGET)
+                self.say(f"{self.service} keeps running on its own database; its writes are open again.")
+                raise
+        self.step(4, self.switch_back, BACK_STEPS)
+        self.step(5, self.close_moved, BACK_STEPS)
+        self.summary(back=True)
+
+    def pause_moved(self) -> None:
+        gate.pause(self.service, using=TARGET, note="split_service --back: moving back to the monolith")
+        self.paused_at = time.monotonic()
+
+    def copy_back(self) -> None:
+        reports = copying.copy(self.service, source=TARGET, target="default", shared_target=True)
+        width = max(len(r.label) for r in reports)
+        for r in reports:
+            self.say(f"    {r.label.ljust(width)}  {r.rows:>8} rows  {r.checksum[:16]}")
+
+    def switch_back(self) -> None:
+        gate.open_(self.service)
+        deployment.place(self.data_dir, self.service, state=deployment.RETURNING)
+        stack = self.wait_stack(
+            lambda s: (
+                self.service in s.get("monolith", {}).get("services", []) and self.service not in s.get("services", {})
+            ),
+            f"runstack to serve {self.service} in the monolith again and stop its own processes",
+        )
+        from frontdoor.routes import ROUTES
+
+        probe = stack["front_door"].rstrip("/") + ROUTES[self.service][0]
+        response = requests.get(probe, timeout=10)
+        upstream = response.headers.get("X-League-Upstream")
+        if response.status_code != 200 or upstream != "monolith":
+            raise SplitError(
+                f"GET {probe} answered {response.status_code} from {upstream!r}, not 200 from the monolith"
+            )
+        if self.paused_at is not None:
+            self.pause_seconds = time.monotonic() - self.paused_at
+
+    def close_moved(self) -> None:
+        gate.mark_moved(self.service, using=TARGET, note="split_service --back: moved back to the monolith")
+        deployment.unplace(self.data_dir, self.service)
+
     def after_switch_help(self, stack: dict[str, Any], exc: BaseException) -> str:
         placed = deployment.placement(self.data_dir, self.service) or {}
         return (
             f"failed after the switch: {exc}\n"
             f"State: {self.service} runs on {mask(self.url)} (deployment state {placed.get('state')}); "
             f"the monolith's gate for it is {gate.current(self.service)}; the front door is {stack.get('front_door')}.\n"
-            f"To finish: run `manage.py split_service {self.service} --database-url …` again (it continues from here).\n"
-            "To go back: see docs/MIGRATION.md, 'Going back' (the new database may hold writes since the switch)."
+            f"To finish: run `manage.py split_service {self.service}` again (it continues from here).\n"
+            f"To go back once it has finished: `manage.py split_service {self.service} --back` (docs/MIGRATION.md)."
         )
 
-    def summary(self) -> None:
+    def summary(self, *, back: bool = False) -> None:
         width = max(len(t.step) for t in self.timings) if self.timings else 10
         self.say("")
         self.say(f"  {'step'.ljust(width)}  seconds")
         for t in self.timings:
             self.say(f"  {t.step.ljust(width)}  {t.seconds:7.2f}")
+        if back:
+            if self.pause_seconds is not None:
+                self.say(f"\n  The writes of {self.service} were paused for {self.pause_seconds:.2f} s (steps 1 to 4).")
+            self.say(
+                f"  {self.service} runs in the monolith again; {mask(self.url)} is no longer used (drop it when satisfied)."
+            )
+            return
         if self.pause_seconds is not None:
             self.say(f"\n  The writes of {self.service} were paused for {self.pause_seconds:.2f} s (steps 3 to 6).")
         self.say(

@@ -78,6 +78,13 @@ class Placements:
 
     def reconcile(self) -> None:
         wanted = self.wanted()
+        # Coming back (split_service --back): the monolith serves it again *before* its own
+        # processes stop (stopping them routes its paths back to the monolith).
+        returning = [s for s, p in wanted.items() if p.get("state") == deployment.RETURNING]
+        back = [s for s in returning if s not in self.monolith_services]
+        if back:
+            self.monolith_services = [s for s in settings.SERVICES if s in self.monolith_services or s in back]
+            self.stack.restart_monolith(self.monolith_services)
         for service in list(self.running):
             if service not in wanted or wanted[service].get("state") not in RUN_STATES:
                 self.stop(service)
@@ -138,14 +145,12 @@ class Placements:
         self.stack.stop_children(running["children"])
         if running["state"] == deployment.SERVING:
             self.route()
-        self.stack.say(f"removed   {service}'s own processes (rolled back)")
+        self.stack.say(f"removed   the own processes of {service}")
 
     def route(self) -> None:
         """Route every service whose state says so to its own web; the rest to the monolith."""
         wanted = self.wanted()
-        routes = {
-            s: r["web"] for s, r in self.running.items() if wanted.get(s, {}).get("state") in ROUTED_STATES
-        }
+        routes = {s: r["web"] for s, r in self.running.items() if wanted.get(s, {}).get("state") in ROUTED_STATES}
         self.stack.switch_routes(routes)
         for service, running in self.running.items():
             running["state"] = deployment.SERVING if service in routes else deployment.STANDBY
@@ -155,4 +160,3 @@ class Placements:
             "monolith": {"web": self.stack.monolith, "services": list(self.monolith_services)},
             "services": {s: {"web": r["web"], "state": r["state"]} for s, r in self.running.items()},
         }
-

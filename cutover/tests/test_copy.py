@@ -200,3 +200,36 @@ def test_cleanup_refuses_a_service_that_has_not_moved(tmp_path, settings):
     with pytest.raises(CommandError, match="has not moved out of this monolith"):
         _run("--cleanup", "transfers", "--yes")
     assert not (tmp_path / "deployment.json").exists()
+
+
+def test_the_way_back_renumbers_the_bus_rows_and_keeps_the_monoliths_accounts(target):
+    """Into a database other services write too (the monolith): its outbox ids have moved on
+    meanwhile, so the service's bus rows get new ids there; the monolith's users stay."""
+    from django.contrib.auth import get_user_model
+
+    from transfers.models import Transfer
+
+    _league()
+    copying.copy("transfers", source="default", target=split.TARGET)
+    # After the move: the monolith writes teams' events (taking the next outbox ids), the
+    # service writes its own (its ids continue from the copied ones: the same numbers).
+    for team_id in (501, 502, 503):
+        with transaction.atomic():
+            events.publish("team.created", subject=team_id, data={"id": team_id, "name": f"Club {team_id}"})
+    moved = Transfer.objects.using(split.TARGET).first()
+    from events.models import OutboxMessage
+
+    template = OutboxMessage.objects.using(split.TARGET).first()
+    template.pk, template.event_id, template.sequence = None, "6f0f0f0f-0000-0000-0000-000000000009", 99
+    template.save(using=split.TARGET)
+    Transfer.objects.using(split.TARGET).filter(pk=moved.pk).update(state="completed")
+    get_user_model().objects.create_user("monolith-only", password="pw-only-1234")
+
+    reports = copying.copy("transfers", source=split.TARGET, target="default", shared_target=True)
+
+    assert {r.label for r in reports} >= {"transfers.transfer", "events.outboxmessage"}
+    assert "auth.user" not in {r.label for r in reports}
+    assert Transfer.objects.get(pk=moved.pk).state == "completed"  # what it wrote on its own
+    assert OutboxMessage.objects.filter(aggregate_key__startswith="team:").count() == 4  # teams' rows untouched
+    assert OutboxMessage.objects.filter(aggregate_key__startswith="transfer:").count() == 3
+    assert get_user_model().objects.filter(username="monolith-only").exists()

@@ -187,3 +187,26 @@ def test_split_rolls_back_a_failure_then_moves_transfers_out_of_the_running_mono
     assert _table_digest(monolith, leftovers) == before
     with sqlite3.connect(monolith) as conn:
         assert conn.execute("SELECT state FROM events_servicegate WHERE service = 'transfers'").fetchone() == ("moved",)
+
+    # 5. The way back: transfers returns to the monolith with what it wrote on its own.
+    returned = _split(stack, "transfers", "--back", "--yes")
+    assert returned.returncode == 0, returned.stdout + returned.stderr
+    assert re.search(r"The writes of transfers were paused for \d+\.\d+ s \(steps 1 to 4\)", returned.stdout)
+    answer = api.get(f"{url}/api/transfers/")
+    assert answer.headers["X-League-Upstream"] == "monolith"
+    assert sorted(t["id"] for t in answer.json()["results"]) == [first.json()["id"], back.json()["id"]]
+    again = api.post(
+        f"{url}/api/transfers/",
+        json={"player_id": player["id"], "from_team_id": teams[0], "to_team_id": teams[1], "fee": "9.00"},
+    )
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] > back.json()["id"]
+    _wait(
+        lambda: api.get(f"{url}/api/transfers/{again.json()['id']}/").json()["state"] == "completed",
+        60,
+        "a transfer requested after the way back to complete",
+        stack["log"],
+    )
+    assert "transfers" not in json.loads((stack["data"] / "deployment.json").read_text())["services"]
+    with sqlite3.connect(target) as conn:  # the service's own database takes no write again
+        assert conn.execute("SELECT state FROM events_servicegate WHERE service = 'transfers'").fetchone() == ("moved",)

@@ -20,6 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--database-url", help="the new database (postgres://… or sqlite:////path)")
         parser.add_argument("--dry-run", action="store_true", help="print the plan and the row counts; change nothing")
         parser.add_argument("--rollback", action="store_true", help="undo a run that stopped before the switch")
+        parser.add_argument("--back", action="store_true", help="bring a moved service back into the monolith")
         parser.add_argument(
             "--cleanup", metavar="SERVICE", help="drop a moved service's leftover tables in the monolith"
         )
@@ -34,7 +35,9 @@ class Command(BaseCommand):
             help="seconds to wait for the monolith's relay to publish the service's last events (default 60)",
         )
 
-    def handle(self, *args, service, database_url, dry_run, rollback, cleanup, yes, timeout, drain_timeout, **options):
+    def handle(
+        self, *args, service, database_url, dry_run, rollback, back, cleanup, yes, timeout, drain_timeout, **options
+    ):
         try:
             if cleanup:
                 return self.cleanup(cleanup, yes)
@@ -46,6 +49,15 @@ class Command(BaseCommand):
                 raise CommandError(f"unknown service {service!r}: choose one of {', '.join(settings.SERVICES)}")
             if rollback:
                 return self.rollback(service)
+            if back:
+                if not yes and not self.confirm(f"Bring {service} back into the monolith now?"):
+                    raise CommandError("not confirmed: nothing changed (pass --yes to skip the question)")
+                placed = deployment.placement(settings.DATA_DIR, service) or {}
+                run = split.Split(
+                    service, placed.get("database_url", ""), self.stdout, timeout=timeout, drain_timeout=drain_timeout
+                )
+                run.back()
+                return None
             if not database_url:
                 previous = deployment.placement(settings.DATA_DIR, service)
                 if not previous:

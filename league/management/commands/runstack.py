@@ -330,10 +330,13 @@ class Command(BaseCommand):
         for child in list(self.children):
             if child.name in ("worker", "beat") or child.name.startswith("consume-"):
                 self.stop_children([child])
-                service = child.name.removeprefix("consume-")
-                if child.name.startswith("consume-") and service not in services:
-                    continue  # moved: its consumer runs with the service now
-                self.spawn(Child(child.name, child.argv), env)
+                if child.name in ("worker", "beat"):
+                    self.spawn(Child(child.name, child.argv), env)
+        # One consumer per service the monolith serves now (a moved one's runs with the service).
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        for service in topology.consuming_services():
+            if service in services:
+                self.spawn(Child(f"consume-{service}", [*manage, "consume", "--service", service]), env)
         if self.front_door is None:  # no front door: the web restarts in place (a short gap)
             for child in old_web:
                 self.stop_children([child])
