@@ -100,7 +100,9 @@ def _token() -> str:
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
-    user, _ = get_user_model().objects.get_or_create(username="bench-e2e", defaults={"is_staff": True, "is_superuser": True})
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench-e2e", defaults={"is_staff": True, "is_superuser": True}
+    )
     return Token.objects.get_or_create(user=user)[0].key
 
 
@@ -220,7 +222,7 @@ def plot(kick: list[float], beat: list[float], path: Path, rate: float, seconds:
 
 
 def e2e_latency(quick: bool) -> list[Result]:
-    rate, seconds = 20.0, (10.0 if quick else 60.0)
+    rate, seconds = 50.0, (10.0 if quick else 60.0)
     token = _token()
     kick_s = run_config(kick=True, rate=rate, seconds=seconds, token=token)
     beat_s = run_config(kick=False, rate=rate, seconds=seconds, token=token)
@@ -229,7 +231,9 @@ def e2e_latency(quick: bool) -> list[Result]:
     common.RESULTS.mkdir(parents=True, exist_ok=True)
     plot(kick, beat, common.RESULTS / "e2e_latency.png", rate, seconds)
     out = []
-    targets = {50: 30.0, 95: None, 99: 150.0}
+    # LocalStack: p50 <= 15 ms, p99 <= 60 ms; moto (slower per message) keeps 30 / 150.
+    fast = common.env().emulator == "localstack"
+    targets = {50: 15.0 if fast else 30.0, 95: None, 99: 60.0 if fast else 150.0}
     for p, target in targets.items():
         v, b = common.pct(kick, p), common.pct(beat, p)
         out.append(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -73,7 +74,7 @@ def fmt(x: float) -> str:
 
 
 def table(results: list[common.Result]) -> str:
-    head = ("benchmark", "unit", "value", "baseline", "ratio", "target", "met")
+    head = ("benchmark", "unit", "value", "baseline", "ratio", "target", "met", "load")
     rows = [
         (
             r.name,
@@ -83,6 +84,7 @@ def table(results: list[common.Result]) -> str:
             fmt(r.ratio),
             r.target,
             {True: "yes", False: "NO", None: "-"}[r.met],
+            "/".join(f"{x:.1f}" for x in r.extra.get("loadavg_after", ())) or "-",
         )
         for r in results
     ]
@@ -126,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         funcs = benchmarks()
         for name in names:
             t0 = time.monotonic()
-            print(f"-- {name} ...", flush=True)
+            load_before = os.getloadavg()
+            print(
+                f"-- {name} ... (load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f})",
+                flush=True,
+            )
             try:
                 out = funcs[name](args.quick)
             except Exception:
@@ -134,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(name)
                 continue
             out = out if isinstance(out, list) else [out]
+            # The machine is shared: each figure carries the load average around it.
+            for r in out:
+                r.extra.update(loadavg_before=list(load_before), loadavg_after=list(os.getloadavg()))
             results.extend(out)
             for r in out:
                 print(
