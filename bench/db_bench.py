@@ -94,11 +94,12 @@ def _pending(n: int, start: int) -> None:
         c.execute(
             f"""
             INSERT INTO {OUTBOX} (event_id, type, subject, aggregate_key, sequence, envelope, state,
-                                  created_at, sns_message_id, attempts, last_error)
+                                  created_at, sns_message_id, attempts, last_error,
+                                  correlation_id, causation_id, request, failure)
             SELECT gen_random_uuid(), 'team.created', g::text, 'team:' || g, 1,
                    jsonb_build_object('id', gen_random_uuid(), 'type', 'team.created', 'subject', g::text,
                                       'data', jsonb_build_object('id', g, 'name', 'Team ' || g)),
-                   'pending', now(), '', 0, ''
+                   'pending', now(), '', 0, '', '', '', '', ''
             FROM generate_series(%s, %s) AS g
             """,
             [start, start + n - 1],
@@ -122,11 +123,12 @@ def due_query_scale(quick: bool) -> Result:
             c.execute(
                 f"""
                 INSERT INTO {OUTBOX} (event_id, type, subject, aggregate_key, sequence, envelope, state,
-                                      created_at, published_at, sns_message_id, attempts, last_error)
+                                      created_at, published_at, sns_message_id, attempts, last_error,
+                                  correlation_id, causation_id, request, failure)
                 SELECT gen_random_uuid(), 'team.created', (g %% 50000)::text, 'team:' || (g %% 50000), g / 50000 + 1,
                        jsonb_build_object('id', gen_random_uuid(), 'type', 'team.created', 'subject', (g %% 50000)::text,
                                           'data', jsonb_build_object('id', g %% 50000, 'name', 'Team ' || g)),
-                       'published', now(), now(), 'msg-' || g, 1, ''
+                       'published', now(), now(), 'msg-' || g, 1, '', '', '', '', ''
                 FROM generate_series(1, %s) AS g
                 """,
                 [history],

@@ -168,13 +168,14 @@ def bulk_pending(n: int) -> None:
         c.execute(
             f"""
             INSERT INTO {OUTBOX} (event_id, type, subject, aggregate_key, sequence, envelope, state,
-                                  created_at, sns_message_id, attempts, last_error)
+                                  created_at, sns_message_id, attempts, last_error,
+                                  correlation_id, causation_id, request, failure)
             SELECT gen_random_uuid(), 'team.created', g::text, 'team:' || g, 1,
                    jsonb_build_object('specversion', '1.0', 'id', gen_random_uuid(), 'source', '/league/teams',
                                       'type', 'team.created', 'time', now(), 'subject', g::text,
                                       'datacontenttype', 'application/json', 'dataversion', '1', 'sequence', 1,
                                       'data', jsonb_build_object('id', g, 'name', 'Team ' || g, 'players', '[]'::jsonb)),
-                   'pending', now(), '', 0, ''
+                   'pending', now(), '', 0, '', '', '', '', ''
             FROM generate_series(1, %s) AS g
             """,
             [n],
