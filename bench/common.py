@@ -172,6 +172,8 @@ def configure(emulator: str = "moto", db_name: str | None = None) -> Env:
         CELERY_BROKER_URL=os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/0"),
         CELERY_TASK_DEFAULT_QUEUE=_env.queue,
         CELERY_RELAY_INTERVAL_SECONDS="1",
+        # The PostgreSQL configuration: writers wake a long-running relay with NOTIFY.
+        OUTBOX_WAKEUP="notify",
         PYTHONUNBUFFERED="1",
         DJANGO_SETTINGS_MODULE="league.settings",
     )

@@ -81,7 +81,7 @@ class Pipeline:
             self.procs["drainer"] = common.start_drainer(*others)
         for i in range(self.n_relays):
             self.procs[f"relay-{i}"] = common.spawn(
-                [*manage, "relay_outbox", "--interval", "0.05"], env=env, log=e.data_dir / f"relay-{i}.log"
+                [*manage, "relay_outbox", "--interval", "0.5"], env=env, log=e.data_dir / f"relay-{i}.log"
             )
         for i in range(self.n_consumers):
             self.procs[f"consumer-{i}"] = common.spawn(

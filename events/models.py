@@ -8,6 +8,7 @@ handler's side effects, makes handling effectively once.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from django.db import models
@@ -79,6 +80,21 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.subject} #{self.sequence} ({self.state})"
+
+    def body(self) -> str:
+        """The envelope as the JSON text SNS carries. A row the relay claimed on PostgreSQL
+        holds the text the database returned (``envelope_text``, the ``envelope`` field left
+        deferred): it is sent as it is, never decoded and encoded again."""
+        text = self.__dict__.get("envelope_text")
+        return text if text is not None else json.dumps(self.envelope, separators=(",", ":"))
+
+    def envelope_fields(self) -> dict:
+        """The decoded envelope, for callers that need a field of it (tracing). A claimed
+        row without a ``traceparent`` in its text is not decoded: an empty dict."""
+        text = self.__dict__.get("envelope_text")
+        if text is None:
+            return self.envelope
+        return json.loads(text) if '"traceparent"' in text else {}
 
 
 class InboxMessage(models.Model):

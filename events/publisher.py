@@ -6,7 +6,10 @@ event is published if and only if the change committed. Calling ``publish`` outs
 and a failure after it would leave an event describing a change that never happened.
 The owning service's write gate (``events/gate.py``) must be open: it is read, and locked
 in share mode, in the same transaction, so a service being moved takes no write after its
-pause. Nothing here talks to the network; after commit the relay is kicked through Celery.
+pause. Nothing here talks to the network. On PostgreSQL the sequence bump and the outbox row are
+one statement (a CTE that upserts the sequence and inserts the row); with
+``OUTBOX_WAKEUP=notify`` that statement also sends the relay's wake-up, a ``NOTIFY`` delivered
+at commit (events/wakeup.py). Otherwise the relay is kicked through Celery after commit.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import catalogue, context, envelope, gate, telemetry
+from . import catalogue, context, envelope, gate, telemetry, wakeup
 from .models import OutboxMessage
 
 log = logging.getLogger("events.publish")
@@ -55,15 +58,15 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Out
     subject = str(subject)
     key = f"{et.aggregate}:{subject}"
     event_id = str(uuid.uuid4())
+    notify = settings.OUTBOX_KICK and wakeup.notify()
     with telemetry.publishing(event_type, subject) as trace_context:
-        sequence = next_sequence(key)
         body = envelope.build(
             event_id=event_id,
             source=f"{settings.BUS_SOURCE_PREFIX}/{et.source}",
             type=event_type,
             time=timezone.now(),
             subject=subject,
-            sequence=sequence,
+            sequence=0,  # set below, from the subject's sequence
             data=data,
             dataversion=et.version,
             correlationid=context.correlation_id.get(),
@@ -71,21 +74,69 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Out
             **trace_context,
         )
         origin = context.origin.get()
-        row = OutboxMessage.objects.create(
+        row = OutboxMessage(
             event_id=event_id,
             type=event_type,
             subject=subject,
             aggregate_key=key,
-            sequence=sequence,
+            sequence=0,
             envelope=body,
             correlation_id=(body.get("correlationid") or "")[:128],
             causation_id=body.get("causationid") or "",
             request=origin[0] if origin else "",
             request_at=origin[1] if origin else None,
         )
-    if settings.OUTBOX_KICK:
+        if connection.vendor == "postgresql":
+            _insert_with_sequence(row, notify=notify)
+        else:
+            row.sequence = body["sequence"] = next_sequence(key)
+            row.save(force_insert=True)
+    if settings.OUTBOX_KICK and not notify:
         _kick_relay_on_commit()
     return row
+
+
+_SEQUENCED = ("id", "sequence", "envelope")
+
+
+def _insert_with_sequence(row: OutboxMessage, *, notify: bool) -> None:
+    """PostgreSQL: bump the subject's sequence and insert ``row`` with it (in its column and
+    in the envelope) in one statement; with ``notify``, wake the relay in the same statement.
+    Every other column gets what ``Model.save`` would give it (``pre_save``, then the field's
+    database value), so a field added to the model needs nothing here.
+
+    The upsert's row lock is held until the caller's transaction ends, as ``next_sequence``'s:
+    concurrent writers on one subject get consecutive numbers in commit order. The row is an
+    ``INSERT ... SELECT ... FROM seq``, so its id is drawn after the upsert got that lock (a
+    ``VALUES`` list would draw it first) and ids follow sequences as with two statements."""
+    fields = [f for f in OutboxMessage._meta.concrete_fields if f.attname not in _SEQUENCED]
+    params: list[Any] = [row.aggregate_key]
+    params += [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
+    envelope_field = OutboxMessage._meta.get_field("envelope")
+    params.append(envelope_field.get_db_prep_save(row.envelope, connection))
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(str(f.column)) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    wake = ""
+    if notify:
+        wake = ", pg_notify(%s, '')"
+        params.append(wakeup.CHANNEL)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH seq AS ("
+            f"INSERT INTO {quote('events_subjectsequence')} AS s (key, last) VALUES (%s, 1) "
+            f"ON CONFLICT (key) DO UPDATE SET last = s.last + 1 RETURNING last"
+            f"), ins AS ("
+            f"INSERT INTO {quote(OutboxMessage._meta.db_table)} ({columns}, sequence, envelope) "
+            f"SELECT {placeholders}, seq.last, jsonb_set(%s, '{{sequence}}', to_jsonb(seq.last)) FROM seq "
+            f"RETURNING id, sequence"
+            f") SELECT id, sequence{wake} FROM ins",
+            params,
+        )
+        pk, number = cursor.fetchone()[:2]
+    row.pk, row.sequence = pk, number
+    row.envelope["sequence"] = number
+    row._state.adding = False
 
 
 def next_sequence(key: str) -> int:

@@ -4,10 +4,15 @@ Promises:
 - At least once: a row is marked published only after SNS accepted it. A relay that dies
   between the two leaves the row to be published again when its lease runs out; the
   consumers' inbox absorbs the duplicate.
-- One relay per row in normal operation: rows are claimed in a short transaction
-  (``SELECT ... FOR UPDATE SKIP LOCKED`` on Postgres; an IMMEDIATE transaction on SQLite)
-  that sets a lease and this claim's ``claim_token``; any number of relays may run at once.
-  No transaction is open across a network call.
+- One relay per row in normal operation: rows are claimed in a short transaction that
+  sets a lease and this claim's ``claim_token`` (on Postgres one ``UPDATE ... RETURNING``
+  over a ``SELECT ... FOR UPDATE SKIP LOCKED``; on SQLite a select and an update in an
+  IMMEDIATE transaction); any number of relays may run at once. No transaction is open
+  across a network call.
+- What is sent is what was stored: on Postgres the claim returns the envelope as the text
+  the database holds and that text is the SNS message (no decode and re-encode in the
+  relay). The sweeper (``relay()``: beat, kicks, ``relay_outbox``) claims
+  ``OUTBOX_SWEEP_BATCH_SIZE`` rows a batch, ``relay_once`` alone ``OUTBOX_BATCH_SIZE``.
 - An outcome belongs to its claim: marking a row published, counting a failed attempt,
   backing off or failing it are each one UPDATE ``WHERE claim_token = <ours> AND state =
   'pending'``. A relay that stalled past its lease and lost its rows to another relay
@@ -28,13 +33,13 @@ Promises:
 
 from __future__ import annotations
 
-import json
 import logging
 import random
+import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
@@ -43,9 +48,10 @@ from botocore.exceptions import ClientError
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
+from django.db.models.base import ModelState
 from django.utils import timezone
 
-from . import aws, metrics, telemetry
+from . import aws, metrics, telemetry, wakeup
 from .models import OutboxFailure, OutboxMessage, OutboxState
 
 log = logging.getLogger("events.relay")
@@ -107,7 +113,7 @@ class SnsPublisher:
     def _entry(row: OutboxMessage) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "Id": str(row.pk),
-            "Message": json.dumps(row.envelope, separators=(",", ":")),
+            "Message": row.body(),
             "MessageAttributes": {
                 "type": {"DataType": "String", "StringValue": row.type},
                 "id": {"DataType": "String", "StringValue": str(row.event_id)},
@@ -159,10 +165,12 @@ def due_queryset(now: Any) -> Any:
 
 
 def claim(limit: int, *, token: uuid.UUID | None = None) -> list[OutboxMessage]:
-    """Lease up to ``limit`` due rows in one short transaction."""
+    """Lease up to ``limit`` due rows in one short transaction; they come back in id order."""
     now = timezone.now()
     with transaction.atomic():
         _relaxed_commit()
+        if connection.vendor == "postgresql":
+            return _claim_returning(limit, now, token)
         qs = due_queryset(now)
         if connection.features.has_select_for_update_skip_locked:
             qs = qs.select_for_update(skip_locked=True)
@@ -173,6 +181,67 @@ def claim(limit: int, *, token: uuid.UUID | None = None) -> list[OutboxMessage]:
             OutboxMessage.objects.filter(pk__in=[r.pk for r in rows]).update(
                 claimed_until=now + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS), claim_token=token
             )
+    return rows
+
+
+# The columns a claim reads (besides the envelope, which comes as text), in the model's
+# field order as ``Model.from_db`` wants them; the others stay deferred.
+_CLAIMED = [
+    f.attname
+    for f in OutboxMessage._meta.concrete_fields
+    if f.attname
+    in {"id", "event_id", "type", "aggregate_key", "state", "attempts", "next_attempt_at", "failure", "retrying_since"}
+]
+
+
+def _claim_returning(limit: int, now: Any, token: uuid.UUID | None) -> list[OutboxMessage]:
+    """Postgres: select the due rows (the same conditions as ``due_queryset``, per-subject
+    order included), lock them skipping those another relay holds, lease them to ``token``
+    and return them, in one statement."""
+    table = connection.ops.quote_name(OutboxMessage._meta.db_table)
+    columns = ", ".join(f"o.{connection.ops.quote_name(name)}" for name in _CLAIMED)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {table} AS o SET claimed_until = %s, claim_token = %s
+            FROM (
+                SELECT c.id FROM {table} AS c
+                WHERE c.state = %s
+                  AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= %s)
+                  AND (c.claimed_until IS NULL OR c.claimed_until < %s)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM {table} AS p
+                      WHERE p.aggregate_key = c.aggregate_key AND p.id < c.id AND NOT (p.state = %s)
+                  )
+                ORDER BY c.id
+                LIMIT %s
+                FOR UPDATE SKIP LOCKED
+            ) AS due
+            WHERE o.id = due.id
+            RETURNING {columns}, o.envelope::text
+            """,
+            [
+                now + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS),
+                token,
+                OutboxState.PENDING,
+                now,
+                now,
+                OutboxState.PUBLISHED,
+                limit,
+            ],
+        )
+        fetched = sorted(cursor.fetchall(), key=lambda values: values[0])
+    rows = []
+    for *values, text in fetched:
+        # What ``Model.from_db`` does with deferred fields, without its per-field loop (a
+        # quarter of the relay's Python time for 500 rows): the other fields stay deferred
+        # and load on access as usual.
+        row = OutboxMessage.__new__(OutboxMessage)
+        row._state = ModelState()
+        row._state.adding, row._state.db = False, connection.alias
+        row.__dict__.update(zip(_CLAIMED, values, strict=True))
+        row.envelope_text = text  # type: ignore[attr-defined]
+        rows.append(row)
     return rows
 
 
@@ -385,6 +454,24 @@ def _mark_published(rows: Sequence[OutboxMessage], now: Any, token: uuid.UUID) -
     row and field and resolves each in Python: ~180 ms for 100 rows, 90% of the relay's
     time with no I/O; the SQL itself takes ~2 ms.)"""
     table = connection.ops.quote_name(OutboxMessage._meta.db_table)
+    token_value = OutboxMessage._meta.get_field("claim_token").get_db_prep_value(token, connection)
+    if connection.vendor == "postgresql":  # two array parameters, whatever the batch size
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} AS o SET state = %s, published_at = %s, claimed_until = NULL, "
+                "retrying_since = NULL, sns_message_id = v.message_id "
+                "FROM unnest(%s::bigint[], %s::text[]) AS v(id, message_id) "
+                "WHERE o.id = v.id AND o.claim_token = %s AND o.state = %s RETURNING o.id",
+                [
+                    OutboxState.PUBLISHED,
+                    now,
+                    [row.pk for row in rows],
+                    [row.sns_message_id for row in rows],
+                    token_value,
+                    OutboxState.PENDING,
+                ],
+            )
+            return {pk for (pk,) in cursor.fetchall()}
     whens = " ".join(["WHEN %s THEN %s"] * len(rows))
     with connection.cursor() as cursor:
         cursor.execute(
@@ -396,7 +483,7 @@ def _mark_published(rows: Sequence[OutboxMessage], now: Any, token: uuid.UUID) -
                 connection.ops.adapt_datetimefield_value(now),
                 *[p for row in rows for p in (row.pk, row.sns_message_id)],
                 *[row.pk for row in rows],
-                OutboxMessage._meta.get_field("claim_token").get_db_prep_value(token, connection),
+                token_value,
                 OutboxState.PENDING,
             ],
         )
@@ -433,7 +520,9 @@ def relay(
     max_batches: int | None = None,
     max_seconds: float | None = None,
 ) -> RelayResult:
-    """Publish batches until nothing is due (or a bound is reached)."""
+    """Publish batches of ``batch_size`` (default ``OUTBOX_SWEEP_BATCH_SIZE``) until nothing
+    is due (or a bound is reached)."""
+    batch_size = batch_size or settings.OUTBOX_SWEEP_BATCH_SIZE
     total = RelayResult()
     started = time.monotonic()
     while max_batches is None or total.batches < max_batches:
@@ -444,6 +533,42 @@ def relay(
         if max_seconds is not None and time.monotonic() - started > max_seconds:
             break
     return total
+
+
+def run(
+    stop: threading.Event,
+    *,
+    interval: float,
+    batch_size: int | None = None,
+    report: Callable[[str], Any] = log.warning,
+) -> None:
+    """The long-running relay (``manage.py relay_outbox``): sweep, then wait for a writer's
+    wake-up (``OUTBOX_WAKEUP=notify`` on PostgreSQL) or ``interval`` seconds, until ``stop``."""
+    listener = None
+    while not stop.is_set():
+        # Listen before sweeping: a commit between the sweep's last claim and the wait
+        # leaves its wake-up queued on the listener, so none is missed.
+        if listener is None and wakeup.notify():
+            try:
+                listener = wakeup.Listener()
+            except Exception as exc:  # database down: sweep on the interval meanwhile
+                report(f"relay cannot listen for wake-ups: {exc}")
+        try:
+            relay(batch_size=batch_size, max_seconds=30)
+        except Exception as exc:  # database or AWS down: keep sweeping
+            report(f"relay sweep failed: {exc}")
+        if listener is None:
+            stop.wait(interval)
+            continue
+        try:
+            listener.wait(interval)
+        except Exception as exc:
+            report(f"relay lost its wake-up connection, listening again: {exc}")
+            listener.close()
+            listener = None
+            stop.wait(interval)
+    if listener is not None:
+        listener.close()
 
 
 def requeue(queryset: Any) -> int:

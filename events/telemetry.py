@@ -75,7 +75,8 @@ class TracedPublisher:
         self.inner = inner
 
     def publish(self, event_type: str, rows: Sequence[OutboxMessage]) -> dict[int, str | Exception]:
-        parents = {row.pk: _parent(row.envelope) for row in rows}
+        envelopes = {row.pk: row.envelope_fields() for row in rows}
+        parents = {pk: _parent(env) for pk, env in envelopes.items()}
         if not any(parents.values()):
             return self.inner.publish(event_type, rows)
         tracer = _tracer()
@@ -90,7 +91,7 @@ class TracedPublisher:
                     "messaging.batch.message_count": len(rows),
                     "league.event.type": event_type,
                     "league.event.id": str(row.event_id),
-                    "league.correlation_id": str(row.envelope.get("correlationid") or ""),
+                    "league.correlation_id": str(envelopes[row.pk].get("correlationid") or ""),
                 },
             )
             for row in rows

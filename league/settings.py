@@ -250,6 +250,8 @@ BUS_SOURCE_PREFIX = "/league"
 # Relay: rows per claim, lease on a claimed row (every SNS call gives up within half of
 # it), back-off, and how long transient errors are retried before a row is failed.
 OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=100)
+# The sweeper's batches (relay(): beat, kicks, relay_outbox): larger, fewer round trips.
+OUTBOX_SWEEP_BATCH_SIZE = env.int("OUTBOX_SWEEP_BATCH_SIZE", default=500)
 OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=30)
 OUTBOX_RETRY_FOR_SECONDS = env.int("OUTBOX_RETRY_FOR_SECONDS", default=24 * 3600)
 OUTBOX_BACKOFF_BASE_SECONDS = env.float("OUTBOX_BACKOFF_BASE_SECONDS", default=1.0)
@@ -258,8 +260,13 @@ OUTBOX_RETENTION = timedelta(days=env.int("OUTBOX_RETENTION_DAYS", default=7))
 # Inbox rows are kept at least as long as a message can come back (events/retention.py:
 # max(DLQ, outbox retention) + queue retention = 18 days by default); this may ask longer.
 INBOX_RETENTION = timedelta(days=env.int("INBOX_RETENTION_DAYS", default=21))
-# Kick the relay through Celery after each commit that wrote an outbox row.
+# Wake the relay after each commit that wrote an outbox row (events/wakeup.py): through a
+# Celery task ("celery"), or on PostgreSQL by a NOTIFY in the writer's own statement that a
+# long-running `manage.py relay_outbox` waits on ("notify"; SQLite falls back to Celery).
 OUTBOX_KICK = env.bool("OUTBOX_KICK", default=True)
+OUTBOX_WAKEUP = env.str("OUTBOX_WAKEUP", default="celery").strip().lower()
+if OUTBOX_WAKEUP not in ("celery", "notify"):
+    raise ImproperlyConfigured(f"OUTBOX_WAKEUP={OUTBOX_WAKEUP!r}: use 'celery' or 'notify'.")
 # Consumers.
 CONSUMER_WAIT_SECONDS = env.int("CONSUMER_WAIT_SECONDS", default=20)
 CONSUMER_VISIBILITY_TIMEOUT = env.int("CONSUMER_VISIBILITY_TIMEOUT", default=30)

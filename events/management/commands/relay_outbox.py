@@ -7,7 +7,10 @@ from events import relay
 
 
 class Command(BaseCommand):
-    help = "Publish due outbox rows to SNS (the same relay Celery beat runs), without Celery."
+    help = (
+        "Publish due outbox rows to SNS (the same relay Celery beat runs), without Celery. With "
+        "OUTBOX_WAKEUP=notify on PostgreSQL it also LISTENs for the writers' wake-up and sweeps at once."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="Publish what is due now, then exit.")
@@ -22,9 +25,4 @@ class Command(BaseCommand):
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        while not stop.is_set():
-            try:
-                relay.relay(batch_size=batch_size, max_seconds=30)
-            except Exception as exc:  # database or AWS down: keep sweeping
-                self.stderr.write(f"relay sweep failed: {exc}")
-            stop.wait(interval)
+        relay.run(stop, interval=interval, batch_size=batch_size, report=self.stderr.write)

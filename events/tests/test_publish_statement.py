@@ -1,0 +1,157 @@
+"""``events.publish`` on PostgreSQL (issue 16, part 2): the sequence bump and the outbox row
+are one statement, and with ``OUTBOX_WAKEUP=notify`` the relay's wake-up is a ``NOTIFY`` in
+that same statement (delivered at commit, never on rollback) instead of a Celery kick."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+import events
+from events import context, publisher, wakeup
+from events.models import OutboxMessage, OutboxState
+
+pytestmark = pytest.mark.postgres
+
+
+def _statements(queries: CaptureQueriesContext) -> list[str]:
+    """The statements of a publish besides the write gate's share-locked read (events/gate.py),
+    which stays a statement of its own, before the insert."""
+    sqls = [
+        q["sql"]
+        for q in queries.captured_queries
+        if not q["sql"].upper().startswith(("SET ", "SAVEPOINT", "RELEASE", "ROLLBACK TO"))
+    ]
+    gate_reads = [i for i, sql in enumerate(sqls) if "events_servicegate" in sql.lower()]
+    assert gate_reads == [0], sqls  # the gate is read first, once
+    return sqls[1:]
+
+
+@pytest.mark.django_db
+def test_publish_is_one_statement_and_writes_what_the_orm_wrote(settings):
+    settings.OUTBOX_KICK = False
+    with transaction.atomic():
+        events.publish("team.created", subject=5, data={"id": 5, "name": "Ajax"})
+        token = context.correlation_id.set("req-1")
+        try:
+            with CaptureQueriesContext(connection) as queries:
+                row = events.publish("team.renamed", subject=5, data={"id": 5, "name": "AFC", "old_name": "Ajax"})
+        finally:
+            context.correlation_id.reset(token)
+    assert len(_statements(queries)) == 1, _statements(queries)
+    stored = OutboxMessage.objects.get(pk=row.pk)
+    assert (stored.sequence, stored.envelope["sequence"], row.sequence, row.envelope["sequence"]) == (2, 2, 2, 2)
+    assert stored.envelope == row.envelope and stored.envelope["data"]["name"] == "AFC"
+    assert (stored.type, stored.subject, stored.aggregate_key, stored.state) == (
+        "team.renamed",
+        "5",
+        "team:5",
+        OutboxState.PENDING,
+    )
+    assert stored.event_id == uuid.UUID(row.envelope["id"]) and stored.correlation_id == "req-1"
+    assert stored.created_at is not None and stored.attempts == 0 and stored.claim_token is None
+    assert stored.sns_message_id == "" and stored.failure == "" and stored.last_error == ""
+
+
+@pytest.mark.django_db
+def test_sequences_stay_per_subject_and_consecutive(settings):
+    settings.OUTBOX_KICK = False
+    with transaction.atomic():
+        for subject in (1, 2, 1, 1, 2):
+            events.publish("team.created", subject=subject, data={"id": subject, "name": f"T{subject}"})
+    seen = list(OutboxMessage.objects.order_by("id").values_list("subject", "sequence"))
+    assert seen == [("1", 1), ("2", 1), ("1", 2), ("1", 3), ("2", 2)]
+
+
+def _listener() -> wakeup.Listener:
+    listener = wakeup.Listener()
+    assert not listener.wait(0)  # nothing pending from before
+    return listener
+
+
+@pytest.mark.django_db(transaction=True)
+def test_notify_wakes_a_listener_at_commit_and_not_on_rollback(settings, monkeypatch):
+    settings.OUTBOX_KICK, settings.OUTBOX_WAKEUP = True, "notify"
+    kicks = []
+    monkeypatch.setattr(publisher, "_kick_relay", lambda: kicks.append(1))
+    listener = _listener()
+    try:
+        with pytest.raises(ZeroDivisionError):
+            with transaction.atomic():
+                events.publish("team.created", subject=1, data={"id": 1, "name": "A"})
+                raise ZeroDivisionError
+        assert not listener.wait(0.5)
+        with transaction.atomic():
+            with CaptureQueriesContext(connection) as queries:
+                events.publish("team.created", subject=2, data={"id": 2, "name": "B"})
+            assert not listener.wait(0.2)  # not before commit
+        assert len(_statements(queries)) == 1  # the NOTIFY rides on the insert
+        assert listener.wait(5)
+        assert kicks == []  # no Celery kick
+    finally:
+        listener.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_notify_the_celery_kick_stays(settings, monkeypatch):
+    settings.OUTBOX_KICK, settings.OUTBOX_WAKEUP = True, "celery"
+    kicks = []
+    monkeypatch.setattr(publisher, "_kick_relay", lambda: kicks.append(1))
+    listener = _listener()
+    try:
+        with transaction.atomic():
+            events.publish("team.created", subject=1, data={"id": 1, "name": "A"})
+        assert kicks == [1] and not listener.wait(0.2)
+    finally:
+        listener.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_listening_relay_sweeps_on_the_wake_up_not_on_its_interval(settings, monkeypatch):
+    """The long-running relay with a 60 s interval publishes a row within seconds of its commit."""
+    import threading
+    import time
+
+    from events import relay
+
+    settings.OUTBOX_KICK, settings.OUTBOX_WAKEUP = True, "notify"
+    sweeps: list[int] = []
+    real_relay = relay.relay
+
+    def counting(publisher=None, **kwargs):
+        sweeps.append(1)
+        return real_relay(relay.NullPublisher(), **kwargs)
+
+    monkeypatch.setattr(relay, "relay", counting)
+    stop = threading.Event()
+    thread = threading.Thread(target=_serve, args=(relay, stop), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not sweeps and time.monotonic() < deadline:  # the first sweep, then it waits
+        time.sleep(0.05)
+    time.sleep(0.3)
+    with transaction.atomic():
+        row = events.publish("team.created", subject=1, data={"id": 1, "name": "A"})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if OutboxMessage.objects.filter(pk=row.pk, state=OutboxState.PUBLISHED).exists():
+            break
+        time.sleep(0.05)
+    published = OutboxMessage.objects.get(pk=row.pk).state == OutboxState.PUBLISHED
+    stop.set()
+    with transaction.atomic():  # one more wake-up lets the loop see the stop
+        events.publish("team.created", subject=2, data={"id": 2, "name": "B"})
+    thread.join(15)
+    assert published and len(sweeps) >= 2 and not thread.is_alive()
+
+
+def _serve(relay, stop) -> None:
+    from django.db import connection as conn
+
+    try:
+        relay.run(stop, interval=60)
+    finally:
+        conn.close()

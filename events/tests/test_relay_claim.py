@@ -1,0 +1,116 @@
+"""The relay's claim and sweep (issue 16, part 2): on PostgreSQL one ``UPDATE ... RETURNING``
+takes and leases the due rows; the envelope travels as the text the database holds (never
+decoded and encoded again); the sweeper moves ``OUTBOX_SWEEP_BATCH_SIZE`` rows a batch. The
+guarantees of events/relay.py hold on both databases: claim tokens, the lease, per-subject
+order, outcome writes only under our claim."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+import events
+from events import relay, tasks
+from events.models import OutboxMessage, OutboxState
+
+
+def _publish(subject: int, name: str = "") -> OutboxMessage:
+    with transaction.atomic():
+        return events.publish("team.created", subject=subject, data={"id": subject, "name": name or f"Team {subject}"})
+
+
+class Recording(relay.NullPublisher):
+    def __init__(self) -> None:
+        self.bodies: dict[int, str] = {}
+        self.calls = 0
+
+    def publish(self, event_type, rows):
+        self.calls += 1
+        for row in rows:
+            self.bodies[row.pk] = row.body()
+        return super().publish(event_type, rows)
+
+
+@pytest.mark.django_db
+def test_claim_leases_due_rows_in_id_order_under_its_token(settings):
+    rows = [_publish(i) for i in range(1, 6)]
+    token = uuid.uuid4()
+    claimed = relay.claim(3, token=token)
+    assert [r.pk for r in claimed] == [r.pk for r in rows[:3]]
+    assert {r.type for r in claimed} == {"team.created"} and all(r.attempts == 0 for r in claimed)
+    assert [str(r.event_id) for r in claimed] == [str(r.event_id) for r in rows[:3]]
+    leased = OutboxMessage.objects.filter(claim_token=token)
+    assert sorted(leased.values_list("pk", flat=True)) == [r.pk for r in rows[:3]]
+    assert all(r.claimed_until is not None for r in leased)
+    # a second relay gets the rest, not the leased ones
+    assert [r.pk for r in relay.claim(10, token=uuid.uuid4())] == [r.pk for r in rows[3:]]
+    assert relay.claim(10, token=uuid.uuid4()) == []
+
+
+@pytest.mark.django_db
+def test_claim_keeps_per_subject_order(settings):
+    first = _publish(7, "a")
+    second = _publish(7, "b")
+    other = _publish(8)
+    claimed = relay.claim(10, token=uuid.uuid4())
+    assert [r.pk for r in claimed] == [first.pk, other.pk]  # the second of subject 7 waits
+    assert second.pk not in [r.pk for r in relay.claim(10, token=uuid.uuid4())]
+
+
+@pytest.mark.django_db
+def test_the_message_body_is_the_stored_envelope(settings):
+    row = _publish(1, 'Quote " and ünïcode')
+    recorder = Recording()
+    assert relay.relay_once(recorder).published == 1
+    assert json.loads(recorder.bodies[row.pk]) == OutboxMessage.objects.get(pk=row.pk).envelope
+
+
+@pytest.mark.django_db
+def test_the_sweeper_moves_large_batches(settings):
+    settings.OUTBOX_BATCH_SIZE = 10
+    settings.OUTBOX_SWEEP_BATCH_SIZE = 50
+    with transaction.atomic():
+        for i in range(1, 121):
+            events.publish("team.created", subject=i, data={"id": i, "name": f"Team {i}"})
+    recorder = Recording()
+    result = relay.relay(recorder)
+    assert result.published == 120 and result.batches == 3
+    assert not OutboxMessage.objects.exclude(state=OutboxState.PUBLISHED).exists()
+
+
+@pytest.mark.django_db
+def test_the_celery_sweep_uses_the_sweep_batch_size(settings, monkeypatch):
+    settings.OUTBOX_SWEEP_BATCH_SIZE = 40
+    seen = []
+    monkeypatch.setattr(
+        relay, "relay_once", lambda publisher=None, *, batch_size=None: seen.append(batch_size) or relay.RelayResult()
+    )
+    tasks.relay_outbox()
+    assert seen == [40]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_on_postgres_the_claim_is_one_update_returning():
+    rows = [_publish(i) for i in range(1, 4)]
+    with CaptureQueriesContext(connection) as queries:
+        claimed = relay.claim(10, token=uuid.uuid4())
+    assert [r.pk for r in claimed] == [r.pk for r in rows]
+    statements = [
+        q["sql"] for q in queries.captured_queries if not q["sql"].upper().startswith(("SET ", "SAVEPOINT", "RELEASE"))
+    ]
+    assert len(statements) == 1, statements
+    assert statements[0].lstrip().upper().startswith("UPDATE") and "RETURNING" in statements[0].upper()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_on_postgres_a_claimed_envelope_is_not_decoded():
+    row = _publish(1)
+    (claimed,) = relay.claim(10, token=uuid.uuid4())
+    assert "envelope" in claimed.get_deferred_fields()  # not read into Python objects
+    assert json.loads(claimed.body()) == OutboxMessage.objects.get(pk=row.pk).envelope
