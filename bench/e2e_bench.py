@@ -232,7 +232,7 @@ def e2e_latency(quick: bool) -> list[Result]:
     kick, beat = [x["total"] for x in kick_s], [x["total"] for x in beat_s]
     split = {"kick": breakdown(kick_s), "beat": breakdown(beat_s)}
     common.RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(kick, beat, common.RESULTS / "e2e_latency.png", rate, seconds)
+    plot(kick, beat, common.RESULTS / f"e2e_latency-{common.env().emulator}.png", rate, seconds)
     out = []
     # LocalStack: p50 <= 15 ms, p99 <= 60 ms; moto (slower per message) keeps 30 / 150.
     fast = common.env().emulator == "localstack"
