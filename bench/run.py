@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in out:
                 r.extra.update(loadavg_before=list(load_before), loadavg_after=list(os.getloadavg()))
             results.extend(out)
+            write(args, results, partial=True)  # a run stopped later keeps what it measured
             for r in out:
                 print(
                     f"   {r.name}: {fmt(r.value)} {r.unit} vs {fmt(r.baseline)} -> ratio {fmt(r.ratio)} ({time.monotonic() - t0:.0f} s)",
@@ -155,15 +156,21 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(results))
     print(f"\n{'quick' if args.quick else 'full'} run in {elapsed:.0f} s on {platform.python_version()}")
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = [r.as_dict() | {"quick": args.quick, "emulator": args.emulator} for r in results]
-    out.write_text(json.dumps(payload, indent=2) + "\n")
+    out = write(args, results, partial=False)
     print(f"wrote {out}")
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def write(args: argparse.Namespace, results: list[common.Result], *, partial: bool) -> Path:
+    """The JSON output; ``partial`` rows are written after each benchmark of a run under way."""
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = [r.as_dict() | {"quick": args.quick, "emulator": args.emulator, "partial": partial} for r in results]
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    return out
 
 
 def run_both(args: argparse.Namespace) -> int:
