@@ -50,6 +50,7 @@ class Plan:
     hot_consumers: int = 4
     stall_events: int = 300
     runstack_events: int = 100
+    split_points: tuple[str, ...] = ("migrated", "started", "paused", "draining", "copying", "switching", "switched")
     drain_timeout: float = 240
 
     @classmethod
@@ -71,6 +72,7 @@ class Plan:
             hot_events=120,
             stall_events=100,
             runstack_events=30,
+            split_points=("paused", "copying", "switching", "switched"),
             drain_timeout=240,
         )
 
@@ -826,6 +828,32 @@ class Suite:
             self.stack.resume(paused)
         return None
 
+    def split_kill(self, row: Row):
+        """`manage.py split_service transfers` killed with -9 at each step under traffic
+        (faults/split.py), on a runstack of its own; the suite's relays and consumers are
+        paused meanwhile. A kill before the switch is rolled back, the one after it is run
+        again; the end state must pass cutover/checks.py."""
+        from cutover.live import LiveStack
+        from events.netutil import free_port
+
+        from . import split
+
+        paused = self.stack.pause(("relay", "consume-"))
+        try:
+            with LiveStack(f"{self.stack.db_name}_split", free_port(), free_port()) as live:
+                live.start()
+                kills = split.run(live, self.plan.split_points)
+                row.faults = "kill -9 split_service at " + ", ".join(
+                    f"{k.point} [{k.landed}] -> {k.recovered or 'not recovered'}" for k in kills
+                )
+                for k in kills:
+                    row.problems += [f"{k.point}: {p}" for p in k.problems or []]
+                if row.problems:
+                    row.problems.append(f"runstack (tail): {live.tail(40)}")
+        finally:
+            self.stack.resume(paused)
+        return None
+
     # -------------------------------------------------------------- report
     HEADER = (
         f"{'scenario':<16} {'events':>6} {'lost':>5} {'twice':>5} {'redeliv.':>8} "
@@ -916,6 +944,7 @@ def main(argv: list[str] | None = None) -> int:
             ("poison+garbage", suite.poison),
             ("relay stalled", suite.relay_stall),
             ("runstack moto -9", suite.runstack_moto_kill),
+            ("split kill -9", suite.split_kill),
         ]
         for name, body in scenarios:
             if not args.only or any(o in name for o in args.only):
