@@ -64,11 +64,15 @@ def _begun(step: str, output: str) -> bool:
     return any(name.lower().startswith(step) for name in STEP.findall(output))
 
 
-def _gate(url: str, service: str) -> str:
+def _gate(url: str, service: str, conn: psycopg.Connection | None = None) -> str:
     from cutover.checks import _pg
 
-    with psycopg.connect(_pg(url), connect_timeout=5) as conn:
-        row = conn.execute("SELECT state FROM events_servicegate WHERE service = %s", [service]).fetchone()
+    sql = "SELECT state FROM events_servicegate WHERE service = %s"
+    if conn is not None:
+        row = conn.execute(sql, [service]).fetchone()
+    else:
+        with psycopg.connect(_pg(url), connect_timeout=5, autocommit=True) as own:
+            row = own.execute(sql, [service]).fetchone()
     return row[0] if row else "open"
 
 
@@ -83,7 +87,10 @@ def kill_at(stack, point: str, target: str, timeout: float = 300) -> Kill:
     kill = Kill(point, problems=[])
     proc = stack.manage("split_service", service, "--database-url", target, "--yes")
     deadline = time.monotonic() + timeout
-    gate = lambda: _gate(stack.url, service)  # noqa: E731
+    from cutover.checks import _pg
+
+    conn = psycopg.connect(_pg(stack.url), connect_timeout=5, autocommit=True)  # one, polled every few ms
+    gate = lambda: _gate(stack.url, service, conn)  # noqa: E731
     try:
         while True:
             output = stack.output_of(proc)
@@ -97,12 +104,13 @@ def kill_at(stack, point: str, target: str, timeout: float = 300) -> Kill:
             if time.monotonic() > deadline:
                 kill.problems.append(f"split_service did not reach '{point}' in {timeout:.0f} s:\n{output[-1500:]}")
                 return kill
-            time.sleep(0.02)
+            time.sleep(0.005)
         if proc.poll() is not None:
             kill.problems.append(f"split_service ended ({proc.returncode}) before the kill at '{point}'")
             return kill
         os.kill(proc.pid, signal.SIGKILL)
     finally:
+        conn.close()
         if proc.poll() is None and kill.problems:
             proc.kill()
         try:
