@@ -135,9 +135,7 @@ def _norm(field: models.Field, value: Any) -> Any:
 
 
 def row_values(obj: models.Model, *, without_pk: bool = False) -> list[Any]:
-    return [
-        _norm(f, getattr(obj, f.attname)) for f in obj._meta.concrete_fields if not (without_pk and f.primary_key)
-    ]
+    return [_norm(f, getattr(obj, f.attname)) for f in obj._meta.concrete_fields if not (without_pk and f.primary_key)]
 
 
 def checksum(objs: Iterable[models.Model], *, without_pk: bool = False) -> tuple[int, str]:

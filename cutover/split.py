@@ -7,7 +7,8 @@ The steps, and why this order:
 1. **create and migrate the new database** (the service's migrations only, as its own
    deployment would run them); the service's gate there is closed until step 6;
 2. **start the service on it**: the supervisor starts its web, relay and consumer against
-   the new database (``deployment.json`` → ``runstack``). They come up *before* the pause,
+   the new database (``cutover/supervisor.py``: ``runstack`` through ``deployment.json`` by
+   default, or docker compose with ``--supervisor compose``). They come up *before* the pause,
    idle behind their closed gate (the consumer receives nothing, the web is not routed),
    so that the pause does not include a process start;
 3. **pause its writes in the monolith** (``events/gate.py``): its API answers 503 with
@@ -53,6 +54,7 @@ from events.models import OutboxMessage, OutboxState
 
 from . import copy as copying
 from . import deployment
+from .supervisor import RunstackSupervisor, SplitError, Supervisor, SupervisorError
 
 TARGET = "split_target"
 STEPS = [
@@ -72,10 +74,6 @@ BACK_STEPS = [
     "switch {service} back to the monolith",
     "close the own database of {service}",
 ]
-
-
-class SplitError(RuntimeError):
-    pass
 
 
 def mask(url: str) -> str:
@@ -222,6 +220,17 @@ class Split:
     timings: list[Timing] = field(default_factory=list)
     paused_at: float | None = None
     pause_seconds: float | None = None
+    # Who starts, routes and restarts the processes (cutover/supervisor.py); runstack by default.
+    supervisor: Supervisor | None = None
+
+    def __post_init__(self) -> None:
+        if self.supervisor is None:
+            self.supervisor = RunstackSupervisor(self.data_dir, timeout=self.timeout, say=self.say)
+
+    @property
+    def sup(self) -> Supervisor:
+        assert self.supervisor is not None
+        return self.supervisor
 
     @property
     def data_dir(self) -> Path:
@@ -232,8 +241,8 @@ class Split:
         self.out.flush()
 
     # ------------------------------------------------------------------ checks
-    def preflight(self) -> dict[str, Any]:
-        """Everything that can be known before changing anything. Returns the stack."""
+    def preflight(self) -> None:
+        """Everything that can be known before changing anything."""
         if self.service not in settings.SERVICES:
             raise SplitError(f"unknown service {self.service!r}: choose one of {', '.join(settings.SERVICES)}")
         if self.service not in settings.ACTIVE_SERVICES:
@@ -246,19 +255,10 @@ class Split:
             raise SplitError(
                 "--database-url names the monolith's own database: give the new service a database of its own"
             )
-        stack = deployment.stack(self.data_dir)
-        if stack is None:
-            raise SplitError(
-                f"no runstack supervises DATA_DIR {self.data_dir}: split_service starts the moved service "
-                "through it. Start the monolith with `manage.py runstack` (same DATA_DIR and DATABASE_URL) "
-                "and run this again."
-            )
-        if not stack.get("front_door"):
-            raise SplitError(
-                "the running stack has no front door (Debian's nginx was not found when runstack started): "
-                "clients would keep calling the monolith. Install nginx (apt-get install nginx), restart runstack."
-            )
-        return stack
+        try:
+            self.sup.preflight(self.service, self.url)
+        except SupervisorError as exc:
+            raise SplitError(str(exc)) from exc
 
     # --------------------------------------------------------------------- run
     def run(self) -> None:
@@ -281,7 +281,7 @@ class Split:
                 f"An earlier run stopped before the switch (state {previous.get('state')}): rolling it back first."
             )
             self.rollback(previous)
-        stack = self.preflight()
+        self.preflight()
         connect_target(self.url)
         try:
             self.step(1, self.prepare)
@@ -298,7 +298,7 @@ class Split:
             self.step(6, self.switch)
             self.step(7, self.resume)
         except BaseException as exc:
-            raise SplitError(self.after_switch_help(stack, exc)) from exc
+            raise SplitError(self.after_switch_help(exc)) from exc
         self.summary()
 
     def step(self, number: int, action: Callable[[], None], steps: list[str] = STEPS) -> None:
@@ -335,12 +335,7 @@ class Split:
 
     def start(self) -> None:
         deployment.place(self.data_dir, self.service, state=deployment.STARTING)
-        self.wait_stack(
-            lambda s: (
-                s.get("services", {}).get(self.service, {}).get("state") in (deployment.STANDBY, deployment.SERVING)
-            ),
-            f"runstack to start {self.service}'s processes on the new database",
-        )
+        self.sup.start(self.service, self.url)
 
     def pause(self) -> None:
         gate.pause(self.service, note=f"split_service: moving to {mask(self.url)}")
@@ -384,13 +379,10 @@ class Split:
         # The point of no automatic return: recorded before the new gate opens.
         deployment.place(self.data_dir, self.service, state=deployment.SWITCHING)
         gate.open_(self.service, using=TARGET)
-        stack = self.wait_stack(
-            lambda s: s.get("services", {}).get(self.service, {}).get("state") == deployment.SERVING,
-            f"the front door to route {self.service} to its new processes",
-        )
+        front_door = self.sup.route(self.service)
         from frontdoor.routes import ROUTES
 
-        probe = stack["front_door"].rstrip("/") + ROUTES[self.service][0]
+        probe = front_door.rstrip("/") + ROUTES[self.service][0]
         response = requests.get(probe, timeout=10)
         upstream = response.headers.get("X-League-Upstream")
         if response.status_code != 200 or upstream != self.service:
@@ -406,23 +398,9 @@ class Split:
         self.finish_resume()
 
     def finish_resume(self) -> None:
-        self.wait_stack(
-            lambda s: self.service not in s.get("monolith", {}).get("services", [self.service]),
-            f"runstack to restart the monolith without {self.service}",
-        )
+        self.sup.resume(self.service)
 
     # ----------------------------------------------------------------- helpers
-    def wait_stack(self, ok: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            stack = deployment.stack(self.data_dir)
-            if stack is None:
-                raise SplitError(f"runstack stopped while waiting for {what}")
-            if ok(stack):
-                return stack
-            time.sleep(0.1)
-        raise SplitError(f"timed out after {self.timeout:.0f} s waiting for {what}; see runstack's output")
-
     def rollback(self, placed: dict[str, Any] | None) -> None:
         """Undo a run that stopped before the switch: open the monolith's gate, stop the new
         processes, drop the database if this command created it."""
@@ -434,13 +412,7 @@ class Split:
         if gate.current(self.service) == gate.PAUSED:
             gate.open_(self.service)
         deployment.unplace(self.data_dir, self.service)
-        if deployment.stack(self.data_dir) is not None:
-            try:
-                self.wait_stack(
-                    lambda s: self.service not in s.get("services", {}), f"runstack to stop {self.service}'s processes"
-                )
-            except SplitError as exc:
-                self.say(f"warning: {exc}")
+        self.sup.stop(self.service)
         if placed and placed.get("created_database"):
             drop_database(placed["database_url"])
             self.say(f"dropped the database this command created ({mask(placed['database_url'])})")
@@ -513,12 +485,16 @@ class Split:
         gate.mark_moved(self.service, using=TARGET, note="split_service --back: moved back to the monolith")
         deployment.unplace(self.data_dir, self.service)
 
-    def after_switch_help(self, stack: dict[str, Any], exc: BaseException) -> str:
+    def wait_stack(self, ok: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        """``--back`` is runstack's only (it checks for a runstack first): wait on its stack.json."""
+        return RunstackSupervisor(self.data_dir, timeout=self.timeout, say=self.say).wait(ok, what)
+
+    def after_switch_help(self, exc: BaseException) -> str:
         placed = deployment.placement(self.data_dir, self.service) or {}
         return (
             f"failed after the switch: {exc}\n"
             f"State: {self.service} runs on {mask(self.url)} (deployment state {placed.get('state')}); "
-            f"the monolith's gate for it is {gate.current(self.service)}; the front door is {stack.get('front_door')}.\n"
+            f"the monolith's gate for it is {gate.current(self.service)}; {self.sup.describe()}.\n"
             f"To finish: run `manage.py split_service {self.service}` again (it continues from here).\n"
             f"To go back once it has finished: `manage.py split_service {self.service} --back` (docs/MIGRATION.md)."
         )

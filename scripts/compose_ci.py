@@ -264,7 +264,10 @@ class Stack:
             "TEAMS_WEB_PORT": free_port(),
             "TRANSFERS_WEB_PORT": free_port(),
             "FIXTURES_WEB_PORT": free_port(),
+            "POSTGRES_PORT": free_port(),  # loopback only: split_service runs on this host
         }
+        self.workdir = workdir
+        self.data_dir = workdir / f"{profile}-data"  # split_service's DATA_DIR (deployment.json)
         self.env_file = workdir / f"{profile}.env"
         # Every ${VAR:?} the file requires gets a random value (a token: 40 hex digits).
         required = re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "docker-compose.yml").read_text())
@@ -275,27 +278,24 @@ class Stack:
             # The service account transfers reads the teams export with (setup creates it).
             "TEAMS_SERVICE_TOKEN": secrets.token_hex(20),
             "LEAGUE_IMAGE": APP_IMAGE,
+            # The front door's routes after a cutover (split_service --supervisor compose).
+            "FRONTDOOR_LIVE_DIR": str(workdir / f"{profile}-frontdoor"),
             **{k: str(v) for k, v in self.ports.items()},
         }
+        self.values = values
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
         self.tokens: dict[str, str] = {}
 
+    def compose_argv(self) -> list[str]:
+        """The compose command of this stack, without --profile."""
+        return ["docker-compose", "-p", PROJECT, *COMPOSE_FILES, "--env-file", str(self.env_file)]
+
     def compose(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run(
-            [
-                "docker-compose",
-                "-p",
-                PROJECT,
-                *COMPOSE_FILES,
-                "--env-file",
-                str(self.env_file),
-                "--profile",
-                self.profile,
-                *args,
-            ],
-            timeout=timeout,
-            check=check,
-        )
+        return run([*self.compose_argv(), "--profile", self.profile, *args], timeout=timeout, check=check)
+
+    def database_url(self, name: str) -> str:
+        """A database on the compose PostgreSQL, from this host (its loopback port)."""
+        return f"postgres://league:{self.values['POSTGRES_PASSWORD']}@127.0.0.1:{self.ports['POSTGRES_PORT']}/{name}"
 
     def url(self, service: str) -> str:
         if self.profile == "monolith":
@@ -642,6 +642,136 @@ def front_door(stack: Stack) -> None:
     )
 
 
+def seed_transfers(stack: Stack, tag: str, n: int) -> list[dict[str, Any]]:
+    """``n`` teams with two players each, in the transfers replica; returns the teams."""
+    teams = [
+        created(
+            stack.api(
+                "POST",
+                "teams",
+                "/api/teams/",
+                {"name": f"{tag} {i}", "players": [{"name": f"{tag} {i}{p}", "position": "ST"} for p in range(2)]},
+            ),
+            "create team",
+        )
+        for i in range(n)
+    ]
+    ids = {t["id"] for t in teams}
+    wait_until(f"{n} teams in the transfers replica", lambda: ids <= replica_ids(stack, "transfers"), timeout=90)
+    return teams
+
+
+def transfer(stack: Stack, seller: dict[str, Any], buyer: dict[str, Any], index: int) -> int:
+    player = seller["players"][index]
+    body = {"player_id": player["id"], "from_team_id": seller["id"], "to_team_id": buyer["id"], "fee": "1000.00"}
+    return created(stack.api("POST", "transfers", "/api/transfers/", body), "request a transfer")["id"]
+
+
+def wait_transfers(stack: Stack, ids: list[int], timeout: float = 120) -> None:
+    def done() -> bool:
+        states = {i: stack.api("GET", "transfers", f"/api/transfers/{i}/").json()["state"] for i in ids}
+        if any(s == "rejected" for s in states.values()):
+            raise Failed(f"transfers rejected: {states}")
+        return all(s == "completed" for s in states.values())
+
+    wait_until(f"transfers {ids} complete", done, timeout=timeout, interval=0.5)
+
+
+def split_transfers(stack: Stack) -> None:
+    """``split_service transfers --supervisor compose`` from this host against the running
+    monolith profile, then, through the front door: transfers answered by its own web, a
+    transfer requested after the move completes, every event handled exactly once
+    (cutover/checks.py over both databases), and the monolith's containers without transfers."""
+    tag = f"Split {secrets.token_hex(3)}"
+    teams = seed_transfers(stack, tag, 6)
+    before = [transfer(stack, teams[i], teams[i + 1], 0) for i in (0, 2, 4)]
+    wait_transfers(stack, before)
+    say(f"  seeded: 6 teams, transfers {before} completed in the monolith")
+
+    monolith_url, new_url = stack.database_url("league"), stack.database_url("league_transfers")
+    stack.data_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        **stack.values,  # what the stack was started with, as an operator's `set -a; . ./.env`
+        "DATABASE_URL": monolith_url,
+        "DATA_DIR": str(stack.data_dir),
+        "LEAGUE_SERVICE": "all",
+    }
+    argv = [
+        sys.executable,
+        "manage.py",
+        "split_service",
+        "transfers",
+        "--supervisor",
+        "compose",
+        "--compose",
+        " ".join(stack.compose_argv()),
+        "--database-url",
+        new_url,
+        "--yes",
+        "--timeout",
+        "180",
+    ]
+    say("  $ DATABASE_URL=…/league DATA_DIR=… manage.py split_service transfers --supervisor compose --database-url …")
+    started = time.monotonic()
+    try:
+        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired as exc:
+        raise Failed("split_service did not finish within 900 s") from exc
+    for line in (done.stdout + done.stderr).splitlines():
+        if line.strip():
+            say(f"  | {line.rstrip()}")
+    if done.returncode != 0:
+        raise Failed(f"split_service exited {done.returncode}")
+    say(f"  split_service finished in {time.monotonic() - started:.1f} s")
+
+    base = f"http://127.0.0.1:{stack.ports['WEB_PORT']}"
+    for path, name in (("/api/transfers/", "transfers"), ("/api/teams/", "monolith"), ("/api/seasons/", "monolith")):
+        response = requests.get(base + path, headers=HTTPS, timeout=10)
+        if (response.status_code, response.headers.get("X-League-Upstream")) != (200, name):
+            raise Failed(
+                f"after the move GET {path} answered {response.status_code} via "
+                f"{response.headers.get('X-League-Upstream')}, expected 200 via {name}"
+            )
+    after = [transfer(stack, teams[1], teams[3], 0), transfer(stack, teams[5], teams[0], 1)]
+    wait_transfers(stack, after)
+    moved = stack.api("GET", "teams", f"/api/teams/{teams[3]['id']}/").json()
+    if teams[1]["players"][0]["id"] not in {p["id"] for p in moved["players"]}:
+        raise Failed("a transfer completed after the move, but teams does not show the player moved")
+    say(f"  after the move: /api/transfers/ via transfers; transfers {after} completed; teams shows the player")
+
+    for name in ("web", "worker", "beat", "consumer-teams", "consumer-fixtures"):
+        for cid in stack.container_ids(name):
+            (info,) = json.loads(run(["docker", "inspect", cid]).stdout)
+            league_service = dict(e.split("=", 1) for e in info["Config"]["Env"]).get("LEAGUE_SERVICE")
+            if league_service != "teams,fixtures" or not info["State"]["Running"]:
+                raise Failed(f"{name} runs with LEAGUE_SERVICE={league_service} (running {info['State']['Running']})")
+    left = [c for c in stack.container_ids("consumer-transfers")]
+    if left:
+        raise Failed(f"the monolith's transfers consumer is still there: {left}")
+    say(
+        "  the monolith's web, worker, beat and consumers run with LEAGUE_SERVICE=teams,fixtures; no consumer-transfers"
+    )
+
+    script = (
+        "import django, sys; django.setup(); from cutover import checks; "
+        f"v = checks.settled(checks.Placement({monolith_url!r}, {{'transfers': {new_url!r}}}), "
+        f"transfer_ids={before + after!r}, timeout=120); print(v.describe()); sys.exit(0 if v.ok else 1)"
+    )
+    verdict = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "league.settings"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    for line in (verdict.stdout + verdict.stderr).strip().splitlines()[-20:]:
+        say(f"  {line}")
+    if verdict.returncode != 0:
+        raise Failed("the checks across both databases (cutover/checks.py) failed")
+
+
 def kill_mid_traffic(stack: Stack) -> None:
     traffic = Traffic(stack)
     traffic.start()
@@ -779,6 +909,9 @@ def main(argv: list[str] | None = None) -> int:
                     flow(stack)
                 with step(f"{profile}: the front door routes by path (X-League-Upstream)"):
                     front_door(stack)
+                if profile == "monolith":
+                    with step("monolith: split_service transfers --supervisor compose, then checks"):
+                        split_transfers(stack)
                 if profile == "microservices":
                     with step("microservices: transfers-consumer x4, each event handled once"):
                         scaled_consumers(stack)

@@ -9,7 +9,7 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from cutover import deployment, split
+from cutover import deployment, split, supervisor
 
 
 class Command(BaseCommand):
@@ -34,10 +34,41 @@ class Command(BaseCommand):
             default=60.0,
             help="seconds to wait for the monolith's relay to publish the service's last events (default 60)",
         )
+        parser.add_argument(
+            "--supervisor",
+            choices=("runstack", "compose"),
+            default="runstack",
+            help="who runs the processes: a running `manage.py runstack` (default) or docker compose's monolith "
+            "profile, driven from this host (docs/MIGRATION.md, 'In docker compose')",
+        )
+        parser.add_argument(
+            "--compose",
+            metavar="COMMAND",
+            help="with --supervisor compose: the compose command the stack was started with, without --profile "
+            "(e.g. 'docker compose -p league -f docker-compose.yml'); default `docker compose` (or docker-compose) "
+            "in the current directory",
+        )
 
     def handle(
-        self, *args, service, database_url, dry_run, rollback, back, cleanup, yes, timeout, drain_timeout, **options
+        self,
+        *args,
+        service,
+        database_url,
+        dry_run,
+        rollback,
+        back,
+        cleanup,
+        yes,
+        timeout,
+        drain_timeout,
+        supervisor,
+        compose,
+        **options,
     ):
+        if compose and supervisor != "compose":
+            raise CommandError("--compose goes with --supervisor compose")
+        if back and supervisor != "runstack":
+            raise CommandError("--back works with runstack only (docs/MIGRATION.md, 'In docker compose')")
         try:
             if cleanup:
                 return self.cleanup(cleanup, yes)
@@ -48,7 +79,7 @@ class Command(BaseCommand):
             if service not in settings.SERVICES:
                 raise CommandError(f"unknown service {service!r}: choose one of {', '.join(settings.SERVICES)}")
             if rollback:
-                return self.rollback(service)
+                return self.rollback(service, self.supervisor(supervisor, compose, timeout))
             if back:
                 if not yes and not self.confirm(f"Bring {service} back into the monolith now?"):
                     raise CommandError("not confirmed: nothing changed (pass --yes to skip the question)")
@@ -71,12 +102,30 @@ class Command(BaseCommand):
             if not yes and not self.confirm(f"Move {service} to {split.mask(database_url)} now?"):
                 raise CommandError("not confirmed: nothing changed (pass --yes to skip the question)")
             run = split.Split(
-                service, database_url, self.stdout, timeout=timeout, drain_timeout=drain_timeout, progress=self.bar
+                service,
+                database_url,
+                self.stdout,
+                timeout=timeout,
+                drain_timeout=drain_timeout,
+                progress=self.bar,
+                supervisor=self.supervisor(supervisor, compose, timeout),
             )
             run.run()
         except split.SplitError as exc:
             raise CommandError(str(exc)) from exc
         return None
+
+    def supervisor(self, name: str, compose: str | None, timeout: float) -> supervisor.Supervisor:
+        say = self.say
+        if name == "compose":
+            return supervisor.ComposeSupervisor(
+                supervisor.compose_command(compose), settings.DATA_DIR, timeout=timeout, say=say
+            )
+        return supervisor.RunstackSupervisor(settings.DATA_DIR, timeout=timeout, say=say)
+
+    def say(self, line: str) -> None:
+        self.stdout.write(line)
+        self.stdout.flush()
 
     def bar(self, total: int, done: int):
         from tqdm import tqdm
@@ -88,12 +137,12 @@ class Command(BaseCommand):
             return False
         return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
-    def rollback(self, service: str) -> None:
+    def rollback(self, service: str, sup: supervisor.Supervisor) -> None:
         placed = deployment.placement(settings.DATA_DIR, service)
         if not placed:
             self.stdout.write(f"{service} has no unfinished move: nothing to roll back.")
             return
-        run = split.Split(service, placed["database_url"], self.stdout)
+        run = split.Split(service, placed["database_url"], self.stdout, supervisor=sup)
         run.rollback(placed)
         self.stdout.write(f"rolled back: {service} runs in the monolith as before.")
 
