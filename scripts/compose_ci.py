@@ -710,7 +710,7 @@ def split_transfers(stack: Stack) -> None:
         new_url,
         "--yes",
         "--timeout",
-        "180",
+        "300",
     ]
     say("  $ DATABASE_URL=…/league DATA_DIR=… manage.py split_service transfers --supervisor compose --database-url …")
     started = time.monotonic()
