@@ -44,7 +44,7 @@ from django.db import connections, models, transaction
 from django.db.models import Q
 
 from events import catalogue
-from events.models import InboxMessage, OutboxMessage, SubjectSequence
+from events.models import InboxMessage, OutboxMessage, OutboxState, SubjectSequence
 
 BATCH = 1000
 
@@ -91,16 +91,23 @@ def _aggregate_rows(field: str, service: str) -> Q:
     return q
 
 
-def owned(service: str, *, accounts: bool = True) -> list[Part]:
+def owned(service: str, *, accounts: bool = True, history: bool = True) -> list[Part]:
     """The parts of ``service``'s data, in an order that keeps foreign keys satisfiable.
-    ``accounts=False`` (the way back into the monolith): the monolith keeps its own."""
+    ``accounts=False`` (the way back into the monolith): the monolith keeps its own.
+    ``history=False``: without the outbox rows already published (``copy_history`` brings
+    them later, outside the pause: nothing needs them to publish or handle an event)."""
     app = apps.get_app_config(service)
     parts = [Part(f"{service}.{m._meta.model_name}", m) for m in app.get_models(include_auto_created=True)]
     user = get_user_model()
     from rest_framework.authtoken.models import Token
 
     parts += [
-        Part("events.outboxmessage", OutboxMessage, _aggregate_rows("aggregate_key", service), ("event_id",)),
+        Part(
+            "events.outboxmessage",
+            OutboxMessage,
+            _aggregate_rows("aggregate_key", service) & (Q() if history else ~Q(state=OutboxState.PUBLISHED)),
+            ("event_id",),
+        ),
         Part(
             "events.inboxmessage",
             InboxMessage,
@@ -211,6 +218,7 @@ def copy(
     source: str,
     target: str,
     shared_target: bool = False,
+    history: bool = True,
     progress: Callable[[int], None] = lambda n: None,
 ) -> list[TableReport]:
     """Copy ``service``'s data from ``source`` to ``target`` and verify it. Returns one
@@ -219,7 +227,7 @@ def copy(
     ``shared_target``: the target is a database other services write too (the monolith, on
     the way back): its accounts are left as they are, and the bus's rows get new ids there."""
     accounts = not shared_target
-    parts = owned(service, accounts=accounts)
+    parts = owned(service, accounts=accounts, history=history)
     expected: list[TableReport] = []
     user = get_user_model()
     with snapshot(source), transaction.atomic(using=target):
@@ -288,5 +296,59 @@ def verify(parts: list[Part], expected: list[TableReport], using: str, *, shared
         raise CopyError("the copy differs from the monolith: " + "; ".join(problems))
 
 
-def counts(service: str, using: str, *, accounts: bool = True) -> list[tuple[str, int]]:
-    return [(p.label, p.rows(using).count()) for p in owned(service, accounts=accounts)]
+def counts(service: str, using: str, *, accounts: bool = True, history: bool = True) -> list[tuple[str, int]]:
+    return [(p.label, p.rows(using).count()) for p in owned(service, accounts=accounts, history=history)]
+
+
+def history_rows(service: str, using: str) -> models.QuerySet:
+    q = _aggregate_rows("aggregate_key", service) & Q(state=OutboxState.PUBLISHED)
+    return OutboxMessage.objects.using(using).filter(q).order_by("event_id")
+
+
+def copy_history(
+    service: str, *, source: str, target: str, progress: Callable[[int], None] = lambda n: None
+) -> TableReport:
+    """Copy ``service``'s published outbox rows (its history, for ``replay_events`` and the
+    admin) into ``target``, which the moved service already writes: rows get new ids there,
+    rows already there (a rerun) are skipped; verified by count and checksum over the
+    copied event ids."""
+    digest = hashlib.sha256()
+    ids: list[Any] = []
+    with snapshot(source):
+        batch: list[OutboxMessage] = []
+
+        def flush() -> None:
+            present = set(
+                OutboxMessage.objects.using(target)
+                .filter(event_id__in=[o.event_id for o in batch])
+                .values_list("event_id", flat=True)
+            )
+            new = [o for o in batch if o.event_id not in present]
+            for o in new:
+                o.pk = None
+            with _keep_timestamps(OutboxMessage):
+                OutboxMessage.objects.using(target).bulk_create(new)
+            progress(len(batch))
+            batch.clear()
+
+        for obj in history_rows(service, source).iterator(chunk_size=BATCH):
+            digest.update(json.dumps(row_values(obj, without_pk=True), default=str).encode() + b"\n")
+            ids.append(obj.event_id)
+            batch.append(obj)
+            if len(batch) >= BATCH:
+                flush()
+        if batch:
+            flush()
+    check = hashlib.sha256()
+    count = 0
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start : start + BATCH]
+        for obj in OutboxMessage.objects.using(target).filter(event_id__in=chunk).order_by("event_id"):
+            check.update(json.dumps(row_values(obj, without_pk=True), default=str).encode() + b"\n")
+            count += 1
+    if (count, check.hexdigest()) != (len(ids), digest.hexdigest()):
+        raise CopyError(
+            f"events.outboxmessage (history): {count} rows in the new database, {len(ids)} in the monolith, "
+            "or their checksums differ"
+        )
+    return TableReport("events.outboxmessage (history)", len(ids), digest.hexdigest())

@@ -16,14 +16,17 @@ The steps, and why this order:
    receiving (its queue keeps the messages), and the pause waits for the writes under way;
 4. **publish its remaining outbox rows**: the monolith's relay publishes them (each exactly
    once: nothing is carried over as pending);
-5. **copy and verify** its rows, inbox, sequence counters and accounts in one snapshot
-   (``cutover/copy.py``: row counts and a checksum per table);
+5. **copy and verify** its rows, inbox, sequence counters, unpublished outbox rows and
+   accounts in one snapshot (``cutover/copy.py``: row counts and a checksum per table); its
+   published outbox rows (history, needed by nothing that publishes or handles an event)
+   follow in step 7, outside the pause;
 6. **switch**: the new database's gate opens and the front door routes the service's paths
    to its web. This is the point of no automatic return: from here the new database may
    take writes;
 7. **resume**: the monolith's gate for the service becomes ``moved`` for good (its tables
-   there are read-only leftovers, removed by ``--cleanup``), and the supervisor restarts the
-   monolith without the service in ``LEAGUE_SERVICE``.
+   there are read-only leftovers, removed by ``--cleanup``), its published outbox history is
+   copied (new ids in the new database, which already writes its own; verified by event id),
+   and the supervisor restarts the monolith without the service in ``LEAGUE_SERVICE``.
 
 A failure (or Ctrl-C) before step 6 rolls back to the monolith as it was: its gate opens,
 the new processes stop, and a database this command created is dropped. A crash (kill -9)
@@ -265,6 +268,9 @@ class Split:
         previous = deployment.placement(self.data_dir, self.service)
         if previous and previous.get("state") == deployment.MOVED:
             self.say(f"{self.service} has already moved to {mask(previous['database_url'])}.")
+            self.url = previous["database_url"]
+            connect_target(self.url)
+            self.copy_history()
             self.finish_resume()
             return
         if previous and previous.get("state") == deployment.SWITCHING:
@@ -363,10 +369,14 @@ class Split:
             bar.close()
 
     def copy(self) -> None:
-        total = sum(n for _, n in copying.counts(self.service, "default"))
+        total = sum(n for _, n in copying.counts(self.service, "default", history=False))
         bar = self.progress(total, 0) if self.progress else None
         reports = copying.copy(
-            self.service, source="default", target=TARGET, progress=(bar.update if bar is not None else lambda n: None)
+            self.service,
+            source="default",
+            target=TARGET,
+            history=False,  # the published outbox rows follow after the pause (copy_history)
+            progress=(bar.update if bar is not None else lambda n: None),
         )
         if bar is not None:
             bar.close()
@@ -395,7 +405,24 @@ class Split:
     def resume(self) -> None:
         gate.mark_moved(self.service, note=f"split_service: moved to {mask(self.url)}")
         deployment.place(self.data_dir, self.service, state=deployment.MOVED, moved_at=time.time())
+        self.copy_history()
         self.finish_resume()
+
+    def copy_history(self) -> None:
+        """The service's published outbox rows, after the pause: history for replay_events
+        and the admin, which nothing needs to publish or handle an event."""
+        placed = deployment.placement(self.data_dir, self.service) or {}
+        if placed.get("history_copied"):
+            return
+        total = copying.history_rows(self.service, "default").count()
+        bar = self.progress(total, 0) if self.progress and total else None
+        report = copying.copy_history(
+            self.service, source="default", target=TARGET, progress=(bar.update if bar is not None else lambda n: None)
+        )
+        if bar is not None:
+            bar.close()
+        deployment.place(self.data_dir, self.service, history_copied=True)
+        self.say(f"    {report.label}  {report.rows:>8} rows  {report.checksum[:16]} (copied after the pause)")
 
     def finish_resume(self) -> None:
         self.sup.resume(self.service)
@@ -536,10 +563,14 @@ def plan(service: str, url: str) -> list[str]:
     lines = [f"Plan: move {service} from the monolith ({mask(_monolith_url())}) to {mask(url)}"]
     lines += [f"  step {i}/{len(STEPS)}: {s.format(service=service)}" for i, s in enumerate(STEPS, 1)]
     lines.append("Rows to copy:")
-    rows = copying.counts(service, "default")
+    rows = copying.counts(service, "default", history=False)
     width = max(len(label) for label, _ in rows)
     lines += [f"  {label.ljust(width)}  {n:>8}" for label, n in rows]
     lines.append(f"  {'total'.ljust(width)}  {sum(n for _, n in rows):>8}")
+    lines.append(
+        f"Published outbox rows of {service} copied after the pause (step 7): "
+        f"{copying.history_rows(service, 'default').count()}"
+    )
     lines.append(f"Pending outbox rows of {service} (published in step 4): {pending_outbox(service)}")
     return lines
 
