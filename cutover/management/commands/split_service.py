@@ -130,7 +130,16 @@ class Command(BaseCommand):
     def bar(self, total: int, done: int):
         from tqdm import tqdm
 
-        return tqdm(total=total, initial=done, unit="row", file=sys.stdout, leave=False, dynamic_ncols=True)
+        # A bar on a terminal; in a log (no tty) the step lines and the table say enough.
+        return tqdm(
+            total=total,
+            initial=done,
+            unit="row",
+            file=sys.stdout,
+            leave=False,
+            dynamic_ncols=True,
+            disable=not sys.stdout.isatty(),
+        )
 
     def confirm(self, question: str) -> bool:
         if not sys.stdin.isatty():
