@@ -76,7 +76,7 @@ def cutover_pause(quick: bool) -> Result:
     from events.netutil import free_port
 
     e = common.env()
-    port = int(os.environ.get("BENCH_CUTOVER_PORT") or free_port())
+    port = int(os.environ.get("BENCH_CUTOVER_PORT") or free_port(span=2))
     transfers = 100 if quick else 500
     rate = 10.0
     with LiveStack(f"{e.db_name}_cutover", port, free_port()) as stack:

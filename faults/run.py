@@ -756,7 +756,7 @@ class Suite:
         lo = self.last_outbox_id()
         self.wait_drained(lo, time.monotonic())
         paused = self.stack.pause(("relay", "consume-"))
-        port, moto_port = free_port(), free_port()
+        port, moto_port = free_port(span=2), free_port()  # --port and the web behind the front door
         env = {k: v for k, v in self.stack.env.items() if k != "AWS_ENDPOINT_URL"}
         env.update(DATA_DIR=str(self.stack.run_dir / "runstack"), OUTBOX_KICK="true")
         log_path = self.stack.run_dir / "runstack.log"
@@ -840,7 +840,7 @@ class Suite:
 
         paused = self.stack.pause(("relay", "consume-"))
         try:
-            with LiveStack(f"{self.stack.db_name}_split", free_port(), free_port()) as live:
+            with LiveStack(f"{self.stack.db_name}_split", free_port(span=2), free_port()) as live:
                 live.start()
                 kills = split.run(live, self.plan.split_points)
                 row.faults = "kill -9 split_service at " + ", ".join(

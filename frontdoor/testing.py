@@ -1,30 +1,15 @@
-"""Test helpers for the front door: tiny real HTTP upstreams on loopback threads, a free port
-in this package's range, and a one-shot HTTP client that returns the upstream's name."""
+"""Test helpers for the front door: tiny real HTTP upstreams on loopback threads and a
+one-shot HTTP client that returns the upstream's name."""
 
 from __future__ import annotations
 
 import http.client
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .nginx import FrontDoor
-
-# Ports for the front door itself: this package's range (the upstreams take kernel-chosen ports).
-PORTS = range(18100, 18200)
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 18100-18199")
 
 
 class Upstream:

@@ -17,10 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +28,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from events.netutil import free_port
 from frontdoor.nginx import INSTALL_HINT, FrontDoor
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -55,32 +54,14 @@ def _table_digest(path: Path, tables: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _quiet_ports() -> tuple[int, int]:
-    """Ports outside the kernel's ephemeral range (32768-60999 here), where no client socket of
-    a parallel test takes them between this check and runstack's bind: the front door's
-    port and the one after it (runstack's web behind it), and the emulator's."""
-    rng = random.Random()
-    for _ in range(500):
-        port = rng.randrange(20000, 30000, 3)
-        if all(_bindable(p) for p in (port, port + 1, port + 2)):
-            return port, port + 2
-    raise AssertionError("no free ports between 20000 and 30000")
-
-
 @pytest.fixture
 def stack(tmp_path):
     if not FrontDoor.available():
         pytest.fail(f"nginx is not installed: {INSTALL_HINT} (.ci/run installs it)")
-    port, emulator_port = _quiet_ports()
+    # --port, the web behind the front door (--port + 1) and the emulator's, all outside the
+    # kernel's ephemeral range (events.netutil.free_port).
+    port = free_port(span=3)
+    emulator_port = port + 2
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_SETTINGS", "AWS_ENDPOINT"))}
     for key in ("DATABASE_URL", "LEAGUE_SERVICE", "CELERY_BROKER_URL", "REQUIRE_POSTGRES"):

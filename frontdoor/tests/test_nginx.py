@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from events.netutil import free_port
 from frontdoor import nginx as fd
 from frontdoor.nginx import FrontDoor, FrontDoorError, render
-from frontdoor.testing import Upstream, free_port, get
+from frontdoor.testing import Upstream, get
 
 
 def nginx_pids(master: int) -> set[int]:

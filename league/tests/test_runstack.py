@@ -125,7 +125,7 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
     # moto and take the next message into a dead socket (real SQS does the same); the
     # message then comes back after the visibility timeout, not the default 30 s.
     env.update(DATA_DIR=str(tmp_path), PYTHONUNBUFFERED="1", CONSUMER_WAIT_SECONDS="2", CONSUMER_VISIBILITY_TIMEOUT="5")
-    port, moto_port = free_port(), free_port()
+    port, moto_port = free_port(span=2), free_port()  # --port and the web behind the front door
     proc = subprocess.Popen(
         [
             sys.executable,

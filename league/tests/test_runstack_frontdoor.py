@@ -12,8 +12,9 @@ import threading
 import pytest
 from django.core.management.base import CommandError
 
+from events.netutil import free_port
 from frontdoor.nginx import FrontDoor
-from frontdoor.testing import Upstream, free_port, get
+from frontdoor.testing import Upstream, get
 from league.management.commands.runstack import Command
 
 
