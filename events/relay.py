@@ -24,7 +24,9 @@ Promises:
   unpublished (pending, leased or failed). Consumers also get a ``sequence``.
 - Transient errors (network, timeouts, throttling, 5xx, anything unrecognised) back off
   exponentially with jitter up to ``OUTBOX_BACKOFF_MAX_SECONDS`` and are retried for
-  ``OUTBOX_RETRY_FOR_SECONDS`` (a day by default) from the first of them. Errors that
+  ``OUTBOX_RETRY_FOR_SECONDS`` (a day by default) from the first of them. A sweep tries
+  each row at most once: a retry that falls due during it waits for the next sweep, so a
+  sweep (and ``relay_outbox --once``) ends while SNS keeps failing. Errors that
   retrying cannot fix (topic missing, access denied, message too large, another request
   SNS rejects as the sender's fault) mark the row ``failed`` at once, and ``failure`` says
   which. A failed row is shown in the admin and ``bus_status`` and requeued by an action
@@ -151,27 +153,29 @@ class RelayResult:
         return self
 
 
-def due_queryset(now: Any) -> Any:
+def due_queryset(now: Any, retries_due_by: Any = None) -> Any:
     older_unpublished = OutboxMessage.objects.filter(
         aggregate_key=OuterRef("aggregate_key"), id__lt=OuterRef("id")
     ).exclude(state=OutboxState.PUBLISHED)
     return (
         OutboxMessage.objects.filter(state=OutboxState.PENDING)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=retries_due_by or now))
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
         .exclude(Exists(older_unpublished))
         .order_by("id")
     )
 
 
-def claim(limit: int, *, token: uuid.UUID | None = None) -> list[OutboxMessage]:
-    """Lease up to ``limit`` due rows in one short transaction; they come back in id order."""
+def claim(limit: int, *, token: uuid.UUID | None = None, retries_due_by: Any = None) -> list[OutboxMessage]:
+    """Lease up to ``limit`` due rows in one short transaction; they come back in id order.
+    ``retries_due_by`` (a sweep's start) leaves out rows whose retry falls after it."""
     now = timezone.now()
+    due_by = min(now, retries_due_by) if retries_due_by is not None else now
     with transaction.atomic():
         _relaxed_commit()
         if connection.vendor == "postgresql":
-            return _claim_returning(limit, now, token)
-        qs = due_queryset(now)
+            return _claim_returning(limit, now, token, due_by)
+        qs = due_queryset(now, due_by)
         if connection.features.has_select_for_update_skip_locked:
             qs = qs.select_for_update(skip_locked=True)
         rows = list(
@@ -194,7 +198,7 @@ _CLAIMED = [
 ]
 
 
-def _claim_returning(limit: int, now: Any, token: uuid.UUID | None) -> list[OutboxMessage]:
+def _claim_returning(limit: int, now: Any, token: uuid.UUID | None, due_by: Any) -> list[OutboxMessage]:
     """Postgres: select the due rows (the same conditions as ``due_queryset``, per-subject
     order included), lock them skipping those another relay holds, lease them to ``token``
     and return them, in one statement."""
@@ -224,7 +228,7 @@ def _claim_returning(limit: int, now: Any, token: uuid.UUID | None) -> list[Outb
                 now + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS),
                 token,
                 OutboxState.PENDING,
-                now,
+                due_by,
                 now,
                 OutboxState.PUBLISHED,
                 limit,
@@ -491,11 +495,13 @@ def _mark_published(rows: Sequence[OutboxMessage], now: Any, token: uuid.UUID) -
 
 
 @metrics.timed_relay_batch
-def relay_once(publisher: Publisher | None = None, *, batch_size: int | None = None) -> RelayResult:
+def relay_once(
+    publisher: Publisher | None = None, *, batch_size: int | None = None, retries_due_by: Any = None
+) -> RelayResult:
     """Claim one batch, publish it, record the outcome."""
     publisher = telemetry.traced(publisher or SnsPublisher())
     token = uuid.uuid4()
-    rows = claim(batch_size or settings.OUTBOX_BATCH_SIZE, token=token)
+    rows = claim(batch_size or settings.OUTBOX_BATCH_SIZE, token=token, retries_due_by=retries_due_by)
     if not rows:
         return RelayResult()
     lease = Lease(token, rows)
@@ -520,13 +526,16 @@ def relay(
     max_batches: int | None = None,
     max_seconds: float | None = None,
 ) -> RelayResult:
-    """Publish batches of ``batch_size`` (default ``OUTBOX_SWEEP_BATCH_SIZE``) until nothing
-    is due (or a bound is reached)."""
+    """One sweep: publish batches of ``batch_size`` (default ``OUTBOX_SWEEP_BATCH_SIZE``)
+    until nothing is due (or a bound is reached). A row whose retry falls after the sweep
+    began waits for the next sweep: each row is tried at most once per sweep, so a sweep
+    ends while SNS keeps failing (``relay_outbox --once`` returns)."""
     batch_size = batch_size or settings.OUTBOX_SWEEP_BATCH_SIZE
     total = RelayResult()
     started = time.monotonic()
+    began = timezone.now()
     while max_batches is None or total.batches < max_batches:
-        result = relay_once(publisher, batch_size=batch_size)
+        result = relay_once(publisher, batch_size=batch_size, retries_due_by=began)
         if not result.batches:
             break
         total += result

@@ -50,7 +50,10 @@ def probe_topology(moto_server, recorder):
 @pytest.mark.postgres
 def test_four_relays_at_once_publish_each_row_exactly_once(probe_topology):
     publish_teams(2000)
-    env = child_env(probe_topology)
+    # A long lease (so SNS calls may take up to a minute): on a loaded CI host moto answered
+    # some PublishBatch calls after the 5 s read timeout of the default 30 s lease, and a
+    # timed-out call that moto did carry out is a correct duplicate this count would reject.
+    env = child_env(probe_topology, OUTBOX_LEASE_SECONDS="120")
     procs = [
         subprocess.Popen(manage_argv("relay_outbox", "--once", "--batch-size", "50"), env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(4)

@@ -87,7 +87,9 @@ def test_the_celery_sweep_uses_the_sweep_batch_size(settings, monkeypatch):
     settings.OUTBOX_SWEEP_BATCH_SIZE = 40
     seen = []
     monkeypatch.setattr(
-        relay, "relay_once", lambda publisher=None, *, batch_size=None: seen.append(batch_size) or relay.RelayResult()
+        relay,
+        "relay_once",
+        lambda publisher=None, *, batch_size=None, **_: seen.append(batch_size) or relay.RelayResult(),
     )
     tasks.relay_outbox()
     assert seen == [40]

@@ -215,3 +215,28 @@ def test_a_per_entry_sender_fault_is_permanent_and_a_service_fault_transient():
     results = SnsPublisher()._publish_chunks(FakeSns(), "arn:x", rows)
     assert relay.classify(results[1]).failure == OutboxFailure.TOO_LARGE
     assert relay.classify(results[2]).transient
+
+
+def test_a_sweep_tries_each_row_once_and_leaves_its_retries_to_the_next(probe_bus, settings):
+    """``relay_outbox --once`` (and each sweep of the running relay) publishes what is due
+    when it starts. A row that fails meanwhile is due again only after its back-off, which
+    on a slow emulator can be shorter than one call: the sweep must not chase it, or
+    ``--once`` never returns while SNS times out (CI: a child still retrying after 300 s)."""
+    settings.OUTBOX_BACKOFF_BASE_SECONDS = 0.0  # due again the moment it fails
+    rows = [_create(team_id) for team_id in range(1, 4)]
+    calls = []
+
+    class TimingOut:
+        def publish(self, event_type, chunk):
+            calls.append([r.pk for r in chunk])
+            return {r.pk: ReadTimeoutError(endpoint_url="http://sns") for r in chunk}
+
+    result = relay.relay(TimingOut(), max_batches=50)
+    assert calls == [[r.pk for r in rows]]
+    assert result.batches == 1 and result.retried == 3
+    assert set(OutboxMessage.objects.values_list("attempts", flat=True)) == {1}
+    # The next sweep tries them again, and a row written meanwhile goes with them.
+    late = _create(4)
+    relay.relay(relay.NullPublisher(), max_batches=50)
+    assert set(OutboxMessage.objects.values_list("state", flat=True)) == {OutboxState.PUBLISHED}
+    assert OutboxMessage.objects.get(pk=late.pk).state == OutboxState.PUBLISHED
