@@ -29,14 +29,6 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONSUMERS = ("teams", "transfers", "fixtures")
 
 
-def postgres_available() -> bool:
-    try:
-        with psycopg.connect(PG_ADMIN, connect_timeout=3):
-            return True
-    except psycopg.Error:
-        return False
-
-
 def drop_database(name: str) -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])

@@ -23,7 +23,7 @@ def test_quick_crash_suite_loses_nothing_and_applies_nothing_twice():
         cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1200,
     )
     print(done.stdout[-6000:])
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
