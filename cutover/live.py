@@ -153,6 +153,21 @@ class LiveStack:
     def tail(self, lines: int = 60) -> str:
         return "\n".join(self.output().splitlines()[-lines:])
 
+    def errors(self, limit: int = 5, context: int = 40) -> str:
+        """The processes' errors from the whole log (a 5xx's traceback scrolls out of the
+        tail under traffic): up to ``limit`` blocks from each ``Traceback`` or ``ERROR`` line."""
+        lines = self.output().splitlines()
+        starts = [i for i, line in enumerate(lines) if "Traceback (most recent call last)" in line or " ERROR" in line]
+        blocks, end = [], -1
+        for i in starts:
+            if i <= end:
+                continue
+            end = i + context
+            blocks.append("\n".join(lines[max(i - 2, 0) : end]))
+            if len(blocks) == limit:
+                break
+        return "\n---\n".join(blocks) or "(no Traceback or ERROR line in runstack's output)"
+
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)

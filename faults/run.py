@@ -849,7 +849,7 @@ class Suite:
                 for k in kills:
                     row.problems += [f"{k.point}: {p}" for p in k.problems or []]
                 if row.problems:
-                    row.problems.append(f"runstack (tail): {live.tail(40)}")
+                    row.problems.append(f"runstack errors: {live.errors()}\nrunstack (tail): {live.tail(40)}")
         finally:
             self.stack.resume(paused)
         return None

@@ -31,7 +31,15 @@ SETTLE = 180  # seconds for the bus and the sagas to settle after the traffic st
 
 
 def explain(stack: LiveStack, *parts: object) -> str:
-    return "\n".join([*(str(p) for p in parts), "--- runstack (tail) ---", stack.tail(80)])
+    return "\n".join(
+        [
+            *(str(p) for p in parts),
+            "--- runstack: errors ---",
+            stack.errors(),
+            "--- runstack (tail) ---",
+            stack.tail(80),
+        ]
+    )
 
 
 @pytest.fixture
