@@ -24,7 +24,13 @@ What it does, in order, printing each step with its duration:
    - a season is scheduled over four teams and a result changes the standings;
    - the front door (nginx on WEB_PORT) sends /api/teams/, /api/transfers/teams/,
      /api/seasons/, /healthz and / each to the web service that owns it, with the
-     X-League-Upstream header naming it, and a team POSTed through it is created.
+     X-League-Upstream header naming it, and a team POSTed through it is created;
+   - monolith profile: ``split_service transfers``, then ``split_service fixtures``
+     (``--supervisor compose``, run from this host) move each to a database of its own while
+     the stack runs; after each move it answers its paths through the front door, work made
+     after the move goes through (a transfer completes; a result changes the standings, a
+     new season is scheduled), cutover/checks.py passes across the databases and the
+     monolith's containers run without it.
 4. **Microservices, under faults** (same stack, before ``down``):
    - ``--scale transfers-consumer=4``; 40 teams created; each ``team.created`` event is
      handled exactly once: no event id in the "handled" log lines of two consumer
@@ -677,31 +683,16 @@ def wait_transfers(stack: Stack, ids: list[int], timeout: float = 120) -> None:
     wait_until(f"transfers {ids} complete", done, timeout=timeout, interval=0.5)
 
 
-def split_transfers(stack: Stack) -> None:
-    """``split_service transfers --supervisor compose`` from this host against the running
-    monolith profile, then, through the front door: transfers answered by its own web, a
-    transfer requested after the move completes, every event handled exactly once
-    (cutover/checks.py over both databases), and the monolith's containers without transfers."""
-    tag = f"Split {secrets.token_hex(3)}"
-    teams = seed_transfers(stack, tag, 6)
-    before = [transfer(stack, teams[i], teams[i + 1], 0) for i in (0, 2, 4)]
-    wait_transfers(stack, before)
-    say(f"  seeded: 6 teams, transfers {before} completed in the monolith")
-
-    monolith_url, new_url = stack.database_url("league"), stack.database_url("league_transfers")
+def split_service(stack: Stack, service: str) -> str:
+    """``split_service SERVICE --supervisor compose`` from this host against the running
+    monolith profile, as an operator runs it; returns the service's new database URL."""
+    monolith_url, new_url = stack.database_url("league"), stack.database_url(f"league_{service}")
     stack.data_dir.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        **stack.values,  # what the stack was started with, as an operator's `set -a; . ./.env`
-        "DATABASE_URL": monolith_url,
-        "DATA_DIR": str(stack.data_dir),
-        "LEAGUE_SERVICE": "all",
-    }
     argv = [
         sys.executable,
         "manage.py",
         "split_service",
-        "transfers",
+        service,
         "--supervisor",
         "compose",
         "--compose",
@@ -712,56 +703,77 @@ def split_transfers(stack: Stack) -> None:
         "--timeout",
         "300",
     ]
-    say("  $ DATABASE_URL=…/league DATA_DIR=… manage.py split_service transfers --supervisor compose --database-url …")
+    say(f"  $ DATABASE_URL=…/league DATA_DIR=… manage.py split_service {service} --supervisor compose --database-url …")
     started = time.monotonic()
     try:
-        done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(argv, cwd=ROOT, env=split_env(stack), capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired as exc:
-        raise Failed("split_service did not finish within 900 s") from exc
+        raise Failed(f"split_service {service} did not finish within 900 s") from exc
     for line in (done.stdout + done.stderr).splitlines():
         if line.strip():
             say(f"  | {line.rstrip()}")
     if done.returncode != 0:
-        raise Failed(f"split_service exited {done.returncode}")
-    say(f"  split_service finished in {time.monotonic() - started:.1f} s")
+        raise Failed(f"split_service {service} exited {done.returncode}")
+    say(f"  split_service {service} finished in {time.monotonic() - started:.1f} s")
+    assert monolith_url != new_url
+    return new_url
 
+
+def split_env(stack: Stack) -> dict[str, str]:
+    """What split_service and the checks run with: the stack's values (as an operator's
+    ``set -a; . ./.env``), the monolith's database and the deployment's data dir."""
+    return {
+        **os.environ,
+        **stack.values,
+        "DATABASE_URL": stack.database_url("league"),
+        "DATA_DIR": str(stack.data_dir),
+        "LEAGUE_SERVICE": "all",
+    }
+
+
+def routed(stack: Stack, expected: dict[str, str]) -> None:
+    """Each path answered 200 through the front door by the upstream named."""
     base = f"http://127.0.0.1:{stack.ports['WEB_PORT']}"
-    for path, name in (("/api/transfers/", "transfers"), ("/api/teams/", "monolith"), ("/api/seasons/", "monolith")):
+    for path, name in expected.items():
         response = requests.get(base + path, headers=HTTPS, timeout=10)
         if (response.status_code, response.headers.get("X-League-Upstream")) != (200, name):
             raise Failed(
                 f"after the move GET {path} answered {response.status_code} via "
                 f"{response.headers.get('X-League-Upstream')}, expected 200 via {name}"
             )
-    after = [transfer(stack, teams[1], teams[3], 0), transfer(stack, teams[5], teams[0], 1)]
-    wait_transfers(stack, after)
-    moved = stack.api("GET", "teams", f"/api/teams/{teams[3]['id']}/").json()
-    if teams[1]["players"][0]["id"] not in {p["id"] for p in moved["players"]}:
-        raise Failed("a transfer completed after the move, but teams does not show the player moved")
-    say(f"  after the move: /api/transfers/ via transfers; transfers {after} completed; teams shows the player")
 
-    for name in ("web", "worker", "beat", "consumer-teams", "consumer-fixtures"):
+
+def monolith_without(stack: Stack, moved: list[str]) -> None:
+    """The monolith's containers run with LEAGUE_SERVICE = what stays; no consumer of a moved service."""
+    staying = ",".join(s for s in SERVICES if s not in moved)
+    for name in ("web", "worker", "beat", *(f"consumer-{s}" for s in SERVICES if s not in moved)):
         for cid in stack.container_ids(name):
             (info,) = json.loads(run(["docker", "inspect", cid]).stdout)
             league_service = dict(e.split("=", 1) for e in info["Config"]["Env"]).get("LEAGUE_SERVICE")
-            if league_service != "teams,fixtures" or not info["State"]["Running"]:
+            if league_service != staying or not info["State"]["Running"]:
                 raise Failed(f"{name} runs with LEAGUE_SERVICE={league_service} (running {info['State']['Running']})")
-    left = [c for c in stack.container_ids("consumer-transfers")]
-    if left:
-        raise Failed(f"the monolith's transfers consumer is still there: {left}")
+    for service in moved:
+        left = stack.container_ids(f"consumer-{service}")
+        if left:
+            raise Failed(f"the monolith's {service} consumer is still there: {left}")
     say(
-        "  the monolith's web, worker, beat and consumers run with LEAGUE_SERVICE=teams,fixtures; no consumer-transfers"
+        f"  the monolith's web, worker, beat and consumers run with LEAGUE_SERVICE={staying}; "
+        + ", ".join(f"no consumer-{s}" for s in moved)
     )
 
+
+def settled_across(stack: Stack, moved: dict[str, str], transfer_ids: list[int]) -> None:
+    """cutover/checks.py over the monolith's database and each moved service's: every event
+    handled exactly once, the transfers final, the replicas equal to the teams service."""
     script = (
         "import django, sys; django.setup(); from cutover import checks; "
-        f"v = checks.settled(checks.Placement({monolith_url!r}, {{'transfers': {new_url!r}}}), "
-        f"transfer_ids={before + after!r}, timeout=120); print(v.describe()); sys.exit(0 if v.ok else 1)"
+        f"v = checks.settled(checks.Placement({stack.database_url('league')!r}, {moved!r}), "
+        f"transfer_ids={transfer_ids!r}, timeout=120); print(v.describe()); sys.exit(0 if v.ok else 1)"
     )
     verdict = subprocess.run(
         [sys.executable, "-c", script],
         cwd=ROOT,
-        env={**env, "DJANGO_SETTINGS_MODULE": "league.settings"},
+        env={**split_env(stack), "DJANGO_SETTINGS_MODULE": "league.settings"},
         capture_output=True,
         text=True,
         timeout=300,
@@ -769,7 +781,69 @@ def split_transfers(stack: Stack) -> None:
     for line in (verdict.stdout + verdict.stderr).strip().splitlines()[-20:]:
         say(f"  {line}")
     if verdict.returncode != 0:
-        raise Failed("the checks across both databases (cutover/checks.py) failed")
+        raise Failed(f"the checks across the databases of {['monolith', *moved]} (cutover/checks.py) failed")
+
+
+def split_transfers_then_fixtures(stack: Stack) -> None:
+    """Transfers, then fixtures, moved out of the running monolith profile by one command
+    each; after each move, through the front door: the moved service answers its paths, its
+    work goes on (a transfer requested after the move completes; a result recorded after the
+    fixtures move changes the standings, a new season is scheduled), every event is handled
+    exactly once across the databases, and the monolith's containers no longer run it."""
+    tag = f"Split {secrets.token_hex(3)}"
+    teams = seed_transfers(stack, tag, 6)
+    before = [transfer(stack, teams[i], teams[i + 1], 0) for i in (0, 2, 4)]
+    wait_transfers(stack, before)
+    say(f"  seeded: 6 teams, transfers {before} completed in the monolith")
+    season = created(
+        stack.api(
+            "POST",
+            "fixtures",
+            "/api/seasons/",
+            {"name": f"{tag} season", "starts_on": date.today().isoformat(), "team_ids": [t["id"] for t in teams[:4]]},
+        ),
+        "schedule a season before the moves",
+    )
+    say(f"  season {season['id']} scheduled in the monolith ({season['fixture_count']} fixtures)")
+
+    moved = {"transfers": split_service(stack, "transfers")}
+    routed(stack, {"/api/transfers/": "transfers", "/api/teams/": "monolith", "/api/seasons/": "monolith"})
+    after = [transfer(stack, teams[1], teams[3], 0), transfer(stack, teams[5], teams[0], 1)]
+    wait_transfers(stack, after)
+    player = stack.api("GET", "teams", f"/api/teams/{teams[3]['id']}/").json()
+    if teams[1]["players"][0]["id"] not in {p["id"] for p in player["players"]}:
+        raise Failed("a transfer completed after the move, but teams does not show the player moved")
+    say(f"  after the move: /api/transfers/ via transfers; transfers {after} completed; teams shows the player")
+    monolith_without(stack, ["transfers"])
+    settled_across(stack, moved, before + after)
+
+    moved["fixtures"] = split_service(stack, "fixtures")
+    routed(stack, {"/api/seasons/": "fixtures", "/api/transfers/": "transfers", "/api/teams/": "monolith"})
+    fixture = items(stack.api("GET", "fixtures", f"/api/seasons/{season['id']}/fixtures/?matchday=1"))[0]
+    result = stack.api("PATCH", "fixtures", f"/api/fixtures/{fixture['id']}/", {"home_goals": 2, "away_goals": 0})
+    if result.status_code != 200:
+        raise Failed(
+            f"after the move PATCH /api/fixtures/{fixture['id']}/ answered {result.status_code}: {result.text[:300]}"
+        )
+    standings = stack.api("GET", "fixtures", f"/api/seasons/{season['id']}/standings/").json()["standings"]
+    home = next(row for row in standings if row["team_id"] == fixture["home_team"]["id"])
+    if home["points"] != 3:
+        raise Failed(f"after 2-0 recorded on the moved fixtures service the home side has {home}")
+    second = created(
+        stack.api(
+            "POST",
+            "fixtures",
+            "/api/seasons/",
+            {"name": f"{tag} second", "starts_on": date.today().isoformat(), "team_ids": [t["id"] for t in teams[2:6]]},
+        ),
+        "schedule a season on the moved fixtures service",
+    )
+    say(
+        f"  after the move: /api/seasons/ via fixtures; 2-0 recorded in season {season['id']} (3 points), "
+        f"season {second['id']} scheduled ({second['fixture_count']} fixtures)"
+    )
+    monolith_without(stack, ["transfers", "fixtures"])
+    settled_across(stack, moved, before + after)
 
 
 def kill_mid_traffic(stack: Stack) -> None:
@@ -910,8 +984,8 @@ def main(argv: list[str] | None = None) -> int:
                 with step(f"{profile}: the front door routes by path (X-League-Upstream)"):
                     front_door(stack)
                 if profile == "monolith":
-                    with step("monolith: split_service transfers --supervisor compose, then checks"):
-                        split_transfers(stack)
+                    with step("monolith: split_service transfers, then fixtures (--supervisor compose), then checks"):
+                        split_transfers_then_fixtures(stack)
                 if profile == "microservices":
                     with step("microservices: transfers-consumer x4, each event handled once"):
                         scaled_consumers(stack)
