@@ -795,6 +795,8 @@ def split_transfers_then_fixtures(stack: Stack) -> None:
     before = [transfer(stack, teams[i], teams[i + 1], 0) for i in (0, 2, 4)]
     wait_transfers(stack, before)
     say(f"  seeded: 6 teams, transfers {before} completed in the monolith")
+    ids = {t["id"] for t in teams}
+    wait_until("the 6 teams in the fixtures replica", lambda: ids <= replica_ids(stack, "fixtures"), timeout=90)
     season = created(
         stack.api(
             "POST",
