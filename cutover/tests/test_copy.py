@@ -5,6 +5,10 @@ with DATABASE_URL), with a real second database migrated as the moved service's.
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,18 +108,31 @@ def test_the_copy_holds_every_row_of_the_service_and_nothing_else(target):
 
 
 def test_the_next_event_continues_each_subject_sequence_in_the_new_database(target):
+    """A publish by the moved service, in a process of its own on the new database (as its
+    web would), numbers the subject's next event after the last one the monolith gave."""
     _token, transfers = _league()
     copying.copy("transfers", source="default", target=split.TARGET)
-    key = f"transfer:{transfers[0].id}"
-    before = SubjectSequence.objects.get(key=key).last
+    moved = transfers[0]
+    before = SubjectSequence.objects.get(key=f"transfer:{moved.id}").last
     assert before >= 1
-    # The function every publish uses, against the new database.
-    with transaction.atomic(using=split.TARGET):
-        conn = connections[split.TARGET]
-        table = conn.ops.quote_name("events_subjectsequence")
-        with conn.cursor() as cursor:
-            cursor.execute(f"UPDATE {table} SET last = last + 1 WHERE key = %s", [key])
-    assert SubjectSequence.objects.using(split.TARGET).get(key=key).last == before + 1
+    gate.open_("transfers", using=split.TARGET)  # as step 6 leaves it
+    data = {"id": moved.id, "player_id": moved.player_id, "from_team_id": 1, "to_team_id": 2, "fee": "1.00"}
+    script = (
+        "import django, json, sys; django.setup(); from django.db import transaction; import events\n"
+        "with transaction.atomic():\n"
+        f"    row = events.publish('transfer.requested', subject={moved.id}, data={data!r})\n"
+        "print(json.dumps([row.sequence, row.envelope['sequence']]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_SETTINGS"))}
+    env.update(DATABASE_URL=target, DJANGO_SETTINGS_MODULE="league.settings", LEAGUE_SERVICE="transfers")
+    env.update(OUTBOX_KICK="false", LOG_LEVEL="WARNING")
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [before + 1, before + 1]
+    # The monolith's counter is not touched by the moved service.
+    assert SubjectSequence.objects.get(key=f"transfer:{moved.id}").last == before
 
 
 def test_a_rerun_of_the_copy_starts_clean(target):
