@@ -40,6 +40,15 @@ RUN_STATES = {deployment.STARTING, "paused", "copied", deployment.SWITCHING, dep
 ROUTED_STATES = {deployment.SWITCHING, deployment.MOVED}
 
 
+def monolith_consumers(services: list[str]) -> list[str]:
+    """The consumers the monolith runs while it serves ``services``: theirs, and those of
+    handler modules that belong to no service a cutover moves (``EVENTS_HANDLER_MODULES``,
+    e.g. the crash suite's probe), which stay with the monolith."""
+    from events import topology
+
+    return [s for s in topology.consuming_services() if s in services or s not in settings.SERVICES]
+
+
 class Placements:
     def __init__(self, stack: Command) -> None:
         self.stack = stack

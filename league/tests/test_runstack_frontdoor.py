@@ -96,3 +96,15 @@ def test_without_nginx_one_line_says_what_the_front_door_needs(settings, tmp_pat
     with pytest.raises(CommandError, match="no front door runs .*apt-get install nginx"):
         cmd.switch_routes({"transfers": "127.0.0.1:8011"})
     assert isinstance(cmd.front_door_lock, type(threading.Lock()))
+
+
+def test_the_monolith_keeps_the_consumers_of_handler_modules_no_cutover_moves():
+    """runstack starts (and after a move restarts) one consumer per service the monolith
+    serves, plus those of EVENTS_HANDLER_MODULES' own services (the crash suite's probe,
+    loaded here as in its processes): leaving them out stopped the probe's consumer."""
+    import events.tests.probe_handlers  # noqa: F401 - registers the "probe" service's handlers
+    from league.placements import monolith_consumers
+
+    assert monolith_consumers(["teams", "transfers", "fixtures"]) == ["fixtures", "probe", "teams", "transfers"]
+    assert monolith_consumers(["teams", "fixtures"]) == ["fixtures", "probe", "teams"]
+    assert monolith_consumers(["teams"]) == ["probe", "teams"]

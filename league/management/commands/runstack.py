@@ -45,10 +45,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from cutover import deployment
-from events import emulators, roles, topology
+from events import emulators, roles
 from events.netutil import free_port, port_open, wait_for_http
 from frontdoor.nginx import FrontDoor, FrontDoorError
-from league.placements import Placements
+from league.placements import Placements, monolith_consumers
 
 from .service_account import ensure_service_account
 
@@ -205,9 +205,8 @@ class Command(BaseCommand):
                 Child("beat", [*celery, "beat", "-l", "warning", "-s", str(settings.DATA_DIR / "celerybeat-schedule")]),
                 env,
             )
-            for service in topology.consuming_services():
-                if service in self.placements.monolith_services:
-                    self.spawn(Child(f"consume-{service}", [*manage, "consume", "--service", service]), env)
+            for service in monolith_consumers(self.placements.monolith_services):
+                self.spawn(Child(f"consume-{service}", [*manage, "consume", "--service", service]), env)
             self.placements.reconcile()
             if demo:
                 call_command("seed_demo")
@@ -334,9 +333,8 @@ class Command(BaseCommand):
                     self.spawn(Child(child.name, child.argv), env)
         # One consumer per service the monolith serves now (a moved one's runs with the service).
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
-        for service in topology.consuming_services():
-            if service in services:
-                self.spawn(Child(f"consume-{service}", [*manage, "consume", "--service", service]), env)
+        for service in monolith_consumers(services):
+            self.spawn(Child(f"consume-{service}", [*manage, "consume", "--service", service]), env)
         if self.front_door is None:  # no front door: the web restarts in place (a short gap)
             for child in old_web:
                 self.stop_children([child])
