@@ -201,7 +201,14 @@ _CLAIMED = [
 def _claim_returning(limit: int, now: Any, token: uuid.UUID | None, due_by: Any) -> list[OutboxMessage]:
     """Postgres: select the due rows (the same conditions as ``due_queryset``, per-subject
     order included), lock them skipping those another relay holds, lease them to ``token``
-    and return them, in one statement."""
+    and return them, in one statement.
+
+    The per-subject check is a correlated subquery with ``LIMIT 1``, not ``NOT EXISTS``: a
+    large published history makes ANALYZE's sample miss the few pending rows, and the
+    planner then turned ``NOT EXISTS`` into an anti-join that read the whole unpublished
+    index for every candidate (quadratic in the backlog). A ``LIMIT`` subquery stays a
+    per-row probe of ``outbox_unpublished_subject`` by subject and id whatever the
+    statistics say."""
     table = connection.ops.quote_name(OutboxMessage._meta.db_table)
     columns = ", ".join(f"o.{connection.ops.quote_name(name)}" for name in _CLAIMED)
     with connection.cursor() as cursor:
@@ -213,10 +220,12 @@ def _claim_returning(limit: int, now: Any, token: uuid.UUID | None, due_by: Any)
                 WHERE c.state = %s
                   AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= %s)
                   AND (c.claimed_until IS NULL OR c.claimed_until < %s)
-                  AND NOT EXISTS (
-                      SELECT 1 FROM {table} AS p
+                  AND (
+                      SELECT p.id FROM {table} AS p
                       WHERE p.aggregate_key = c.aggregate_key AND p.id < c.id AND NOT (p.state = %s)
-                  )
+                      ORDER BY p.aggregate_key, p.id
+                      LIMIT 1
+                  ) IS NULL
                 ORDER BY c.id
                 LIMIT %s
                 FOR UPDATE SKIP LOCKED

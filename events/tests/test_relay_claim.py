@@ -116,3 +116,43 @@ def test_on_postgres_a_claimed_envelope_is_not_decoded():
     (claimed,) = relay.claim(10, token=uuid.uuid4())
     assert "envelope" in claimed.get_deferred_fields()  # not read into Python objects
     assert json.loads(claimed.body()) == OutboxMessage.objects.get(pk=row.pk).envelope
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_on_postgres_the_per_subject_check_probes_its_index_whatever_the_statistics_say():
+    """A large published history and a few pending rows: ANALYZE's sample then holds no
+    pending row, the planner believes none exist, and the old ``NOT EXISTS`` anti-join read
+    the whole unpublished-subject index for every candidate (``Join Filter``): quadratic in the
+    backlog, 12 ms instead of 3 for a claim of 100 at 10 M rows (bench due_query_scale). The
+    check must stay an index probe by subject and id."""
+    table = OutboxMessage._meta.db_table
+    with connection.cursor() as c:
+        c.execute(
+            f"""
+            INSERT INTO {table} (event_id, type, subject, aggregate_key, sequence, envelope, state, created_at,
+                                 published_at, sns_message_id, attempts, last_error, correlation_id,
+                                 causation_id, request, failure)
+            SELECT gen_random_uuid(), 'team.created', (g % 200 + 1)::text, 'team:' || (g % 200 + 1), g / 200 + 1,
+                   '{{}}'::jsonb, 'published', now(), now(), 'm' || g, 1, '', '', '', '', ''
+            FROM generate_series(1, 20000) AS g
+            """
+        )
+        c.execute(f"ANALYZE {table}")  # statistics from a table with no pending row
+    for subject in range(1, 101):
+        _publish(subject)
+    seen: list[tuple[str, object]] = []
+
+    def capture(execute, sql, params, many, context):
+        if "SKIP LOCKED" in sql:
+            seen.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        assert len(relay.claim(100, token=uuid.uuid4())) == 100
+    ((sql, params),) = seen
+    with connection.cursor() as c:
+        c.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(line for (line,) in c.fetchall())
+    assert "Join Filter" not in plan, plan
+    assert "Index Cond: ((aggregate_key" in plan.replace("((aggregate_key)::text", "(aggregate_key"), plan
