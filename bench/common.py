@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+OUTBOX = "events_outboxmessage"
 
 _children: list[subprocess.Popen] = []
 
@@ -262,6 +263,56 @@ def queue_depth(name: str) -> int:
         aws.queue_url(name), "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"
     )
     return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
+
+
+def clean_slate() -> str:
+    """Between two benchmarks: no backlog of one may slow the next. Purges every service's
+    queue (and its dead-letter queue) that is not empty, and deletes outbox rows still
+    pending. A row that missed its target (moto falls behind at 50 writes/s) would otherwise
+    hand the next one thousands of messages and a relay with work to catch up on. Returns
+    what it removed, for the run's log ("" when there was nothing)."""
+    from botocore.exceptions import ClientError
+    from django.db import connection
+
+    from events import aws, topology
+
+    sqs = aws.client("sqs")
+    removed: list[str] = []
+    for service in topology.consuming_services():
+        for name in (aws.queue_name(service), aws.queue_name(service, dlq=True)):
+            depth = queue_depth(name)
+            if not depth:
+                continue
+            url = aws.queue_url(name)
+            try:
+                sqs.purge_queue(QueueUrl=url)
+            except ClientError as exc:  # PurgeQueueInProgress: one purge a minute (LocalStack keeps AWS's rule)
+                if "PurgeQueueInProgress" not in str(exc):
+                    raise
+                _drain(sqs, url, timeout=120)
+            removed.append(f"{depth} messages on {name}")
+    with connection.cursor() as c:
+        c.execute(f"DELETE FROM {OUTBOX} WHERE state = 'pending'")
+        if c.rowcount:
+            removed.append(f"{c.rowcount} pending outbox rows")
+    if removed:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(
+            queue_depth(aws.queue_name(s)) for s in topology.consuming_services()
+        ):
+            time.sleep(0.5)  # a purge takes effect asynchronously on some emulators
+    return ", ".join(removed)
+
+
+def _drain(sqs: Any, url: str, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not msgs:
+            return
+        sqs.delete_message_batch(
+            QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)]
+        )
 
 
 def start_drainer(*services: str) -> subprocess.Popen:

@@ -146,10 +146,13 @@ def load(url: str, token: str, *, rate: float, seconds: float, prefix: str) -> l
     return ids
 
 
-def latencies(team_ids: list[int], *, timeout: float = 60) -> list[dict[str, float]]:
-    """Per team.created (waits for all): ``total`` ms from the envelope time to the
-    transfers handler's inbox row, split at the outbox row's ``published_at`` (set by the
-    relay once SNS answered) into ``to_published`` and ``published_to_handler``."""
+def latencies(team_ids: list[int], *, timeout: float = 60, patience: float = 600) -> tuple[list[dict[str, float]], int]:
+    """Per team.created handled: ``total`` ms from the envelope time to the transfers
+    handler's inbox row, split at the outbox row's ``published_at`` (set by the relay once
+    SNS answered) into ``to_published`` and ``published_to_handler``. Waits ``timeout`` s,
+    then on while events keep arriving (an emulator that fell behind, moto at 50 writes/s,
+    is still measured, not given up on), ``patience`` s at most. Returns the samples and how
+    many events were not handled by then."""
     subjects = [str(i) for i in team_ids]
     sql = """
         SELECT o.envelope->>'time', o.published_at, i.handled_at
@@ -157,16 +160,20 @@ def latencies(team_ids: list[int], *, timeout: float = 60) -> list[dict[str, flo
           ON i.event_id = o.event_id AND i.handler = %s
         WHERE o.type = 'team.created' AND o.subject = ANY(%s)
     """
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    progress_at, seen = began, -1
     while True:
         with connection.cursor() as c:
             c.execute(sql, [HANDLER, subjects])
             rows = c.fetchall()
-        if len(rows) == len(subjects) or time.monotonic() > deadline:
+        now = time.monotonic()
+        if len(rows) > seen:
+            progress_at, seen = now, len(rows)
+        if len(rows) == len(subjects) or now - began > patience:
             break
+        if now - began > timeout and now - progress_at > 30:
+            break  # nothing handled for 30 s: stuck, not slow
         time.sleep(0.5)
-    if len(rows) < len(subjects):
-        raise RuntimeError(f"only {len(rows)} of {len(subjects)} team.created events handled within {timeout} s")
     out = []
     for t, published, handled in rows:
         t0 = datetime.fromisoformat(t.replace("Z", "+00:00"))
@@ -177,15 +184,17 @@ def latencies(team_ids: list[int], *, timeout: float = 60) -> list[dict[str, flo
                 "published_to_handler": (handled - published).total_seconds() * 1000,
             }
         )
-    return out
+    return out, len(subjects) - len(rows)
 
 
-def run_config(*, kick: bool, rate: float, seconds: float, token: str) -> list[float]:
+def run_config(*, kick: bool, rate: float, seconds: float, token: str) -> tuple[list[dict[str, float]], int]:
     tag = "kick" if kick else "beat"
+    common.clean_slate()  # the other configuration's backlog (other services' queues) goes first
     with Stack(kick=kick, tag=tag) as stack:
         # warm-up until the whole pipeline answers (consumers up, worker and beat running)
         warm = load(stack.url, token, rate=5, seconds=1, prefix=f"warm-{tag}")
-        latencies(warm, timeout=90)
+        if latencies(warm, timeout=90)[1]:
+            raise RuntimeError(f"the {tag} stack did not handle its warm-up events; logs in {common.env().data_dir}")
         time.sleep(1)
         ids = load(stack.url, token, rate=rate, seconds=seconds, prefix=f"bench-{tag}")
         stack.check_alive()
@@ -227,8 +236,20 @@ def plot(kick: list[float], beat: list[float], path: Path, rate: float, seconds:
 def e2e_latency(quick: bool) -> list[Result]:
     rate, seconds = 50.0, (10.0 if quick else 60.0)
     token = _token()
-    kick_s = run_config(kick=True, rate=rate, seconds=seconds, token=token)
-    beat_s = run_config(kick=False, rate=rate, seconds=seconds, token=token)
+    kick_s, kick_missing = run_config(kick=True, rate=rate, seconds=seconds, token=token)
+    beat_s, beat_missing = run_config(kick=False, rate=rate, seconds=seconds, token=token)
+    if not kick_s or not beat_s:
+        raise RuntimeError(
+            f"no event handled (kick {len(kick_s)}, beat {len(beat_s)}); logs in {common.env().data_dir}"
+        )
+    sent = int(rate * seconds)
+    # Events still unhandled when the wait ended are not in the percentiles, which then
+    # understate the latency: such a row cannot meet its target, and says how many.
+    unhandled = (
+        f"; NOT HANDLED within the wait: kick {kick_missing}, beat {beat_missing} of {sent}"
+        if kick_missing or beat_missing
+        else ""
+    )
     kick, beat = [x["total"] for x in kick_s], [x["total"] for x in beat_s]
     split = {"kick": breakdown(kick_s), "beat": breakdown(beat_s)}
     common.RESULTS.mkdir(parents=True, exist_ok=True)
@@ -247,9 +268,17 @@ def e2e_latency(quick: bool) -> list[Result]:
                 b,
                 b / v,
                 f"value <= {target:g} ms" if target else "(none)",
-                (v <= target) if target else None,
-                f"{len(kick)} team.created, {rate:g}/s for {seconds:g} s; value: kick, baseline: beat 1 s alone",
-                {"n": len(kick), "kick_max_ms": max(kick), "beat_max_ms": max(beat), "split": split},
+                (v <= target and not kick_missing) if target else None,
+                f"{len(kick)} team.created, {rate:g}/s for {seconds:g} s; value: kick, baseline: beat 1 s alone"
+                + unhandled,
+                {
+                    "n": len(kick),
+                    "kick_unhandled": kick_missing,
+                    "beat_unhandled": beat_missing,
+                    "kick_max_ms": max(kick),
+                    "beat_max_ms": max(beat),
+                    "split": split,
+                },
             )
         )
     return out
