@@ -6,6 +6,7 @@ not a tracked file: the reference run is kept in docs/bench/).
     .venv/bin/python bench/run.py --db-name bench_mine   # name the run's database
     .venv/bin/python bench/run.py --only relay_vs_boto3,e2e_latency
     .venv/bin/python bench/run.py --emulator both   # moto, then LocalStack (each in its own process)
+    .venv/bin/python bench/run.py --profile   # also where the time goes: bench/results/profiles/ (py-spy)
 
 Each figure is a ratio against a baseline measured in the same run (docs/PERFORMANCE.md).
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres) and Redis at 127.0.0.1:6379; a fresh
@@ -22,11 +23,12 @@ import platform
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common  # noqa: E402
+from bench import common, profiling  # noqa: E402
 
 ORDER = [
     "relay_vs_boto3",
@@ -103,12 +105,19 @@ def main(argv: list[str] | None = None) -> int:
         help="the PostgreSQL database the run creates and drops at the end (default bench_<random>; must not exist)",
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample each benchmark and its processes with py-spy: bench/results/profiles/<benchmark>-<emulator>.txt",
+    )
+    parser.add_argument(
         "--emulator",
         choices=("moto", "localstack", "both"),
         default="moto",
         help="the SNS/SQS emulator to measure against; both = one run each, in separate processes",
     )
     args = parser.parse_args(argv)
+    if args.profile and profiling.available() is None:
+        parser.error("--profile needs py-spy: .venv/bin/pip install -r requirements-dev.txt")
     if args.emulator == "both":
         return run_both(args)
     names = args.only.split(",") if args.only else ORDER
@@ -134,7 +143,14 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             try:
-                out = funcs[name](args.quick)
+                if cleared := common.clean_slate():
+                    print(f"   cleared the last benchmark's backlog: {cleared}", flush=True)
+                with (
+                    profiling.Sampler(f"{name}-{e.emulator}", common.RESULTS / "profiles")
+                    if args.profile
+                    else nullcontext()
+                ):
+                    out = funcs[name](args.quick)
             except Exception:
                 traceback.print_exc()
                 failed.append(name)
@@ -179,6 +195,7 @@ def run_both(args: argparse.Namespace) -> int:
     import subprocess
 
     base = (["--quick"] if args.quick else []) + (["--only", args.only] if args.only else [])
+    base += ["--profile"] if args.profile else []
     if args.db_name:  # one database per emulator run
         base += ["--db-name", f"{args.db_name}_{{emulator}}"]
     out = Path(args.output)
