@@ -98,12 +98,13 @@ KINDS = (
 
 
 def summary(raw: str, top: int = 25) -> str:
-    """Per process, its busiest thread of our code (a consumer's main loop, not its idle
-    heartbeat; the bench's own thread): its samples, the waits' shares and the frames of our
+    """Per process, its busiest thread of our code (the most samples in our code and not
+    asleep: a consumer's main loop, not its heartbeat waiting between beats): its samples, the waits' shares and the frames of our
     code, by the share of that thread's samples under them. Processes with no frame of ours
     (the emulator) get their sample count only."""
     per: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     totals: Counter[tuple[str, str]] = Counter()
+    working: Counter[tuple[str, str]] = Counter()
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
@@ -120,18 +121,21 @@ def summary(raw: str, top: int = 25) -> str:
                 if key not in seen:
                     seen.add(key)
                     per[group][key] += n
+        waiting = None
         for label, pattern in WAITS.items():
             if any(pattern.search(f) for f in frames[-6:]):
                 per[group][f"[{label}]"] += n
+                waiting = label
                 break
+        if seen and waiting != "sleeping / polling":
+            working[group] += n  # in our code and not asleep: what picks a process's thread
     busiest: dict[str, tuple[str, str]] = {}
     samples: Counter[str] = Counter()
     for group, total in totals.items():
         proc = group[0]
         samples[proc] += total
-        ours = max((n for k, n in per[group].items() if not k.startswith("[")), default=0)
         best = busiest.get(proc)
-        if best is None or ours > max((n for k, n in per[best].items() if not k.startswith("[")), default=0):
+        if best is None or working[group] > working[best]:
             busiest[proc] = group
     out = []
     for proc, total in samples.most_common():

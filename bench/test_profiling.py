@@ -19,9 +19,9 @@ RAW = "\n".join(
         f"{CONSUMER};thread (41): MainThread;<module> (manage.py:15);"
         "Consumer.poll (events/consumer.py:445);Consumer.transact (events/consumer.py:620);"
         "Model.save (django/db/models/base.py:800) 10",
-        # the heartbeat thread waits all along: not the thread the summary describes
+        # the heartbeat thread waits all along (more samples, all asleep): not the thread described
         f"{CONSUMER};thread (42): heartbeat;Thread.run (threading.py:982);"
-        "Heartbeat._beat (events/consumer.py:236);Event.wait (threading.py:629);Condition.wait (threading.py:327) 100",
+        "Heartbeat._beat (events/consumer.py:236);Event.wait (threading.py:629);Condition.wait (threading.py:327) 150",
         f'{BENCH};process 43:"python .venv/bin/moto_server -H 127.0.0.1 -p 5000";thread (43): MainThread;'
         "serve_forever (socketserver.py:233) 70",
         f"{BENCH};thread (40): MainThread;main (bench/run.py:140);write_overhead (bench/db_bench.py:50) 4",
