@@ -97,6 +97,10 @@ KINDS = (
 )
 
 
+def _main(group: tuple[str, str]) -> bool:
+    return group[1].endswith("MainThread")
+
+
 def summary(raw: str, top: int = 25) -> str:
     """Per process, its busiest thread of our code (the most samples in our code and not
     asleep: a consumer's main loop, not its heartbeat waiting between beats): its samples, the waits' shares and the frames of our
@@ -135,7 +139,11 @@ def summary(raw: str, top: int = 25) -> str:
         proc = group[0]
         samples[proc] += total
         best = busiest.get(proc)
-        if best is None or working[group] > working[best]:
+        # Every process of ours does its work on its main thread (the consumer's loop, a
+        # sync web worker, Celery's solo pool, the bench): that one, when it ran our code.
+        # Otherwise the thread most in our code and not visibly asleep (py-spy does not
+        # always show the wait a thread sleeps in: a heartbeat between beats looks busy).
+        if best is None or (_main(group), working[group]) > (_main(best), working[best]):
             busiest[proc] = group
     out = []
     for proc, total in samples.most_common():

@@ -22,6 +22,9 @@ RAW = "\n".join(
         # the heartbeat thread waits all along (more samples, all asleep): not the thread described
         f"{CONSUMER};thread (42): heartbeat;Thread.run (threading.py:982);"
         "Heartbeat._beat (events/consumer.py:236);Event.wait (threading.py:629);Condition.wait (threading.py:327) 150",
+        # py-spy does not always show the wait: a heartbeat between beats can look busy
+        f"{CONSUMER};thread (44): visibility-heartbeat;Thread.run (threading.py:982);"
+        "Heartbeat._beat (events/consumer.py:237) 300",
         f'{BENCH};process 43:"python .venv/bin/moto_server -H 127.0.0.1 -p 5000";thread (43): MainThread;'
         "serve_forever (socketserver.py:233) 70",
         f"{BENCH};thread (40): MainThread;main (bench/run.py:140);write_overhead (bench/db_bench.py:50) 4",
