@@ -83,17 +83,17 @@ def process_of(frames: list[str]) -> str:
     return f"{argv[:60]} [{m.group(1)}]"
 
 
-KINDS = (
+KINDS = (  # first match wins: the bench's own argv names the emulator (--emulator localstack)
+    r"bench/run\.py",
+    r"drainer",
     r"relay_outbox",
     r"consume --service \S+",
     r"gunicorn",
     r"celery\S* \S+ \S+ \w+",
-    r"moto_server",
-    r"localstack",
-    r"drainer",
     r"split_service",
     r"runserver|uvicorn",
-    r"bench/run\.py",
+    r"moto_server",
+    r"localstack",
 )
 
 

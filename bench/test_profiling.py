@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bench import profiling
 
-BENCH = 'process 40:"python bench/run.py --profile"'
+BENCH = 'process 40:"python bench/run.py --profile --emulator localstack"'
 CONSUMER = f'{BENCH};process 41:"python manage.py consume --service transfers --no-startup"'
 RAW = "\n".join(
     [
