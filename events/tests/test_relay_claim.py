@@ -141,24 +141,13 @@ def test_on_postgres_the_per_subject_check_probes_its_index_whatever_the_statist
         c.execute(f"ANALYZE {table}")  # statistics from a table with no pending row
     for subject in range(1, 101):
         _publish(subject)
-    seen: list[tuple[str, object]] = []
-
-    def capture(execute, sql, params, many, context):
-        if "SKIP LOCKED" in sql:
-            seen.append((sql, params))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(capture):
-        assert len(relay.claim(100, token=uuid.uuid4())) == 100
-    ((sql, params),) = seen
-    with connection.cursor() as c:
-        c.execute("EXPLAIN " + sql, params)
-        plan = "\n".join(line for (line,) in c.fetchall())
+    plan = _explain_claim(100)
     assert "Join Filter" not in plan, plan
     assert "Index Cond: ((aggregate_key" in plan.replace("((aggregate_key)::text", "(aggregate_key"), plan
 
 
 def _explain_claim(limit: int) -> str:
+    """Claim ``limit`` rows (there must be that many due), then EXPLAIN the statement it ran."""
     seen: list[tuple[str, object]] = []
 
     def capture(execute, sql, params, many, context):
@@ -167,7 +156,7 @@ def _explain_claim(limit: int) -> str:
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(capture):
-        relay.claim(limit, token=uuid.uuid4())
+        assert len(relay.claim(limit, token=uuid.uuid4())) == limit
     ((sql, params),) = seen
     with connection.cursor() as c:
         c.execute("EXPLAIN " + sql, params)
