@@ -39,10 +39,13 @@ def test_a_span_of_ports_is_free_together():
 
 
 def test_a_taken_port_is_never_chosen(monkeypatch):
-    """With the range narrowed to two ports and one of them held, the other is chosen."""
+    """With the range narrowed to two ports and one of them held, the other is chosen. The
+    pair comes from the quiet range (two free ports side by side): a port the kernel handed
+    out for ``bind(0)`` sits in the ephemeral range, where a parallel test's connection took
+    its neighbour in CI."""
     with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        taken = holder.getsockname()[1]
+        taken = free_port(span=2)
+        holder.bind(("127.0.0.1", taken))
         holder.listen()
         monkeypatch.setattr(netutil, "_quiet_range", lambda: range(taken, taken + 2))
         if not bindable(taken + 1):
