@@ -9,7 +9,7 @@ from django.db import connection
 from . import common
 from .common import Result, Timer, median
 
-OUTBOX = "events_outboxmessage"
+OUTBOX = common.OUTBOX
 
 
 # ----------------------------------------------------------------------------- write overhead

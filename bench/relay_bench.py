@@ -11,7 +11,7 @@ from django.utils import timezone
 from . import common
 from .common import Result, Timer
 
-OUTBOX = "events_outboxmessage"
+OUTBOX = common.OUTBOX
 TYPES = ("team.created", "team.renamed")
 
 
