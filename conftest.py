@@ -1,5 +1,5 @@
 """Shared fixtures: API clients and users. The event-bus fixtures live in
-``events/testing.py`` and are re-exported here."""
+``devtools/testing.py`` and are re-exported here."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def with_roles(user, *names: str):
     The groups are made first: a transactional test's flush removed the migrations' rows."""
     from django.contrib.auth.models import Group
 
-    from events import roles
+    from kernel import roles
 
     roles.ensure_roles()
     user.groups.add(*Group.objects.filter(name__in=names or (roles.LEAGUE_STAFF, roles.TRANSFER_DESK)))
@@ -42,7 +42,7 @@ def auth_client(user) -> APIClient:
     return client
 
 
-pytest_plugins = ["events.testing"]
+pytest_plugins = ["devtools.testing"]
 
 
 def pytest_collection_modifyitems(config, items):

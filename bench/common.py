@@ -137,8 +137,8 @@ def configure(emulator: str = "moto", db_name: str | None = None) -> Env:
     global _env
     import psycopg
 
-    from events import emulators
-    from events.netutil import free_port
+    from devtools import emulators
+    from devtools.netutil import free_port
 
     suffix = secrets.token_hex(4)
     db_name = db_name or f"bench_{suffix}"

@@ -4,7 +4,7 @@ teams and 500 transfers (quick: 100), then traffic at a fixed rate through the f
 while ``manage.py split_service transfers`` runs. The pause is measured by the clients:
 from the first 503 (with ``Retry-After``) to the last successful write after it, each
 client waiting what ``Retry-After`` says; split_service's own step timings come from its
-output. Target: under 5 s. The checks of ``cutover/checks.py`` run after it (nothing lost
+output. Target: under 5 s. The checks of ``devtools/cutover/checks.py`` run after it (nothing lost
 or doubled), so a fast but lossy cutover is not reported as a pass.
 
     .venv/bin/python bench/run.py --only cutover_pause [--quick]
@@ -50,8 +50,8 @@ def paused_by_split(output: str) -> float | None:
 def seed(stack, *, teams: int, players: int, transfers: int, timeout: float) -> int:
     """``teams`` teams of ``players`` through the API, then ``transfers`` transfer requests
     (a random walk of players between teams), each saga finished. Returns the requests made."""
-    from cutover import checks
-    from cutover.traffic import Traffic
+    from devtools.cutover import checks
+    from devtools.cutover.traffic import Traffic
 
     t = Traffic(stack.base_url, stack.token, rate=15, threads=6, seed=500, mix={"transfer_request": 1})
     t.seed(teams=teams, players=players)
@@ -70,16 +70,16 @@ def seed(stack, *, teams: int, players: int, transfers: int, timeout: float) -> 
 
 
 def cutover_pause(quick: bool) -> Result:
-    from cutover import checks
-    from cutover.live import LiveStack
-    from cutover.traffic import Traffic
-    from events.netutil import free_port
+    from devtools.cutover import checks
+    from devtools.cutover.stack import CutoverStack
+    from devtools.cutover.traffic import Traffic
+    from devtools.netutil import free_port
 
     e = common.env()
     port = int(os.environ.get("BENCH_CUTOVER_PORT") or free_port(span=2))
     transfers = 100 if quick else 500
     rate = 10.0
-    with LiveStack(f"{e.db_name}_cutover", port, free_port()) as stack:
+    with CutoverStack(f"{e.db_name}_cutover", port, free_port()) as stack:
         stack.start()
         requested = seed(stack, teams=20, players=16, transfers=transfers, timeout=600)
         target = stack.database("transfers")

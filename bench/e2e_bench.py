@@ -28,8 +28,8 @@ class Stack:
         self.procs = []
 
     def __enter__(self) -> Stack:
+        from devtools.netutil import free_port, wait_for_http
         from events import topology
-        from events.netutil import free_port, wait_for_http
 
         e = common.env()
         port = free_port()

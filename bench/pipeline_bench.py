@@ -70,8 +70,8 @@ class Pipeline:
         self.procs: dict[str, object] = {}
 
     def __enter__(self) -> Pipeline:
+        from devtools.netutil import free_port, wait_for_http
         from events import topology
-        from events.netutil import free_port, wait_for_http
 
         e = common.env()
         env = e.child_env(OUTBOX_KICK="false", CONSUMER_WAIT_SECONDS="1")

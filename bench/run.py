@@ -10,7 +10,7 @@ not a tracked file: the reference run is kept in docs/bench/).
 
 Each figure is a ratio against a baseline measured in the same run (docs/PERFORMANCE.md).
 Needs PostgreSQL at 127.0.0.1:5432 (user postgres) and Redis at 127.0.0.1:6379; a fresh
-database and an emulator (moto_server, or LocalStack: `python -m events.emulators install`) on a
+database and an emulator (moto_server, or LocalStack: `python -m devtools.emulators install`) on a
 free port are made for the run and removed after it.
 """
 

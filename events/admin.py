@@ -23,7 +23,6 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from . import aws, relay, topology
-from .health import quick_client
 from .models import InboxMessage, OutboxMessage, OutboxState, ServiceGate
 
 FAILED_ROWS_SHOWN = 100
@@ -189,7 +188,7 @@ def queue_depths() -> tuple[list[QueueDepth], str]:
     the rows stay empty and the error is returned (one failed call, not one per queue)."""
     depths = [QueueDepth(service=s.service, name=s.name, dlq_name=s.dlq_name) for s in topology.queue_specs()]
     try:
-        sqs = quick_client("sqs")
+        sqs = aws.quick_client("sqs")
     except Exception as exc:
         return depths, f"{type(exc).__name__}: {exc}"
     attrs = [

@@ -66,9 +66,27 @@ def client(service: str, *, budget: float | None = None) -> Any:
     return cache[key]
 
 
+def quick_client(service: str) -> Any:
+    """An SNS/SQS client that fails fast (one attempt, short timeouts), for probes and
+    the admin page: a probe that hangs for the default retries is worse than a "no"."""
+    timeout = settings.HEALTH_CHECK_TIMEOUT
+    key = (service, settings.AWS_ENDPOINT_URL, settings.AWS_REGION, timeout)
+    cache = getattr(_local, "quick_clients", None)
+    if cache is None:
+        cache = _local.quick_clients = {}
+    if key not in cache:
+        kwargs = _client_kwargs()
+        kwargs["config"] = Config(
+            retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=timeout, read_timeout=timeout
+        )
+        cache[key] = boto3.session.Session().client(service, **kwargs)
+    return cache[key]
+
+
 def reset() -> None:
     """Forget clients and cached ARNs (tests that start a new AWS emulator)."""
     _local.clients = {}
+    _local.quick_clients = {}
     with _lock:
         _topic_arns.clear()
 

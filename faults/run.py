@@ -749,7 +749,7 @@ class Suite:
         import signal
         import subprocess
 
-        from events.netutil import free_port, wait_for_http
+        from devtools.netutil import free_port, wait_for_http
 
         from .stack import BASE_DIR
 
@@ -832,15 +832,15 @@ class Suite:
         """`manage.py split_service transfers` killed with -9 at each step under traffic
         (faults/split.py), on a runstack of its own; the suite's relays and consumers are
         paused meanwhile. A kill before the switch is rolled back, the one after it is run
-        again; the end state must pass cutover/checks.py."""
-        from cutover.live import LiveStack
-        from events.netutil import free_port
+        again; the end state must pass devtools/cutover/checks.py."""
+        from devtools.cutover.stack import CutoverStack
+        from devtools.netutil import free_port
 
         from . import split
 
         paused = self.stack.pause(("relay", "consume-"))
         try:
-            with LiveStack(f"{self.stack.db_name}_split", free_port(span=2), free_port()) as live:
+            with CutoverStack(f"{self.stack.db_name}_split", free_port(span=2), free_port()) as live:
                 live.start()
                 kills = split.run(live, self.plan.split_points)
                 row.faults = "kill -9 split_service at " + ", ".join(

@@ -6,7 +6,7 @@ the traffic generator through the front door the whole time. For each kill point
 switch, split_service is started with a new target database and ``kill -9``-ed when it
 reaches the point; then ``split_service transfers --rollback`` (the design: a failure before
 the switch goes back to the monolith) must leave the monolith serving transfers, its gate
-open, and the checks of ``cutover/checks.py`` passing on the monolith alone. The last kill
+open, and the checks of ``devtools/cutover/checks.py`` passing on the monolith alone. The last kill
 point is after the switch: there the same ``split_service`` command is run again and must
 finish the move, and the checks must pass across both databases.
 
@@ -65,7 +65,7 @@ def _begun(step: str, output: str) -> bool:
 
 
 def _gate(url: str, service: str, conn: psycopg.Connection | None = None) -> str:
-    from cutover.checks import _pg
+    from devtools.cutover.checks import _pg
 
     sql = "SELECT state FROM events_servicegate WHERE service = %s"
     if conn is not None:
@@ -87,7 +87,7 @@ def kill_at(stack, point: str, target: str, timeout: float = 300) -> Kill:
     kill = Kill(point, problems=[])
     proc = stack.manage("split_service", service, "--database-url", target, "--yes")
     deadline = time.monotonic() + timeout
-    from cutover.checks import _pg
+    from devtools.cutover.checks import _pg
 
     conn = psycopg.connect(_pg(stack.url), connect_timeout=5, autocommit=True)  # one, polled every few ms
     gate = lambda: _gate(stack.url, service, conn)  # noqa: E731
@@ -123,9 +123,9 @@ def kill_at(stack, point: str, target: str, timeout: float = 300) -> Kill:
 
 
 def run(stack, points: tuple[str, ...] = tuple(POINTS), *, rate: float = 4, settle: float = 180) -> list[Kill]:
-    """Every kill point in order on ``stack`` (a started ``cutover.live.LiveStack``), under traffic."""
-    from cutover import checks
-    from cutover.traffic import Traffic
+    """Every kill point in order on ``stack`` (a started ``devtools.cutover.stack.CutoverStack``), under traffic."""
+    from devtools.cutover import checks
+    from devtools.cutover.traffic import Traffic
 
     kills: list[Kill] = []
     traffic = Traffic(stack.base_url, stack.token, rate=rate, threads=6, seed=9)

@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import requests
 
-from events import emulators
-from events.netutil import free_port, wait_for_http
+from devtools import emulators
+from devtools.netutil import free_port, wait_for_http
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

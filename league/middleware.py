@@ -82,7 +82,7 @@ class ApiMiddleware:
       which would turn a POST into a GET and lose the write; no ``APPEND_SLASH`` error).
     - Every error response that is not a problem document yet (Django's 404 for an unmatched
       URL, its 400/413, any 500, with ``DEBUG`` on or off) is replaced by one
-      (``league.api``), keeping ``Allow``/``Retry-After``/``WWW-Authenticate``.
+      (``kernel.api``), keeping ``Allow``/``Retry-After``/``WWW-Authenticate``.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -93,7 +93,7 @@ class ApiMiddleware:
             return self.get_response(request)
         from django.conf import settings
 
-        from league import api
+        from kernel import api
 
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         try:
@@ -135,7 +135,7 @@ def _add_slash(request: HttpRequest) -> None:
 class WritesPausedMiddleware:
     """Outside the API (the admin): a write refused by a service's gate (``events/gate.py``,
     the service is being moved) is a 503 with ``Retry-After`` and the reason, not a 500.
-    The API answers the same as a problem document (``league.api``)."""
+    The API answers the same as a problem document (``kernel.api``)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

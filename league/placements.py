@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from cutover import deployment
-from events.netutil import free_port, wait_for_http
+from devtools.netutil import free_port, wait_for_http
 
 if TYPE_CHECKING:
     from league.management.commands.runstack import Child, Command

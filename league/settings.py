@@ -73,8 +73,8 @@ ACTIVE_SERVICES = SERVICES if _league_service == "all" else tuple(s for s in SER
 LEAGUE_SERVICE = "all" if ACTIVE_SERVICES == SERVICES else ",".join(ACTIVE_SERVICES)
 
 INSTALLED_APPS = [
-    # Django's admin with the event-bus page added (events/admin_site.py).
-    "events.admin_site.EventsAdminConfig",
+    # Django's admin with the event-bus page added (league/admin_site.py).
+    "league.admin_site.LeagueAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -198,22 +198,22 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    # Public reads; writes need the model permission a role grants (league/permissions.py).
-    "DEFAULT_PERMISSION_CLASSES": ["league.permissions.RolePermissions"],
-    # limit 1..1000, offset bounded: anything else is a 400 (league/api.py).
-    "DEFAULT_PAGINATION_CLASS": "league.api.Pagination",
+    # Public reads; writes need the model permission a role grants (kernel/permissions.py).
+    "DEFAULT_PERMISSION_CLASSES": ["kernel.permissions.RolePermissions"],
+    # limit 1..1000, offset bounded: anything else is a 400 (kernel/api.py).
+    "DEFAULT_PAGINATION_CLASS": "kernel.api.Pagination",
     "PAGE_SIZE": 50,
     # Every error is an RFC 9457 problem document (application/problem+json).
-    "EXCEPTION_HANDLER": "league.api.exception_handler",
+    "EXCEPTION_HANDLER": "kernel.api.exception_handler",
     # JSON bounded in size (413) and depth (400).
     "DEFAULT_PARSER_CLASSES": [
-        "league.api.JSONParser",
+        "kernel.api.JSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    # drf-spectacular's, with public reads documented as public (league/openapi.py).
-    "DEFAULT_SCHEMA_CLASS": "league.openapi.AutoSchema",
+    # drf-spectacular's, with public reads documented as public (kernel/openapi.py).
+    "DEFAULT_SCHEMA_CLASS": "kernel.openapi.AutoSchema",
 }
 
 # OpenAPI schema at /api/schema/, Swagger UI at /api/docs/ (assets bundled by the sidecar
@@ -233,10 +233,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # The one error format (a Problem component on every error response) and the links
-    # between operations (league/openapi.py).
+    # between operations (kernel/openapi.py).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "league.openapi.postprocess",
+        "kernel.openapi.postprocess",
     ],
 }
 
@@ -392,7 +392,7 @@ configure_structlog()
 LOGGING = logging_config(level=LOG_LEVEL, json=LOG_JSON)
 
 # --------------------------------------------------------------------------------------
-# Operations: /healthz, /readyz and /metrics (events/health.py, events/metrics.py).
+# Operations: /healthz, /readyz and /metrics (league/health.py, events/metrics.py).
 # Counters are per process; with PROMETHEUS_MULTIPROC_DIR set (gunicorn workers, Celery,
 # consumers on one host) prometheus-client aggregates them across processes.
 # --------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from events import health, metrics, trace
+from events import metrics, trace
+from league import health
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import requests
 from django.conf import settings
 
+from devtools.netutil import free_port, wait_for_http
+from devtools.testing import child_env, wait_until
 from events import aws
 from events.broadcasting import TAG_INSTANCE
-from events.netutil import free_port, wait_for_http
-from events.testing import child_env, wait_until
 
 from .feed import SERVICE
 

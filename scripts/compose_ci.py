@@ -29,7 +29,7 @@ What it does, in order, printing each step with its duration:
      (``--supervisor compose``, run from this host) move each to a database of its own while
      the stack runs; after each move it answers its paths through the front door, work made
      after the move goes through (a transfer completes; a result changes the standings, a
-     new season is scheduled), cutover/checks.py passes across the databases and the
+     new season is scheduled), devtools/cutover/checks.py passes across the databases and the
      monolith's containers run without it.
 4. **Microservices, under faults** (same stack, before ``down``):
    - ``--scale transfers-consumer=4``; 40 teams created; each ``team.created`` event is
@@ -78,7 +78,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from events.netutil import free_port  # noqa: E402  (the repo's own helper)
+from devtools.netutil import free_port  # noqa: E402  (the repo's own helper)
 
 PROJECT = "leagueci"
 APP_IMAGE = "league-manager:ci"
@@ -762,7 +762,7 @@ def monolith_without(stack: Stack, moved: list[str]) -> None:
 
 
 def settled_across(stack: Stack, moved: dict[str, str], transfer_ids: list[int]) -> None:
-    """cutover/checks.py over the monolith's database and each moved service's: every event
+    """devtools/cutover/checks.py over the monolith's database and each moved service's: every event
     handled exactly once, the transfers final, the replicas equal to the teams service."""
     script = (
         "import django, sys; django.setup(); from cutover import checks; "
@@ -780,7 +780,7 @@ def settled_across(stack: Stack, moved: dict[str, str], transfer_ids: list[int])
     for line in (verdict.stdout + verdict.stderr).strip().splitlines()[-20:]:
         say(f"  {line}")
     if verdict.returncode != 0:
-        raise Failed(f"the checks across the databases of {['monolith', *moved]} (cutover/checks.py) failed")
+        raise Failed(f"the checks across the databases of {['monolith', *moved]} (devtools/cutover/checks.py) failed")
 
 
 def split_transfers_then_fixtures(stack: Stack) -> None:

@@ -6,7 +6,7 @@ class TeamsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from events import roles
+        from kernel import roles
 
         # Registers the consumers' handlers and what the service answers to the pages.
         from . import handlers, queries  # noqa: F401

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from events.names import clean_name, name_key
+from kernel.names import clean_name, name_key
 
 # Case folding can lengthen a name (ß -> ss): room for three characters per character.
 NAME_KEY_LENGTH = 300
@@ -24,7 +24,7 @@ POSITION_ERROR = f"Position must be one of {', '.join(Position.values)}."
 
 class Team(models.Model):
     name = models.CharField(max_length=100)
-    # What uniqueness compares (events.names.name_key): NFC, case-folded. Set by save().
+    # What uniqueness compares (kernel.names.name_key): NFC, case-folded. Set by save().
     name_key = models.CharField(max_length=NAME_KEY_LENGTH, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -49,7 +49,7 @@ class Team(models.Model):
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
-        """The name rule of every writer (services, admin): a clean name (events.names)
+        """The name rule of every writer (services, admin): a clean name (kernel.names)
         that no other team has, compared on the key the unique constraint holds."""
         self.name = _clean(self.name, "Team name")
         self.name_key = name_key(self.name)
@@ -87,7 +87,7 @@ class Player(models.Model):
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
-        """A clean name (events.names) that no other player of the team has."""
+        """A clean name (kernel.names) that no other player of the team has."""
         self.name = _clean(self.name, "Player name")
         self.name_key = name_key(self.name)
         if self.team_id and Player.objects.filter(team_id=self.team_id, name_key=self.name_key).exclude(pk=self.pk).exists():

@@ -1,8 +1,8 @@
-"""Which of this service's permissions each role holds (see events/roles.py).
+"""Which of this service's permissions each role holds (see kernel/roles.py).
 
-Changing this needs a migration that calls ``events.roles.grant`` again."""
+Changing this needs a migration that calls ``kernel.roles.grant`` again."""
 
-from events.roles import LEAGUE_STAFF, READ_ONLY, SERVICE_ACCOUNTS, TRANSFER_DESK
+from kernel.roles import LEAGUE_STAFF, READ_ONLY, SERVICE_ACCOUNTS, TRANSFER_DESK
 
 _VIEW = ["view_team", "view_player"]
 

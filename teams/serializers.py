@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from events.names import NameField
+from kernel.names import NameField
 
 from .models import POSITION_ERROR, Player, Position, Team
 
 
-# Names are cleaned by events.names (NFC, no control characters) with the services' messages.
+# Names are cleaned by kernel.names (NFC, no control characters) with the services' messages.
 class PlayerInputSerializer(serializers.Serializer):
     name = NameField(label="Player name")
     position = serializers.ChoiceField(choices=Position.choices, error_messages={"invalid_choice": POSITION_ERROR})

@@ -27,7 +27,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 import events
-from events.names import name_key
+from kernel.names import name_key
 
 from .models import (
     POSITION_ERROR,
@@ -284,7 +284,7 @@ def _answer(move: Move) -> None:
 
 
 def _clean_team_name(name: Any) -> str:
-    """The stored form of a team name (events.names), or a ValidationError on ``name``;
+    """The stored form of a team name (kernel.names), or a ValidationError on ``name``;
     the model's ``clean`` applies the same rule and the uniqueness check."""
     return _clean(name, TEAM_NAME)
 

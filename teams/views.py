@@ -1,5 +1,5 @@
 """The teams REST API: thin views that parse input, call a service or a selector, and
-shape the answer. Errors: service ``ValidationError`` -> 400 (league.api), unknown id -> 404,
+shape the answer. Errors: service ``ValidationError`` -> 400 (kernel.api), unknown id -> 404,
 also when the service finds the team or player gone inside its transaction (a request that
 lost a race: ``TeamNotFound`` / ``PlayerNotFound``)."""
 
@@ -17,8 +17,8 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from league.api import MAX_LIMIT, _bounded_int
-from league.openapi import errors
+from kernel.api import MAX_LIMIT, _bounded_int
+from kernel.openapi import errors
 
 from . import selectors, services
 from .models import Player, Team
@@ -65,7 +65,7 @@ TEAM_EXAMPLE = {
 
 
 class TeamListApi(ListAPIView):
-    permission_model = Team  # writes need teams.<add|change|delete>_team (league/permissions.py)
+    permission_model = Team  # writes need teams.<add|change|delete>_team (kernel/permissions.py)
     serializer_class = TeamSerializer
 
     def get_queryset(self):
@@ -184,7 +184,7 @@ class TeamExportApi(ListAPIView):
 
 
 class TeamDetailApi(GenericAPIView):
-    permission_model = Team  # writes need teams.<add|change|delete>_team (league/permissions.py)
+    permission_model = Team  # writes need teams.<add|change|delete>_team (kernel/permissions.py)
     serializer_class = TeamSerializer
 
     @extend_schema(
@@ -225,7 +225,7 @@ class TeamDetailApi(GenericAPIView):
 
 
 class PlayerListApi(GenericAPIView):
-    permission_model = Player  # writes need teams.<add|change|delete>_player (league/permissions.py)
+    permission_model = Player  # writes need teams.<add|change|delete>_player (kernel/permissions.py)
     serializer_class = PlayerSerializer
     pagination_class = None  # a squad is bounded by SQUAD_LIMIT
 
@@ -266,7 +266,7 @@ class PlayerListApi(GenericAPIView):
 
 
 class PlayerDetailApi(GenericAPIView):
-    permission_model = Player  # writes need teams.<add|change|delete>_player (league/permissions.py)
+    permission_model = Player  # writes need teams.<add|change|delete>_player (kernel/permissions.py)
     serializer_class = PlayerSerializer
 
     @extend_schema(

@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import Q
 from django.utils import timezone
 
-from events.replica import DeletedFilter, deleted_column
+from kernel.replica import DeletedFilter, deleted_column
 
 from . import services
 from .models import IN_FLIGHT, PlayerReplica, TeamReplica, TeamsSync, Transfer
@@ -159,7 +159,7 @@ class _ReadOnly(admin.ModelAdmin):
 @admin.register(TeamReplica)
 class TeamReplicaAdmin(_ReadOnly):
     list_display = ["team_id", "name", "sequence", "deleted", "synced_at", "updated_at"]
-    list_filter = [DeletedFilter]  # events/replica.py
+    list_filter = [DeletedFilter]  # kernel/replica.py
     deleted = deleted_column
     search_fields = ["name", "=team_id"]
     inlines = [PlayerReplicaInline]

@@ -6,8 +6,8 @@ class TransfersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from events import roles
         from events.metrics import register_scrape_collector
+        from kernel import roles
 
         # Registers the consumers' handlers and what the service answers to the pages.
         from . import handlers, queries  # noqa: F401

@@ -5,7 +5,7 @@ The replica is a cache built from ``team.*``/``player.*`` events, full snapshots
 in any order, so every fact is stamped with the team's ``sequence`` it came from and the
 replica keeps the newest fact per element (last writer wins by sequence, not by arrival):
 
-- the team itself is the shared replicated team (events/replica.py): its name carries
+- the team itself is the shared replicated team (kernel/replica.py): its name carries
   ``name_sequence``; a deleted team stays as a tombstone (``deleted_at``): team ids are
   never reused, so deletion is final and every later-arriving fact about it is ignored;
 - each (team, player) membership carries ``sequence`` and ``present`` (``False`` is a
@@ -21,11 +21,11 @@ from datetime import datetime
 from django.db import models
 from django.db.models import Q
 
-from events.replica import ReplicatedTeam
+from kernel.replica import ReplicatedTeam
 
 
 class TeamReplica(ReplicatedTeam):
-    """The shared replicated team (events/replica.py; ``objects.visible()``: known, live
+    """The shared replicated team (kernel/replica.py; ``objects.visible()``: known, live
     teams), plus this replica's clock: when it first heard of the team (the snapshot's
     absence rule) and when a snapshot or fetch last confirmed it."""
 

@@ -5,7 +5,7 @@ events, redeliveries and snapshots arrive. Each fact carries the sequence of the
 is about, and each element keeps the newest fact it has seen:
 
 - the team (name with ``name_sequence``, tombstone, ``sequence``) follows the rules every
-  replica shares, applied by events/replica.py;
+  replica shares, applied by kernel/replica.py;
 - each (team, player) membership keeps its ``sequence`` and ``present`` flag, so a removal
   is remembered as a tombstone and an older "added" arriving late cannot revive it;
 - ``team.deleted`` (or absence from a snapshot, see ``apply_export``) leaves a team
@@ -35,7 +35,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from events import replica as shared
+from kernel import replica as shared
 
 from .models import PlayerReplica, TeamReplica
 
@@ -123,7 +123,7 @@ def _save(team: TeamReplica, *, synced: bool = False) -> None:
 
 
 def team_created(*, team_id: int, name: str, players: Iterable[dict[str, Any]], sequence: int) -> None:
-    """The shared rule for the team (events/replica.py), then its squad, each player a
+    """The shared rule for the team (kernel/replica.py), then its squad, each player a
     membership at the event's sequence."""
     shared.team_created(TeamReplica, team_id=team_id, name=name, sequence=sequence)
     team = TeamReplica.objects.get(team_id=team_id)  # locked above, in this transaction

@@ -1,10 +1,10 @@
-"""Which of this service's permissions each role holds (see events/roles.py).
+"""Which of this service's permissions each role holds (see kernel/roles.py).
 
 Requesting a transfer is ``add_transfer``; cancelling one is ``cancel_transfer``
-(``POST /api/transfers/{id}/cancel/`` and the admin action). Changing this needs a migration that calls ``events.roles.grant``
+(``POST /api/transfers/{id}/cancel/`` and the admin action). Changing this needs a migration that calls ``kernel.roles.grant``
 again."""
 
-from events.roles import LEAGUE_STAFF, READ_ONLY, TRANSFER_DESK
+from kernel.roles import LEAGUE_STAFF, READ_ONLY, TRANSFER_DESK
 
 _VIEW = ["view_transfer", "view_teamreplica", "view_playerreplica", "view_teamssync"]
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from events.replica import ReplicatedTeamSerializer
-from league.api import StrictCharField
+from kernel.api import StrictCharField
+from kernel.replica import ReplicatedTeamSerializer
 
 from .models import PlayerReplica, Transfer
 
@@ -17,7 +17,7 @@ class PlayerReplicaSerializer(serializers.ModelSerializer):
 
 
 class TeamReplicaSerializer(ReplicatedTeamSerializer):
-    """The shape of a replicated team in every service (events/replica.py: ``id`` is the
+    """The shape of a replicated team in every service (kernel/replica.py: ``id`` is the
     team's id, as in the teams API), plus this replica's players and last sync."""
 
     players = PlayerReplicaSerializer(source="squad", many=True, read_only=True)

@@ -7,7 +7,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from league.openapi import errors
+from kernel.openapi import errors
 
 from . import selectors, services
 from .models import Transfer, TransferState
@@ -206,7 +206,7 @@ class TransferCancelView(generics.GenericAPIView):
     moved, ``completed`` if he had. Needs the ``transfers.cancel_transfer`` permission."""
 
     serializer_class = TransferCancelSerializer
-    # league/permissions.py: a 403 names the permission and the role (Transfer desk).
+    # kernel/permissions.py: a 403 names the permission and the role (Transfer desk).
     required_permissions = {"POST": ["transfers.cancel_transfer"]}
 
     def post(self, request: Request, pk: int) -> Response:

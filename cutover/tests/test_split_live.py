@@ -2,7 +2,7 @@
 (PostgreSQL, ``moto_server``, the front door's nginx, web, Celery relay, consumers), driven
 by the traffic generator through the front door only, while ``manage.py split_service``
 moves transfers, then fixtures, to databases of their own. After the traffic stops and the
-bus settles (bounded), the checks of ``cutover/checks.py`` must hold across every database:
+bus settles (bounded), the checks of ``devtools/cutover/checks.py`` must hold across every database:
 every event handled exactly once by every service that consumes it, every transfer
 requested completed/rejected/cancelled, the replicas equal to the teams service, no 5xx
 but the documented 503 of the service being moved, and that service answering through
@@ -21,16 +21,16 @@ import psycopg
 import pytest
 import requests
 
-from cutover import checks
-from cutover.live import LiveStack
-from cutover.traffic import Traffic
+from devtools.cutover import checks
+from devtools.cutover.stack import CutoverStack
+from devtools.cutover.traffic import Traffic
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 SETTLE = 180  # seconds for the bus and the sagas to settle after the traffic stops
 
 
-def explain(stack: LiveStack, *parts: object) -> str:
+def explain(stack: CutoverStack, *parts: object) -> str:
     return "\n".join(
         [
             *(str(p) for p in parts),
@@ -44,7 +44,7 @@ def explain(stack: LiveStack, *parts: object) -> str:
 
 @pytest.fixture
 def monolith_stack():
-    with LiveStack("league_tr_live", 18300, 18309) as stack:
+    with CutoverStack("league_tr_live", 18300, 18309) as stack:
         stack.start()
         yield stack
 
@@ -73,7 +73,7 @@ def test_the_checks_pass_on_a_monolith_under_traffic_and_catch_a_lost_handling(m
     assert [p for p in broken.lost if row[0] in p and row[1] in p] and len(broken.lost) == 1, broken.describe()
 
 
-def split(stack: LiveStack, service: str, url: str, timeout: float = 300) -> tuple[str, float]:
+def split(stack: CutoverStack, service: str, url: str, timeout: float = 300) -> tuple[str, float]:
     """Run split_service to completion; its output, and when it ended (time.monotonic())."""
     proc = stack.manage("split_service", service, "--database-url", url, "--yes")
     try:
@@ -87,7 +87,7 @@ def split(stack: LiveStack, service: str, url: str, timeout: float = 300) -> tup
     return output, ended
 
 
-def move_under_traffic(stack: LiveStack, service: str, placement: checks.Placement) -> checks.Placement:
+def move_under_traffic(stack: CutoverStack, service: str, placement: checks.Placement) -> checks.Placement:
     url = stack.database(service)
     traffic = Traffic(stack.base_url, stack.token, rate=8, threads=6, seed=hash(service) % 1000)
     traffic.seed(teams=6, players=5)
@@ -120,7 +120,7 @@ def move_under_traffic(stack: LiveStack, service: str, placement: checks.Placeme
 
 @pytest.fixture
 def split_stack():
-    with LiveStack("league_tr_split", 18310, 18319) as stack:
+    with CutoverStack("league_tr_split", 18310, 18319) as stack:
         stack.start()
         yield stack
 

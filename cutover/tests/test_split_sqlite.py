@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from events.netutil import free_port
+from devtools.netutil import free_port
 from frontdoor.nginx import INSTALL_HINT, FrontDoor
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def stack(tmp_path):
     if not FrontDoor.available():
         pytest.fail(f"nginx is not installed: {INSTALL_HINT} (.ci/run installs it)")
     # --port, the web behind the front door (--port + 1) and the emulator's, all outside the
-    # kernel's ephemeral range (events.netutil.free_port).
+    # kernel's ephemeral range (devtools.netutil.free_port).
     port = free_port(span=3)
     emulator_port = port + 2
     data = tmp_path / "data"

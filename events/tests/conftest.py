@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from devtools.testing import BusDriver
 from events import registry, topology
-from events.testing import BusDriver
 
 
 @pytest.fixture

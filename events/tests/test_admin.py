@@ -9,8 +9,8 @@ from django.db import transaction
 from django.urls import reverse
 
 import events
+from devtools.netutil import free_port
 from events.models import InboxMessage, OutboxMessage, OutboxState
-from events.netutil import free_port
 
 BUS_URL = "/admin/events/bus/"
 

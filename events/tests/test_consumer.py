@@ -15,10 +15,10 @@ import pytest
 from django.db import OperationalError, connection, transaction
 
 import events
+from devtools.testing import wait_until
 from events import aws, metrics, registry, relay, topology
 from events.consumer import Consumer, StopReceiving
 from events.models import InboxMessage
-from events.testing import wait_until
 
 
 def _create(team_id: int, name: str = "Ajax"):

@@ -12,9 +12,9 @@ import pytest
 from django.db import transaction
 
 import events
+from devtools.testing import BusDriver
 from events import context, registry, topology
 from events.models import OutboxMessage
-from events.testing import BusDriver
 from league.logging import formatter
 
 

@@ -11,10 +11,10 @@ import pytest
 from django.db import connections, transaction
 
 import events
+from devtools.testing import wait_until
 from events import aws, gate
 from events.consumer import Consumer
 from events.models import InboxMessage, OutboxMessage, SubjectSequence
-from events.testing import wait_until
 
 
 def _publish_team(team_id: int) -> None:

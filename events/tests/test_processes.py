@@ -14,9 +14,9 @@ import pytest
 from django.db import connection, transaction
 
 import events
+from devtools.testing import child_env, manage_argv, wait_until
 from events import aws, relay, topology
 from events.models import InboxMessage, OutboxMessage, OutboxState
-from events.testing import child_env, manage_argv, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

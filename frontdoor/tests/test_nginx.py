@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from events.netutil import free_port
+from devtools.netutil import free_port
 from frontdoor import nginx as fd
 from frontdoor.nginx import FrontDoor, FrontDoorError, render
 from frontdoor.testing import Upstream, get

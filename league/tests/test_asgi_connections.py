@@ -13,8 +13,8 @@ import requests
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
+from devtools.testing import database_url
 from events import topology
-from events.testing import database_url
 from live.testing import web_instances
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]

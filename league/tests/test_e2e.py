@@ -11,7 +11,7 @@ import sys
 import pytest
 from django.core.management import call_command
 
-from events import testing
+from devtools import testing
 from events.models import OutboxMessage, OutboxState
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

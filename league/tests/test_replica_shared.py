@@ -1,4 +1,4 @@
-"""One shape for a replicated team (events/replica.py): both consuming services keep their
+"""One shape for a replicated team (kernel/replica.py): both consuming services keep their
 team replica on the shared abstract model and apply team.* events with the shared rules,
 so the same events, in any order, leave both replicas in the same state."""
 
@@ -11,9 +11,9 @@ from itertools import permutations
 import pytest
 
 from events.envelope import Event
-from events.replica import ReplicatedTeam
 from fixtures import handlers as fixtures_handlers
 from fixtures.models import TeamReplica as FixturesTeam
+from kernel.replica import ReplicatedTeam
 from transfers import handlers as transfers_handlers
 from transfers.models import TeamReplica as TransfersTeam
 

@@ -15,8 +15,8 @@ from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from events import roles
 from fixtures.factories import ScheduledSeasonFactory, TeamReplicaFactory
+from kernel import roles
 from teams.factories import TeamFactory
 from teams.models import Team
 

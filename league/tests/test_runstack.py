@@ -18,8 +18,8 @@ import pytest
 import requests
 from django.conf import settings
 
-from events import emulators
-from events.netutil import free_port
+from devtools import emulators
+from devtools.netutil import free_port
 from frontdoor.nginx import FrontDoor
 from live.testing import Stream
 

@@ -12,7 +12,7 @@ import threading
 import pytest
 from django.core.management.base import CommandError
 
-from events.netutil import free_port
+from devtools.netutil import free_port
 from frontdoor.nginx import FrontDoor
 from frontdoor.testing import Upstream, get
 from league.management.commands.runstack import Command

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db.migrations.loader import MigrationLoader
 
-from events.netutil import free_port, wait_for_http
+from devtools.netutil import free_port, wait_for_http
 
 ROOT = Path(settings.BASE_DIR)
 SERVICES = settings.SERVICES

@@ -127,8 +127,8 @@ def test_one_transfer_is_one_trace_from_the_request_through_teams_and_back(otel_
 
 
 def test_a_handler_failure_is_an_error_span_and_a_bad_traceparent_starts_a_new_trace(otel_spans, aws_mock, db):
+    from devtools.testing import BusDriver
     from events import registry, topology
-    from events.testing import BusDriver
 
     def explode(event):
         raise RuntimeError("boom")
@@ -224,7 +224,7 @@ def test_across_processes_the_relay_and_each_consumer_export_into_the_requests_t
     from django.core.management import call_command
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from events import testing
+    from devtools import testing
 
     call_command("setup_bus", verbosity=0)
     bus = testing.BusDriver(services=["transfers"])

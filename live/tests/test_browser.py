@@ -16,8 +16,8 @@ from django.conf import settings
 from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 
+from devtools.testing import BusDriver
 from events import relay, topology
-from events.testing import BusDriver
 from live.testing import chromium, web_instances
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -67,7 +67,7 @@ def test_each_instance_shows_a_result_within_two_seconds_without_reload(
     topology.ensure()
     bus = BusDriver(services=topology.consuming_services())
     call_command("seed_demo", "--teams", "8", "--squad", "11")
-    # Posting results and teams is the league staff's (events/roles.py).
+    # Posting results and teams is the league staff's (kernel/roles.py).
     user = django_user_model.objects.create_superuser("desk", "desk@example.com", "pw-desk-12345")
     session = requests.Session()
     session.headers["Authorization"] = f"Token {Token.objects.create(user=user).key}"

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 def test_each_web_instance_delivers_the_event_to_its_own_stream(moto_server, django_user_model):
     topology.ensure()
-    # Posting results and teams is the league staff's (events/roles.py).
+    # Posting results and teams is the league staff's (kernel/roles.py).
     user = django_user_model.objects.create_superuser("desk", "desk@example.com", "pw-desk-12345")
     token = Token.objects.create(user=user).key
     with web_instances(2, moto_server) as (first, second):

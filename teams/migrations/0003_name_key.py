@@ -1,7 +1,7 @@
 """Names compared on their normalized, case-folded key (issue 13 item 8).
 
 Adds ``name_key`` to teams and players, normalizes every existing name the way
-``events.names.clean_name`` does (NFC, white space collapsed) and fills its key; the
+``kernel.names.clean_name`` does (NFC, white space collapsed) and fills its key; the
 unique constraints on the key follow in 0003. Control and format characters already
 stored are kept (removing them would change a name people see): only new names refuse
 them. Two existing rows that become the same name after normalization keep their rows:
@@ -13,7 +13,7 @@ import unicodedata
 
 from django.db import migrations, models
 
-from events.names import name_key
+from kernel.names import name_key
 
 
 def _normalize(name):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from devtools.problems import problem_fields
 from events.models import OutboxMessage
-from league.testing import problem_fields
 from teams import services
 from teams.factories import PlayerFactory, TeamFactory
 from teams.models import Player, Team
@@ -183,7 +183,7 @@ def test_odd_team_ids_are_404(api_client, team_id):
 @pytest.fixture
 def export_client(api_client):
     """A client with the token of a service account (teams.export_team)."""
-    from events import roles
+    from kernel import roles
     from league.management.commands.service_account import ensure_service_account
 
     roles.ensure_roles()

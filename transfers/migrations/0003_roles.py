@@ -2,12 +2,12 @@
 
 The mapping is written out here, frozen as migrations must be; ``transfers/roles.py`` holds the
 same declaration for the running code, and a test keeps the two equal. See
-events/roles.py for the roles and why each app grants its own permissions.
+kernel/roles.py for the roles and why each app grants its own permissions.
 """
 
 from django.db import migrations
 
-from events.roles import grant, revoke
+from kernel.roles import grant, revoke
 
 ROLES = {'League staff': ['view_transfer', 'view_teamreplica', 'view_playerreplica', 'view_teamssync'],
  'Transfer desk': ['view_transfer',

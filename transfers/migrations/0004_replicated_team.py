@@ -1,4 +1,4 @@
-"""The team replica on the shared shape (events/replica.py): ``deleted`` (a flag) becomes
+"""The team replica on the shared shape (kernel/replica.py): ``deleted`` (a flag) becomes
 ``deleted_at`` (when). A tombstone keeps being one: its ``deleted_at`` is its last change
 (``updated_at``), the best time this replica knows; no row is dropped. The flag goes in 0005 (its own transaction)."""
 

@@ -14,9 +14,9 @@ import requests
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
-from events import roles
+from devtools.testing import aws_mock, bus  # noqa: F401  (re-exported fixtures)
 from events.envelope import Event
-from events.testing import aws_mock, bus  # noqa: F401  (re-exported fixtures)
+from kernel import roles
 from league.management.commands.service_account import ensure_service_account
 
 

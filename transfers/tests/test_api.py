@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from league.testing import problem_fields
+from devtools.problems import problem_fields
 from transfers.factories import PlayerReplicaFactory, TeamReplicaFactory, TransferFactory
 from transfers.models import Transfer, TransferState
 

@@ -11,8 +11,8 @@ from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.utils import timezone
 
+from devtools.problems import problem_fields
 from events.models import OutboxMessage
-from league.testing import problem_fields
 from transfers import services
 from transfers.factories import PlayerReplicaFactory, TeamReplicaFactory, TransferFactory
 from transfers.models import Transfer, TransferState

@@ -13,8 +13,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from devtools.problems import problem_fields
 from events.models import OutboxMessage
-from league.testing import problem_fields
 from transfers import selectors, teams_client
 from transfers.factories import PlayerReplicaFactory, TeamReplicaFactory
 from transfers.models import PlayerReplica, TeamReplica, TeamsSync, Transfer

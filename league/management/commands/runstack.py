@@ -45,9 +45,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from cutover import deployment
-from events import emulators, roles
-from events.netutil import free_port, port_open, wait_for_http
+from devtools import emulators
+from devtools.netutil import free_port, port_open, wait_for_http
 from frontdoor.nginx import FrontDoor, FrontDoorError
+from kernel import roles
 from league.placements import Placements, monolith_consumers
 
 from .service_account import ensure_service_account

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
-from events import roles
+from kernel import roles
 
 MIN_TOKEN_LENGTH = 32
 MAX_TOKEN_LENGTH = 40  # DRF's Token.key column

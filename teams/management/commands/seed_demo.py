@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from events.names import name_key
+from kernel.names import name_key
 from teams import services
 from teams.models import Position, Team
 

@@ -1,7 +1,7 @@
 """The project's admin site: Django's, plus the event-bus overview page.
 
 Installed in place of ``django.contrib.admin`` (``INSTALLED_APPS``:
-``events.admin_site.EventsAdminConfig``), the documented way to replace the default site,
+``league.admin_site.LeagueAdminConfig``), the documented way to replace the default site,
 so every ``@admin.register`` keeps working. This module imports no model: it is loaded
 while the app registry is still being filled. The page itself is ``events.admin.bus_overview``.
 """
@@ -24,8 +24,8 @@ class LeagueAdminSite(admin.AdminSite):
     site_title = "League Manager"
 
     def get_urls(self) -> list[Any]:
-        from .admin import bus_overview
-        from .trace import trace_view
+        from events.admin import bus_overview
+        from events.trace import trace_view
 
         return [
             path("events/bus/", self.admin_view(bus_overview), name="events_bus"),
@@ -68,5 +68,5 @@ class LeagueAdminSite(admin.AdminSite):
         return app_list
 
 
-class EventsAdminConfig(AdminConfig):
-    default_site = "events.admin_site.LeagueAdminSite"
+class LeagueAdminConfig(AdminConfig):
+    default_site = "league.admin_site.LeagueAdminSite"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from events import netutil
-from events.netutil import bindable, free_port
+from devtools import netutil
+from devtools.netutil import bindable, free_port
 
 
 def ephemeral() -> range:

@@ -1,7 +1,7 @@
 """``manage.py runstack`` as a subprocess on a fresh PostgreSQL database, for the cutover's
 process-level test, bench and crash scenario.
 
-``LiveStack(name, port, emulator_port)`` creates the database ``<name>`` (and drops it, and
+``CutoverStack(name, port, emulator_port)`` creates the database ``<name>`` (and drops it, and
 every ``<name>_*`` database it handed out, at ``close()``), starts runstack with
 ``DATABASE_URL`` on it and ``DATA_DIR`` in a temporary directory, waits until the stack
 is up (the banner, every consumer consuming) and reads the admin's API token from its
@@ -35,7 +35,7 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-class LiveStack:
+class CutoverStack:
     def __init__(self, name: str, port: int, emulator_port: int, *, env: dict[str, str] | None = None) -> None:
         if not re.fullmatch(r"[a-z0-9_]+", name):
             raise ValueError(f"database name {name!r}: lower-case letters, digits and _ only")
@@ -79,7 +79,7 @@ class LiveStack:
         env.update(self.extra_env)
         return env
 
-    def start(self, timeout: float = 240) -> LiveStack:
+    def start(self, timeout: float = 240) -> CutoverStack:
         drop_database(self.name)
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.name}"')
@@ -184,7 +184,7 @@ class LiveStack:
             except psycopg.Error as exc:
                 print(f"could not drop {db}: {exc}", file=sys.stderr)
 
-    def __enter__(self) -> LiveStack:
+    def __enter__(self) -> CutoverStack:
         return self
 
     def __exit__(self, *exc) -> None:

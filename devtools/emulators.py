@@ -11,7 +11,7 @@ Guarantees:
 - LocalStack lives in a virtual environment of its own (``LOCALSTACK_HOME``, default
   ``.localstack/`` in the checkout): it imports ``moto`` from its ``moto-ext`` fork, which
   clashes with the ``moto`` the project installs. ``install_localstack()`` (or ``python -m
-  events.emulators install``) builds it from the pinned ``requirements-localstack.txt``;
+  devtools.emulators install``) builds it from the pinned ``requirements-localstack.txt``;
   nothing downloads when it starts (no DNS server, no certificate download, no telemetry,
   its files under ``LOCALSTACK_HOME``).
 - ``reset()`` empties SNS and SQS through the AWS API itself, so it works on either
@@ -97,7 +97,7 @@ def command(kind: str, port: int, *, data_dir: Path | None = None) -> tuple[list
         return [exe, "-H", "127.0.0.1", "-p", str(port)], {}
     if kind == "localstack":
         if not localstack_installed():
-            raise EmulatorError("LocalStack is not installed: run `python -m events.emulators install` first.")
+            raise EmulatorError("LocalStack is not installed: run `python -m devtools.emulators install` first.")
         root = Path(data_dir or localstack_home() / "state") / f"localstack-{port}"
         root.mkdir(parents=True, exist_ok=True)
         env = {
@@ -208,7 +208,7 @@ def reset(url: str, *, region: str | None = None) -> None:
 
 # ----------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m events.emulators", description="Local AWS emulators for the bus.")
+    parser = argparse.ArgumentParser(prog="python -m devtools.emulators", description="Local AWS emulators for the bus.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("install", help="Install LocalStack into its own virtual environment (LOCALSTACK_HOME).")
     run = sub.add_parser("run", help="Run an emulator on loopback until Ctrl-C.")

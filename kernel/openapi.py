@@ -4,7 +4,7 @@ with examples, for ``extend_schema``, and the schema's postprocessing hook.
     @extend_schema(responses={201: TeamSerializer, **errors(400, 401)})
 
 Errors are documented once: ``postprocess`` adds the ``Problem`` component (RFC 9457, the
-format ``league.api`` produces for every error) and makes every error response of every
+format ``kernel.api`` produces for every error) and makes every error response of every
 operation an ``application/problem+json`` ``Problem``, examples included (a view's
 ``e400={"fee": [...]}`` becomes the problem document the API would answer), plus a
 ``default`` response for the errors any operation can meet (404 for an unknown URL, 405,
@@ -72,7 +72,7 @@ def errors(*statuses: int, **overrides: dict[str, Any]) -> dict[int, OpenApiResp
 
 
 def _pagination_parameters() -> list[OpenApiParameter]:
-    from league.api import pagination_parameters
+    from kernel.api import pagination_parameters
 
     return [OpenApiParameter(p["name"], p["schema"], description=p["description"]) for p in pagination_parameters()]
 
@@ -180,7 +180,7 @@ LINKS: dict[tuple[str, str], dict[str, tuple[str, dict[str, str]]]] = {
 
 
 def _example_problem(value: Any, *, status: int, method: str, path: str) -> Any:
-    from league.api import _summary, _title, validation_errors
+    from kernel.api import _summary, _title, validation_errors
 
     if not isinstance(value, dict) or {"status", "title"} <= set(value):
         return value
@@ -243,7 +243,7 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
 
 
 class AutoSchema(SpectacularAutoSchema):
-    """drf-spectacular's schema, with the truth about authentication (league/permissions.py):
+    """drf-spectacular's schema, with the truth about authentication (kernel/permissions.py):
     a public read has no ``security`` (no lock in Swagger UI); a write, and a read with
     ``read_permissions`` (the export), requires a token or a session."""
 

@@ -1,4 +1,4 @@
-"""The cutover's checks (cutover/checks.py) pass on a settled system and fail on each kind of
+"""The cutover's checks (devtools/cutover/checks.py) pass on a settled system and fail on each kind of
 breakage they exist to catch: a lost handling, an event handled in two databases or published
 twice, an outbox row or a transfer stuck, a replica that differs, a 5xx or a wrong upstream.
 
@@ -13,8 +13,8 @@ from datetime import date
 import pytest
 from django.db import connection
 
-from cutover import checks
-from events.testing import database_url
+from devtools.cutover import checks
+from devtools.testing import database_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

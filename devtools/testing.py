@@ -1,5 +1,5 @@
 """Test helpers for the bus: moto in-process, a real emulator process (``moto_server``, or
-LocalStack with ``BUS_EMULATOR=localstack``: see ``events.emulators``), and a driver that drains the outbox and the queues synchronously (like Sentry's
+LocalStack with ``BUS_EMULATOR=localstack``: see ``devtools.emulators``), and a driver that drains the outbox and the queues synchronously (like Sentry's
 ``outbox_runner``), so end-to-end tests are short and deterministic."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from . import aws, emulators, relay, topology
-from .consumer import Consumer, Stats
+from devtools import emulators
+from events import aws, relay, topology
+from events.consumer import Consumer, Stats
 
 
 @dataclass

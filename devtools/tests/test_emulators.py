@@ -1,4 +1,4 @@
-"""The emulator launcher (events/emulators.py): either emulator is chosen by name, starts on
+"""The emulator launcher (devtools/emulators.py): either emulator is chosen by name, starts on
 loopback only, and is emptied through the AWS API; the bus assumes neither's account id nor
 its URL shapes."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from events import emulators
+from devtools import emulators
 
 
 def test_bus_emulator_must_name_a_known_emulator(monkeypatch):
@@ -27,7 +27,7 @@ def test_both_emulators_listen_on_loopback_only(tmp_path, monkeypatch):
     argv, env = emulators.command("moto", 4599)
     assert argv[-4:] == ["-H", "127.0.0.1", "-p", "4599"]
     monkeypatch.setenv("LOCALSTACK_HOME", str(tmp_path))
-    with pytest.raises(emulators.EmulatorError, match="python -m events.emulators install"):
+    with pytest.raises(emulators.EmulatorError, match="python -m devtools.emulators install"):
         emulators.command("localstack", 4599)
     # Installed (as the marker says): loopback gateway, no DNS server, no downloads, files kept in our folder.
     venv = tmp_path / "venv"

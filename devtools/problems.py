@@ -1,4 +1,4 @@
-"""Test helpers for the API's error format (RFC 9457 problem documents, ``league.api``)."""
+"""Test helpers for the API's error format (RFC 9457 problem documents, ``kernel.api``)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import unicodedata
 import pytest
 from django.core.exceptions import ValidationError
 
-from events.names import clean_name, name_key
+from kernel.names import clean_name, name_key
 
 NFC_CAFE = unicodedata.normalize("NFC", "Café")
 NFD_CAFE = unicodedata.normalize("NFD", "Café")

@@ -1,5 +1,5 @@
 """Who may do what in the API: Django model permissions, granted through roles (groups,
-see events/roles.py), the same permissions the admin checks.
+see kernel/roles.py), the same permissions the admin checks.
 
 Guarantee of ``RolePermissions`` (the default permission class of every API view):
 
@@ -25,7 +25,7 @@ from rest_framework import exceptions
 from rest_framework.permissions import SAFE_METHODS, DjangoModelPermissions
 from rest_framework.request import Request
 
-from events import roles
+from kernel import roles
 
 
 class RolePermissions(DjangoModelPermissions):

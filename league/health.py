@@ -10,40 +10,17 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from botocore.config import Config
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from . import aws, topology
-
-_local = threading.local()
-
-
-def quick_client(service: str) -> Any:
-    """An SNS/SQS client that fails fast (one attempt, short timeouts), for probes and
-    the admin page: a probe that hangs for the default retries is worse than a "no"."""
-    timeout = settings.HEALTH_CHECK_TIMEOUT
-    key = (service, settings.AWS_ENDPOINT_URL, settings.AWS_REGION, timeout)
-    cache = getattr(_local, "clients", None)
-    if cache is None:
-        cache = _local.clients = {}
-    if key not in cache:
-        import boto3
-
-        kwargs = aws._client_kwargs()
-        kwargs["config"] = Config(
-            retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=timeout, read_timeout=timeout
-        )
-        cache[key] = boto3.session.Session().client(service, **kwargs)
-    return cache[key]
+from events import aws, topology
 
 
 def check_database() -> None:
@@ -61,8 +38,8 @@ def check_broker() -> None:
 
 def check_bus() -> None:
     """SNS answers, and each consuming service of this deployment has its queue."""
-    quick_client("sns").list_topics()
-    sqs = quick_client("sqs")
+    aws.quick_client("sns").list_topics()
+    sqs = aws.quick_client("sqs")
     for spec in topology.queue_specs():
         try:
             sqs.get_queue_url(QueueName=spec.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from events.netutil import free_port
+from devtools.netutil import free_port
 
 
 def test_healthz_answers_without_touching_anything(client, db, settings, django_assert_num_queries):
@@ -60,7 +60,7 @@ def test_readyz_names_the_broker_when_it_is_down(client, bus, settings, monkeypa
 def test_readyz_names_the_database_when_it_fails(client, bus, monkeypatch):
     from django.db import OperationalError
 
-    from events import health
+    from league import health
 
     def broken() -> None:
         raise OperationalError("connection refused")

@@ -1,7 +1,7 @@
-"""The traffic generator (cutover/traffic.py) against a small fake server: it follows the
+"""The traffic generator (devtools/cutover/traffic.py) against a small fake server: it follows the
 write gate's contract (a 503 with Retry-After is retried after that long, one without is
 an error), records every answer, and measures the pause; and the HTTP part of the checks
-(cutover/checks.py) on recorded calls."""
+(devtools/cutover/checks.py) on recorded calls."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cutover import checks
-from cutover.traffic import Call, Summary, Traffic
+from devtools.cutover import checks
+from devtools.cutover.traffic import Call, Summary, Traffic
 
 PORTS = range(18380, 18390)  # this work's range (18300-18399)
 
