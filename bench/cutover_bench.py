@@ -1,4 +1,4 @@
-"""The write pause of a cutover, as users see it (issue 17, item 3): ``manage.py runstack``
+"""The write pause of a cutover, as users see it: ``manage.py runstack``
 (its own database ``<run db>_cutover``, moto_server, the front door) with a league of 20
 teams and 500 transfers (quick: 100), then traffic at a fixed rate through the front door
 while ``manage.py split_service transfers`` runs. The pause is measured by the clients:

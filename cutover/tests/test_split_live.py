@@ -1,4 +1,4 @@
-"""Proof under traffic (issue 17, item 5): ``manage.py runstack`` as a real process set
+"""Proof under traffic: ``manage.py runstack`` as a real process set
 (PostgreSQL, ``moto_server``, the front door's nginx, web, Celery relay, consumers), driven
 by the traffic generator through the front door only, while ``manage.py split_service``
 moves transfers, then fixtures, to databases of their own. After the traffic stops and the

@@ -9,7 +9,7 @@ would run it from a second terminal:
 - run again, it moves transfers to a SQLite file of its own: the front door sends
   /api/transfers/ there, a transfer requested afterwards completes (the saga crosses the two
   databases), the event written before the failed attempt was published once and handled;
-- afterwards nothing writes the monolith's leftover transfers tables (issue 17, item 4).
+- afterwards nothing writes the monolith's leftover transfers tables.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Operations on the bus (issue 12): replay sends published rows only, the inbox is
+"""Operations on the bus: replay sends published rows only, the inbox is
 purged after the redelivery horizon, DLQs outlive their source queues, and a missing
 queue is named, not shown as blank cells."""
 
@@ -30,7 +30,7 @@ def _depth(name: str) -> int:
     return int(aws.queue_attributes(aws.queue_url(name), "ApproximateNumberOfMessages")["ApproximateNumberOfMessages"])
 
 
-# ----------------------------------------------------------------------------- item 10
+# ---- replay -----------------------------------------------------------------
 def test_replay_sends_published_rows_only(bus, capsys):
     """A pending or failed row has not been published: replaying it would jump the
     per-subject order (an older row of its subject may still be unpublished)."""
@@ -57,7 +57,7 @@ def test_replay_help_says_published_rows_only():
     assert "published" in Command.help
 
 
-# ----------------------------------------------------------------------------- item 11
+# ---- inbox retention --------------------------------------------------------
 def test_inbox_rows_are_kept_while_a_message_can_still_be_redelivered(db, settings):
     settings.BUS_QUEUE_RETENTION_SECONDS = 4 * DAY
     settings.BUS_DLQ_RETENTION_SECONDS = 14 * DAY
@@ -97,7 +97,7 @@ def test_purge_command_purges_both_and_refuses_a_window_inside_the_horizon(db, s
         call_command("purge_events", "--inbox-days", "2")
 
 
-# ----------------------------------------------------------------------------- item 14
+# ---- queue retention --------------------------------------------------------
 def test_dlqs_outlive_their_source_queues(aws_mock, db, settings):
     topology.ensure()
     for spec in topology.queue_specs():
@@ -133,7 +133,7 @@ def test_a_dlq_retention_not_longer_than_the_queues_is_refused(aws_mock, db, set
         topology.ensure()
 
 
-# ----------------------------------------------------------------------------- item 13
+# ---- bus_status -------------------------------------------------------------
 def test_bus_status_names_a_missing_queue(bus, capsys):
     aws.client("sqs").delete_queue(QueueUrl=aws.queue_url(aws.queue_name("transfers")))
     call_command("bus_status")

@@ -1,4 +1,4 @@
-"""``events.publish`` on PostgreSQL (issue 16, part 2): the sequence bump and the outbox row
+"""``events.publish`` on PostgreSQL: the sequence bump and the outbox row
 are one statement, and with ``OUTBOX_WAKEUP=notify`` the relay's wake-up is a ``NOTIFY`` in
 that same statement (delivered at commit, never on rollback) instead of a Celery kick."""
 

@@ -1,4 +1,4 @@
-"""The relay's claim and sweep (issue 16, part 2): on PostgreSQL one ``UPDATE ... RETURNING``
+"""The relay's claim and sweep: on PostgreSQL one ``UPDATE ... RETURNING``
 takes and leases the due rows; the envelope travels as the text the database holds (never
 decoded and encoded again); the sweeper moves ``OUTBOX_SWEEP_BATCH_SIZE`` rows a batch. The
 guarantees of events/relay.py hold on both databases: claim tokens, the lease, per-subject

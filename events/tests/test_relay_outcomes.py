@@ -1,5 +1,5 @@
 """The relay's outcome writes are tied to its claim, its SNS calls fit inside the lease,
-and only errors that retrying cannot fix mark a row ``failed`` (issue 12, items 3 and 4)."""
+and only errors that retrying cannot fix mark a row ``failed``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The API as a client meets it (issue 13, items 1-5 and 7): bounded pages, bounded bodies,
+"""The API as a client meets it: bounded pages, bounded bodies,
 both spellings of a route, and one error format, RFC 9457 problem details
 (``application/problem+json``), for every error in every mode, DEBUG on or off."""
 

@@ -1,4 +1,4 @@
-"""What an API accepts always fits the event it ends in (issue 13, item 2).
+"""What an API accepts always fits the event it ends in.
 
 For each write serializer, hypothesis feeds it values (typical, odd and hostile); every
 value the serializer accepts goes on to the service behind it, which either refuses it with

@@ -1,4 +1,4 @@
-"""API fuzzing with schemathesis 4 against the live app (issue 13, "Done when").
+"""API fuzzing with schemathesis 4 against the live app.
 
 The app runs as a real HTTP server (pytest-django's ``live_server``, the whole monolith,
 ``DEBUG`` on as ``runstack`` has it) with a few teams, a season and a transfer in it, and

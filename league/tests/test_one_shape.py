@@ -1,4 +1,4 @@
-"""Issue 13 item 9: one shape for one thing. Both team replicas list a team the same way
+"""One shape for one thing. Both team replicas list a team the same way
 (``id`` is the team's id, as in the teams API); every "taken name" message has one wording;
 the OpenAPI document marks public reads as public (no lock in Swagger UI) and writes and
 the export as needing a token."""

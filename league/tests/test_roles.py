@@ -1,4 +1,4 @@
-"""Issue 13 item 10: the roles of a league office (Django groups with model permissions,
+"""The roles of a league office (Django groups with model permissions,
 created by data migrations), enforced alike in the API (403 naming the missing
 permission and the role) and the admin; anonymous users still read."""
 

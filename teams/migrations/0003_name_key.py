@@ -1,4 +1,4 @@
-"""Names compared on their normalized, case-folded key (issue 13 item 8).
+"""Names compared on their normalized, case-folded key.
 
 Adds ``name_key`` to teams and players, normalizes every existing name the way
 ``kernel.names.clean_name`` does (NFC, white space collapsed) and fills its key; the

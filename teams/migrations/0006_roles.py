@@ -1,4 +1,4 @@
-"""Roles (issue 13 item 10): the league office's groups get teams's permissions.
+"""Roles: the league office's groups get teams's permissions.
 
 The mapping is written out here, frozen as migrations must be; ``teams/roles.py`` holds the
 same declaration for the running code, and a test keeps the two equal. See

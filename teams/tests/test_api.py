@@ -224,7 +224,7 @@ def test_export_query_count(export_client, django_assert_num_queries):
 
 
 def test_export_is_paginated_by_a_cursor_the_client_follows(export_client, django_assert_max_num_queries):
-    """Issue 13 item 10: the export scales to large leagues: pages by id, each read with a
+    """The export scales to large leagues: pages by id, each read with a
     bounded number of queries, every team exactly once."""
     ids = [t.id for t in TeamFactory.create_batch(7)]
     seen, url, pages = [], "/api/teams/export/?limit=3", 0

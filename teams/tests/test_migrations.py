@@ -1,4 +1,4 @@
-"""Issue 13 item 8: the migration that introduces name keys normalizes existing rows and
+"""The migration that introduces name keys normalizes existing rows and
 keeps every row, even two that become the same name."""
 
 from __future__ import annotations

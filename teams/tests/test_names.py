@@ -1,4 +1,4 @@
-"""Issue 13 item 8: team and player names are normalized (NFC), refuse control and format
+"""Team and player names are normalized (NFC), refuse control and format
 characters and invisible names, and are unique on the normalized, case-folded form, in
 the services, the API and the database."""
 

@@ -67,7 +67,7 @@ def test_sync_teams_loads_every_team(teams_service, fetches, capsys):
 
 
 def test_sync_teams_follows_the_export_pages(teams_service, fetches, settings, capsys):
-    """Issue 13 item 10: the export is paginated; the bootstrap reads every page."""
+    """The export is paginated; the bootstrap reads every page."""
     settings.TEAMS_EXPORT_PAGE_SIZE = 2
     created = [teams_service.create_team(f"Team {i}", [(f"P{i}", "GK")]) for i in range(5)]
 
