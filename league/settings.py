@@ -24,18 +24,23 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").
 # --------------------------------------------------------------------------------------
 # Runtime data (SQLite file, filesystem broker, beat schedule) for the embedded defaults.
 # --------------------------------------------------------------------------------------
+#: Where the embedded defaults keep their files: the SQLite database, the filesystem broker, beat's schedule, runstack's admin password.
 DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / ".data")))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 # --------------------------------------------------------------------------------------
 # Core. Production (DEBUG off) refuses to start without SECRET_KEY and ALLOWED_HOSTS.
 # --------------------------------------------------------------------------------------
+#: Development mode. Off (production), SECRET_KEY and ALLOWED_HOSTS are required and HTTPS is enforced.
 DEBUG = env.bool("DEBUG", default=True)
+#: Test mode (set by itself under pytest): a fast password hasher.
 TESTING = "pytest" in sys.modules or env.bool("TESTING", default=False)
 
 if DEBUG:
     # `or`: a .env copied from .env.example before it is filled in has SECRET_KEY empty.
+    #: Django's signing key (sessions, tokens). Required with DEBUG off; runstack generates one per data directory.
     SECRET_KEY = env.str("SECRET_KEY", default="") or "insecure-development-key-do-not-use-in-production"
+    #: Host names this server answers for (comma-separated). Required with DEBUG off.
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
 else:
     SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -47,13 +52,16 @@ else:
             "ALLOWED_HOSTS is not set. With DEBUG off, set ALLOWED_HOSTS to the host names served."
         )
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    #: With DEBUG off: redirect plain HTTP to HTTPS (turn off behind a proxy that terminates TLS and checks it).
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    #: With DEBUG off: the Strict-Transport-Security max-age.
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
+#: Origins trusted for unsafe requests with a session (e.g. https://league.example.org), comma-separated.
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # --------------------------------------------------------------------------------------
@@ -61,6 +69,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # list of them ("teams,fixtures": a monolith that one service has left, see split_service).
 # --------------------------------------------------------------------------------------
 SERVICES = ("teams", "transfers", "fixtures")
+#: Which services this process runs: `all` (the monolith), one of `teams`, `transfers`, `fixtures`, or a list (`teams,fixtures`).
 _league_service = env.str("LEAGUE_SERVICE", default="all").strip() or "all"
 _chosen = [s.strip() for s in _league_service.split(",") if s.strip()]
 if _league_service != "all" and (not _chosen or set(_chosen) - set(SERVICES)):
@@ -136,6 +145,7 @@ TEMPLATES = [
 # Database: DATABASE_URL, or a SQLite file under DATA_DIR.
 # https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url
 # --------------------------------------------------------------------------------------
+#: This service's own database (postgres://user@host:5432/name); unset, a SQLite file in DATA_DIR.
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'league.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes the write lock when a transaction starts, so concurrent writers
@@ -150,6 +160,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # one per test process, so that no run meets another's leftover WAL file.
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"league-test-{os.getpid()}.sqlite3")}
 else:
+    #: PostgreSQL: seconds a connection is kept for the next request (forced to 0 under ASGI).
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -178,6 +189,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 WHITENOISE_USE_FINDERS = DEBUG
+#: Where `collectstatic` writes the static files WhiteNoise serves.
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "static")))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
@@ -243,62 +255,91 @@ SPECTACULAR_SETTINGS = {
 # --------------------------------------------------------------------------------------
 # The event bus (SNS/SQS). Locally moto; in production real AWS, only the endpoint differs.
 # --------------------------------------------------------------------------------------
+#: The SNS/SQS endpoint: the local emulator (moto or LocalStack).
 AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="http://127.0.0.1:5005")
+#: The AWS region of the topics and queues.
 AWS_REGION = env.str("AWS_REGION", default="eu-west-1")
+#: Prefix of every topic and queue name: two installs on one account keep apart.
 BUS_PREFIX = env.str("BUS_PREFIX", default="leaguemanager")
 BUS_SOURCE_PREFIX = "/league"
 # Relay: rows per claim, lease on a claimed row (every SNS call gives up within half of
 # it), back-off, and how long transient errors are retried before a row is failed.
+#: Rows a single `relay_once` claims (`relay_outbox --once`).
 OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=100)
 # The sweeper's batches (relay(): beat, kicks, relay_outbox): larger, fewer round trips.
+#: Rows per claim of the relay's sweep (beat, kicks, `relay_outbox`).
 OUTBOX_SWEEP_BATCH_SIZE = env.int("OUTBOX_SWEEP_BATCH_SIZE", default=500)
+#: How long a claimed row is the claimer's; every SNS call gives up within half of it.
 OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=30)
+#: How long a row failing with transient errors is retried before it is marked failed.
 OUTBOX_RETRY_FOR_SECONDS = env.int("OUTBOX_RETRY_FOR_SECONDS", default=24 * 3600)
+#: First back-off of a row whose publish failed; it doubles per attempt.
 OUTBOX_BACKOFF_BASE_SECONDS = env.float("OUTBOX_BACKOFF_BASE_SECONDS", default=1.0)
+#: Longest back-off between two attempts of one row.
 OUTBOX_BACKOFF_MAX_SECONDS = env.float("OUTBOX_BACKOFF_MAX_SECONDS", default=3600.0)
+#: Days published outbox rows are kept (replay, audit) before `purge_events` and beat remove them.
 OUTBOX_RETENTION = timedelta(days=env.int("OUTBOX_RETENTION_DAYS", default=7))
 # Inbox rows are kept at least as long as a message can come back (events/retention.py:
 # max(DLQ, outbox retention) + queue retention = 18 days by default); this may ask longer.
+#: Days inbox rows are kept; never less than a message can come back (events/retention.py).
 INBOX_RETENTION = timedelta(days=env.int("INBOX_RETENTION_DAYS", default=21))
 # Wake the relay after each commit that wrote an outbox row (events/wakeup.py): through a
 # Celery task ("celery"), or on PostgreSQL by a NOTIFY in the writer's own statement that a
 # long-running `manage.py relay_outbox` waits on ("notify"; SQLite falls back to Celery).
+#: Wake the relay after each commit that wrote an outbox row (off: beat's sweep alone).
 OUTBOX_KICK = env.bool("OUTBOX_KICK", default=True)
+#: How the relay is woken: `celery` (a task) or `notify` (PostgreSQL NOTIFY that `relay_outbox` waits on).
 OUTBOX_WAKEUP = env.str("OUTBOX_WAKEUP", default="celery").strip().lower()
 if OUTBOX_WAKEUP not in ("celery", "notify"):
     raise ImproperlyConfigured(f"OUTBOX_WAKEUP={OUTBOX_WAKEUP!r}: use 'celery' or 'notify'.")
 # Consumers.
+#: Long poll of a receive (SQS WaitTimeSeconds, at most 20).
 CONSUMER_WAIT_SECONDS = env.int("CONSUMER_WAIT_SECONDS", default=20)
+#: Seconds a received message stays hidden from other consumers; the heartbeat extends what a consumer holds.
 CONSUMER_VISIBILITY_TIMEOUT = env.int("CONSUMER_VISIBILITY_TIMEOUT", default=30)
+#: Receives before SQS moves a message to the dead-letter queue (the redrive policy).
 CONSUMER_MAX_RECEIVE_COUNT = env.int("CONSUMER_MAX_RECEIVE_COUNT", default=5)
+#: Visibility back-off of a failed message: this many seconds times 2^(receives-1).
 CONSUMER_BACKOFF_BASE_SECONDS = env.int("CONSUMER_BACKOFF_BASE_SECONDS", default=2)
 # Database unreachable: no receive; check again after 0.5, 1, 2 ... s up to this cap.
+#: The longest wait between database probes while the database is unreachable (no receive meanwhile).
 CONSUMER_DB_BACKOFF_MAX_SECONDS = env.float("CONSUMER_DB_BACKOFF_MAX_SECONDS", default=30.0)
 # A batch rolled back by a deadlock or serialization failure runs again in-process this often.
+#: How often a batch rolled back by a deadlock or serialization failure runs again in-process.
 CONSUMER_CONFLICT_RETRIES = env.int("CONSUMER_CONFLICT_RETRIES", default=5)
 # Extra modules whose @handler registrations to load (tests start consumers with probes).
+#: Extra modules whose handlers the consumers load (the crash suite's probe), comma-separated.
 EVENTS_HANDLER_MODULES = env.list("EVENTS_HANDLER_MODULES", default=[])
 # Broadcast instance queues: heartbeat tag interval, and the age after which
 # `manage.py reap_queues` treats an instance as dead.
+#: How often a broadcast consumer tags its instance queue as alive.
 BROADCAST_HEARTBEAT_SECONDS = env.int("BROADCAST_HEARTBEAT_SECONDS", default=30)
+#: Age of the last heartbeat after which `reap_queues` removes an instance queue.
 BROADCAST_REAP_AFTER_SECONDS = env.int("BROADCAST_REAP_AFTER_SECONDS", default=300)
 # Queue retention: source queues 4 days, their DLQs longer (14 days, the SQS maximum),
 # since a dead-lettered message keeps its first enqueue time.
+#: How long a service queue keeps a message (SQS MessageRetentionPeriod).
 BUS_QUEUE_RETENTION_SECONDS = env.int("BUS_QUEUE_RETENTION_SECONDS", default=4 * 24 * 3600)
+#: How long a dead-letter queue keeps a message (longer than the source: a dead-lettered message keeps its first enqueue time).
 BUS_DLQ_RETENTION_SECONDS = env.int("BUS_DLQ_RETENTION_SECONDS", default=14 * 24 * 3600)
 # The league page's live feed (live/feed.py): each ASGI web process consumes its own
 # broadcast queue (long poll of this many seconds; also the most a clean stop waits for
 # it) and keeps each browser's stream open with a comment every LIVE_KEEPALIVE_SECONDS.
+#: The league page's live feed (each ASGI web process consumes its own broadcast queue).
 LIVE_FEED = env.bool("LIVE_FEED", default=True)
+#: Long poll of the live feed's receive; also the most a clean stop waits for it.
 LIVE_FEED_WAIT_SECONDS = env.int("LIVE_FEED_WAIT_SECONDS", default=5)
+#: A comment is sent on each open live stream this often, so proxies keep it open.
 LIVE_KEEPALIVE_SECONDS = env.float("LIVE_KEEPALIVE_SECONDS", default=15.0)
 # FIFO topics and queues (MessageGroupId = aggregate, MessageDeduplicationId = event id).
+#: FIFO topics and queues (MessageGroupId is the aggregate, MessageDeduplicationId the event id).
 BUS_FIFO = env.bool("BUS_FIFO", default=False)
 
 # --------------------------------------------------------------------------------------
 # Celery: a broker that needs no server unless CELERY_BROKER_URL is set.
 # https://docs.celeryq.dev/en/stable/userguide/configuration.html
 # --------------------------------------------------------------------------------------
+#: Celery's broker, e.g. redis://127.0.0.1:6379/0; unset, a broker on the filesystem in DATA_DIR.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 _broker_dir = DATA_DIR / "broker"
 CELERY_BROKER_TRANSPORT_OPTIONS = (
@@ -319,25 +360,34 @@ if CELERY_BROKER_URL.startswith("filesystem"):
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+#: Run Celery tasks in the calling process (tests).
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # The queue tasks go to and the worker reads: a private name keeps runs that share one
 # Redis (benchmarks, parallel test suites) from taking each other's tasks.
+#: The queue tasks go to and the worker reads: runs that share one Redis keep apart.
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+#: Seconds between two runs of the relay's sweep by Celery beat.
 CELERY_RELAY_INTERVAL_SECONDS = env.float("CELERY_RELAY_INTERVAL_SECONDS", default=1.0)
 
 # --------------------------------------------------------------------------------------
 # Services calling each other over HTTP (transfers -> teams).
 # --------------------------------------------------------------------------------------
+#: The teams service's base URL, for the transfers service's snapshot and misses.
 TEAMS_SERVICE_URL = env.str("TEAMS_SERVICE_URL", default="http://127.0.0.1:8000")
 # A service account's token (`manage.py service_account transfers-service` on the teams
 # service): the export needs the permission teams.export_team.
+#: The transfers service's token on the teams service (a service account with teams.export_team).
 TEAMS_SERVICE_TOKEN = env.str("TEAMS_SERVICE_TOKEN", default="")
 # Teams per page when transfers reads the export (the server allows at most 1000).
+#: Teams per page when transfers reads the export (the server allows at most 1000).
 TEAMS_EXPORT_PAGE_SIZE = env.int("TEAMS_EXPORT_PAGE_SIZE", default=500)
+#: Seconds a call to the teams service may take.
 TEAMS_SERVICE_TIMEOUT = env.float("TEAMS_SERVICE_TIMEOUT", default=5.0)
+#: Attempts of a call to the teams service on a connection error or a 5xx.
 TEAMS_SERVICE_RETRIES = env.int("TEAMS_SERVICE_RETRIES", default=3)
 # The transfers consumer re-syncs its replica at start when it is older than this.
+#: The transfers consumer re-reads the teams snapshot at start when its replica is older than this.
 TEAMS_CACHE_MAX_AGE = timedelta(seconds=env.int("TEAMS_CACHE_MAX_AGE_SECONDS", default=3600))
 
 # Event traces (events/trace.py): the admin's trace page asks each of these base URLs for its
@@ -345,8 +395,11 @@ TEAMS_CACHE_MAX_AGE = timedelta(seconds=env.int("TEAMS_CACHE_MAX_AGE_SECONDS", d
 # database only (monolith). Services prove themselves to each other with INTERNAL_TOKEN
 # (`Authorization: Bearer ...` on /internal/...); unset, /internal/ answers 403 and the
 # trace page shows this database's part only, saying why.
+#: Base URLs of every service's web, asked for their part of an event trace (microservices); empty: this database only.
 TRACE_SERVICE_URLS = env.list("TRACE_SERVICE_URLS", default=[])
+#: The services' shared token for /internal/ (`Authorization: Bearer ...`); unset, /internal/ answers 403.
 INTERNAL_TOKEN = env.str("INTERNAL_TOKEN", default="")
+#: Seconds the trace page waits for each service's part.
 TRACE_FETCH_TIMEOUT = env.float("TRACE_FETCH_TIMEOUT", default=3.0)
 
 # --------------------------------------------------------------------------------------
@@ -354,7 +407,9 @@ TRACE_FETCH_TIMEOUT = env.float("TRACE_FETCH_TIMEOUT", default=3.0)
 # OTEL_EXPORTER_OTLP_ENDPOINT is set (e.g. http://jaeger:4318); unset, nothing is installed.
 # https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/
 # --------------------------------------------------------------------------------------
+#: OpenTelemetry: export spans over OTLP/HTTP to this endpoint (e.g. http://jaeger:4318); unset, nothing is exported.
 OTEL_EXPORTER_OTLP_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
+#: OpenTelemetry's service name of this process.
 OTEL_SERVICE_NAME = env.str(
     "OTEL_SERVICE_NAME", default="league" if LEAGUE_SERVICE == "all" else "league-" + "+".join(ACTIVE_SERVICES)
 )
@@ -362,16 +417,20 @@ OTEL_SERVICE_NAME = env.str(
 # --------------------------------------------------------------------------------------
 # Domain rules
 # --------------------------------------------------------------------------------------
+#: Most players in one team.
 SQUAD_LIMIT = env.int("SQUAD_LIMIT", default=25)
 # The saga's deadline: a transfer the teams service has not answered within this many
 # seconds is cancelled through teams (transfers.services.transfers_expire).
+#: The saga's deadline: a transfer teams has not answered within this is cancelled through teams.
 TRANSFER_TIMEOUT_SECONDS = env.int("TRANSFER_TIMEOUT_SECONDS", default=900)
 if TRANSFER_TIMEOUT_SECONDS < 1:
     raise ImproperlyConfigured(
         f"TRANSFER_TIMEOUT_SECONDS must be at least 1 (seconds); got {TRANSFER_TIMEOUT_SECONDS}."
     )
 # Transfer window as ISO dates (inclusive); unset means always open.
+#: First day transfers may be requested (ISO date, inclusive); unset, always open.
 _opens = env.str("TRANSFER_WINDOW_OPENS", default="")
+#: Last day transfers may be requested (ISO date, inclusive); unset, always open.
 _closes = env.str("TRANSFER_WINDOW_CLOSES", default="")
 try:
     TRANSFER_WINDOW_OPENS = date.fromisoformat(_opens) if _opens else None
@@ -382,9 +441,11 @@ except ValueError as exc:
 # --------------------------------------------------------------------------------------
 # Logging: structured, one line per event.
 # --------------------------------------------------------------------------------------
+#: Level of the structured logs.
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 # JSON lines in production, a readable console in development; stdlib logging and
 # structlog share one pipeline with the correlation/causation ids (league/logging.py).
+#: JSON lines (production) or a readable console (development).
 LOG_JSON = env.bool("LOG_JSON", default=not DEBUG)
 from league.logging import configure_structlog, logging_config  # noqa: E402
 
@@ -396,4 +457,5 @@ LOGGING = logging_config(level=LOG_LEVEL, json=LOG_JSON)
 # Counters are per process; with PROMETHEUS_MULTIPROC_DIR set (gunicorn workers, Celery,
 # consumers on one host) prometheus-client aggregates them across processes.
 # --------------------------------------------------------------------------------------
+#: Seconds each check of /readyz (and the admin's bus page) may take.
 HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=2.0)
