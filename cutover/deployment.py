@@ -95,11 +95,3 @@ def stack(data_dir: Path) -> dict[str, Any] | None:
     except PermissionError:
         pass
     return doc
-
-
-def write_stack(data_dir: Path, doc: dict[str, Any]) -> None:
-    _write(Path(data_dir) / STACK, doc, mode=0o644)
-
-
-def clear_stack(data_dir: Path) -> None:
-    (Path(data_dir) / STACK).unlink(missing_ok=True)

@@ -69,7 +69,6 @@ STEPS = [
     "switch the front door to {service}",
     "resume: the monolith drops {service}",
 ]
-SWITCH_STEP = 6
 BACK_STEPS = [
     "pause the writes of {service} in its own database",
     "publish the last outbox rows of {service} there",

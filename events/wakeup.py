@@ -26,7 +26,6 @@ from django.db import connection, connections
 log = logging.getLogger("events.wakeup")
 
 CHANNEL = "events_outbox"
-MODES = ("celery", "notify")
 
 
 def notify() -> bool:

@@ -112,10 +112,6 @@ def _rows(url: str, sql: str, params: Iterable = ()) -> list[tuple]:
         return conn.execute(sql, list(params)).fetchall()
 
 
-def _has_table(url: str, table: str) -> bool:
-    return bool(_rows(url, "SELECT to_regclass(%s) IS NOT NULL", [table])[0][0])
-
-
 def bus(placement: Placement, *, since=None, limit: int = 20) -> Verdict:
     """Exactly once and nothing stuck on the bus, across every database of ``placement``.
     ``since`` (a datetime): only outbox rows created from then on."""
