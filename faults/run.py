@@ -741,7 +741,7 @@ class Suite:
         return None
 
     def runstack_moto_kill(self, row: Row):
-        """`manage.py runstack` (its own moto_server, gunicorn, Celery worker + beat, a
+        """`manage.py runstack` (its own moto_server, uvicorn, Celery worker + beat, a
         consumer per service) on the suite's database, the suite's relays and consumers
         paused meanwhile. Drain, kill -9 its moto (it comes back empty), write at once:
         events must flow again within 30 s with nobody acting."""
