@@ -192,149 +192,183 @@ class Trace:
         return [r for r in self.outbox if r.get("state") != "published"]
 
     def hops(self) -> list[Hop]:
-        events = {r["event_id"]: r for r in self.outbox}
-        handled_by: dict[str, list[dict[str, Any]]] = {}
-        for row in self.inbox:
-            handled_by.setdefault(row["event_id"], []).append(row)
-        caused: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        """The journey in time order: the request, then for each event its write and its
+        publish, and for each handler its receive and its run; each hop placed on the
+        waterfall."""
+        timeline = _Timeline(self.outbox, self.inbox)
+        hops = timeline.request_hops()
         for row in self.outbox:
+            hops += timeline.outbox_hops(row)
+        for row in self.inbox:
+            hops += timeline.inbox_hops(row)
+        return _placed(hops)
+
+
+class _Timeline:
+    """The indexes the hops are built from: events by id, handlers by event, and the events
+    each handler caused."""
+
+    def __init__(self, outbox: list[dict[str, Any]], inbox: list[dict[str, Any]]) -> None:
+        self.outbox = outbox
+        self.events = {r["event_id"]: r for r in outbox}
+        self.handled_by: dict[str, list[dict[str, Any]]] = {}
+        for row in inbox:
+            self.handled_by.setdefault(row["event_id"], []).append(row)
+        self.caused: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for row in outbox:
             if row.get("causation_id"):
-                caused.setdefault((row["causation_id"], row["service"]), []).append(row)
+                self.caused.setdefault((row["causation_id"], row["service"]), []).append(row)
 
-        def depth(event_id: str, seen: frozenset[str] = frozenset()) -> int:
-            row = events.get(event_id)
-            cause = row.get("causation_id") if row else None
-            if not cause:
-                return 1
-            if cause in events and cause not in seen:
-                return depth(cause, seen | {event_id}) + 1
-            return 2
+    def depth(self, event_id: str, seen: frozenset[str] = frozenset()) -> int:
+        """1 for an event a request wrote, one more per cause in the chain (2 when the
+        cause is not in the trace)."""
+        row = self.events.get(event_id)
+        cause = row.get("causation_id") if row else None
+        if not cause:
+            return 1
+        if cause in self.events and cause not in seen:
+            return self.depth(cause, seen | {event_id}) + 1
+        return 2
 
-        hops: list[Hop] = []
+    def request_hops(self) -> list[Hop]:
+        """One hop per HTTP request that wrote events (several events, one request)."""
         requests_seen: dict[tuple[str, str], Hop] = {}
         for row in self.outbox:
             if row.get("request") and row.get("request_at"):
                 key = (row["request"], row["request_at"])
-                if key not in requests_seen:
-                    at = _dt(row["request_at"])
-                    if at:
-                        requests_seen[key] = Hop(
-                            at=at, kind="request", service=row["service"], title=row["request"], detail="HTTP request"
-                        )
-        hops.extend(requests_seen.values())
+                at = _dt(row["request_at"])
+                if key not in requests_seen and at:
+                    requests_seen[key] = Hop(
+                        at=at, kind="request", service=row["service"], title=row["request"], detail="HTTP request"
+                    )
+        return list(requests_seen.values())
 
-        for row in self.outbox:
-            d = depth(row["event_id"])
-            written = _dt(row.get("created_at"))
-            if written is None:
-                continue
-            cause_at = None
-            cause_label = ""
-            if row.get("request_at") and not row.get("causation_id"):
-                cause_at, cause_label = _dt(row["request_at"]), "after the request arrived"
-            elif row.get("causation_id"):
-                handlers = [h for h in handled_by.get(row["causation_id"], []) if h.get("service") == row["service"]]
-                if handlers:
-                    h = handlers[0]
-                    cause_at = _dt(h.get("started_at") or h.get("received_at"))
-                    cause_label = f"after {h['handler'].split(':', 1)[-1]} started"
-                elif row["causation_id"] in events:
-                    cause_at = _dt(events[row["causation_id"]].get("created_at"))
-                    cause_label = "after its cause was written"
-            detail = f"subject {row['subject']}, sequence {row['sequence']}"
-            if row.get("causation_id"):
-                cause = events.get(row["causation_id"])
-                detail += f"; caused by {cause['type'] if cause else 'event'} {row['causation_id'][:8]}"
-            if cause_label:
-                detail += f" ({cause_label})"
+    def _cause(self, row: dict[str, Any]) -> tuple[datetime | None, str]:
+        """When what wrote this event happened, and how to say it."""
+        if row.get("request_at") and not row.get("causation_id"):
+            return _dt(row["request_at"]), "after the request arrived"
+        if row.get("causation_id"):
+            handlers = [h for h in self.handled_by.get(row["causation_id"], []) if h.get("service") == row["service"]]
+            if handlers:
+                h = handlers[0]
+                return _dt(
+                    h.get("started_at") or h.get("received_at")
+                ), f"after {h['handler'].split(':', 1)[-1]} started"
+            if row["causation_id"] in self.events:
+                return _dt(self.events[row["causation_id"]].get("created_at")), "after its cause was written"
+        return None, ""
+
+    def outbox_hops(self, row: dict[str, Any]) -> list[Hop]:
+        """An event written to the outbox, and published if it was."""
+        written = _dt(row.get("created_at"))
+        if written is None:
+            return []
+        d = self.depth(row["event_id"])
+        cause_at, cause_label = self._cause(row)
+        detail = f"subject {row['subject']}, sequence {row['sequence']}"
+        if row.get("causation_id"):
+            cause = self.events.get(row["causation_id"])
+            detail += f"; caused by {cause['type'] if cause else 'event'} {row['causation_id'][:8]}"
+        if cause_label:
+            detail += f" ({cause_label})"
+        link = _admin_link("outboxmessage", row)
+        hops = [
+            Hop(
+                at=written,
+                kind="written",
+                service=row["service"],
+                title=f"{row['type']} written to the outbox",
+                detail=detail,
+                event_id=row["event_id"],
+                depth=d,
+                after_ms=_ms(cause_at, written),
+                link=link,
+            )
+        ]
+        published = _dt(row.get("published_at"))
+        if published is not None:
             hops.append(
                 Hop(
-                    at=written,
-                    kind="written",
+                    at=published,
+                    kind="published",
                     service=row["service"],
-                    title=f"{row['type']} written to the outbox",
+                    title=f"{row['type']} published to SNS",
+                    detail=f"SNS message id {row.get('sns_message_id') or '?'}"
+                    + (f" after {row['attempts']} failed attempt(s)" if row.get("attempts") else ""),
+                    event_id=row["event_id"],
+                    depth=d,
+                    after_ms=_ms(written, published),
+                    link=link,
+                )
+            )
+        return hops
+
+    def inbox_hops(self, row: dict[str, Any]) -> list[Hop]:
+        """An event received by a service's consumer, and handled if it was."""
+        source = self.events.get(row["event_id"])
+        d = self.depth(row["event_id"])
+        published = _dt(source.get("published_at")) if source else None
+        received = _dt(row.get("received_at"))
+        started = _dt(row.get("started_at"))
+        handled = _dt(row.get("handled_at"))
+        link = _admin_link("inboxmessage", row)
+        hops = []
+        if received is not None:
+            queued = _dt(row.get("queued_at"))
+            detail = f"from the {row['service']} queue"
+            if queued is not None and published is not None and queued >= published:
+                detail += f"; in the queue {_ms(queued, received):.0f} ms"
+            hops.append(
+                Hop(
+                    at=received,
+                    kind="received",
+                    service=row["service"],
+                    title=f"{row['type']} received by {row['service']}",
                     detail=detail,
                     event_id=row["event_id"],
                     depth=d,
-                    after_ms=_ms(cause_at, written),
-                    link=_admin_link("outboxmessage", row),
+                    after_ms=_ms(published, received),
+                    link=link,
                 )
             )
-            published = _dt(row.get("published_at"))
-            if published is not None:
-                hops.append(
-                    Hop(
-                        at=published,
-                        kind="published",
-                        service=row["service"],
-                        title=f"{row['type']} published to SNS",
-                        detail=f"SNS message id {row.get('sns_message_id') or '?'}"
-                        + (f" after {row['attempts']} failed attempt(s)" if row.get("attempts") else ""),
-                        event_id=row["event_id"],
-                        depth=d,
-                        after_ms=_ms(written, published),
-                        link=_admin_link("outboxmessage", row),
-                    )
+        if handled is not None:
+            effects = self.caused.get((row["event_id"], row["service"]), [])
+            detail = row["handler"].split(":", 1)[-1]
+            if started is not None:
+                detail += f" ran {_ms(started, handled):.1f} ms"
+            detail += "; caused " + (", ".join(e["type"] for e in effects) if effects else "no event")
+            hops.append(
+                Hop(
+                    at=handled,
+                    kind="handled",
+                    service=row["service"],
+                    title=f"{row['type']} handled by {row['service']}",
+                    detail=detail,
+                    event_id=row["event_id"],
+                    depth=d,
+                    after_ms=_ms(received or started, handled),
+                    link=link,
                 )
-
-        for row in self.inbox:
-            source = events.get(row["event_id"])
-            d = depth(row["event_id"])
-            published = _dt(source.get("published_at")) if source else None
-            received = _dt(row.get("received_at"))
-            started = _dt(row.get("started_at"))
-            handled = _dt(row.get("handled_at"))
-            handler = row["handler"].split(":", 1)[-1]
-            if received is not None:
-                queued = _dt(row.get("queued_at"))
-                detail = f"from the {row['service']} queue"
-                if queued is not None and published is not None and queued >= published:
-                    detail += f"; in the queue {_ms(queued, received):.0f} ms"
-                hops.append(
-                    Hop(
-                        at=received,
-                        kind="received",
-                        service=row["service"],
-                        title=f"{row['type']} received by {row['service']}",
-                        detail=detail,
-                        event_id=row["event_id"],
-                        depth=d,
-                        after_ms=_ms(published, received),
-                        link=_admin_link("inboxmessage", row),
-                    )
-                )
-            if handled is not None:
-                effects = caused.get((row["event_id"], row["service"]), [])
-                detail = f"{handler}"
-                if started is not None:
-                    detail += f" ran {_ms(started, handled):.1f} ms"
-                detail += "; caused " + (", ".join(e["type"] for e in effects) if effects else "no event")
-                hops.append(
-                    Hop(
-                        at=handled,
-                        kind="handled",
-                        service=row["service"],
-                        title=f"{row['type']} handled by {row['service']}",
-                        detail=detail,
-                        event_id=row["event_id"],
-                        depth=d,
-                        after_ms=_ms(received or started, handled),
-                        link=_admin_link("inboxmessage", row),
-                    )
-                )
-
-        order = {"request": 0, "written": 1, "published": 2, "received": 3, "handled": 4}
-        hops.sort(key=lambda h: (h.at, order[h.kind]))
-        if hops:
-            start = hops[0].at
-            for hop in hops:
-                hop.offset_ms = _ms(start, hop.at) or 0.0
-            total = hops[-1].offset_ms or 1.0
-            for hop in hops:
-                since = max(hop.offset_ms - (hop.after_ms or 0.0), 0.0)
-                hop.bar_left = round(100 * since / total, 2)
-                hop.bar_width = max(round(100 * (hop.offset_ms - since) / total, 2), 0.4)
+            )
         return hops
+
+
+_KIND_ORDER = {"request": 0, "written": 1, "published": 2, "received": 3, "handled": 4}
+
+
+def _placed(hops: list[Hop]) -> list[Hop]:
+    """Hops in time order with their offsets and waterfall bars (% of the whole trace)."""
+    hops.sort(key=lambda h: (h.at, _KIND_ORDER[h.kind]))
+    if hops:
+        start = hops[0].at
+        for hop in hops:
+            hop.offset_ms = _ms(start, hop.at) or 0.0
+        total = hops[-1].offset_ms or 1.0
+        for hop in hops:
+            since = max(hop.offset_ms - (hop.after_ms or 0.0), 0.0)
+            hop.bar_left = round(100 * since / total, 2)
+            hop.bar_width = max(round(100 * (hop.offset_ms - since) / total, 2), 0.4)
+    return hops
 
 
 # What a row from another service must hold to be placed on the timeline; a row without

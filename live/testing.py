@@ -132,12 +132,13 @@ def chromium(*, width: int = 1280, height: int = 900) -> Iterator[object]:
 
     import pytest
 
+    from devtools import requires
+
     webdriver = pytest.importorskip("selenium.webdriver", reason="pip install -r requirements-dev.txt")
     from selenium.webdriver.chrome.service import Service
 
     for exe in (CHROMIUM, CHROMEDRIVER):
-        if not os.path.exists(exe):
-            pytest.fail(f"{exe} is missing: apt-get install -y chromium chromium-driver")
+        requires.program(not os.path.exists(exe), exe, "chromium chromium-driver")
     profile = tempfile.mkdtemp(prefix="league-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM

@@ -28,8 +28,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from devtools import requires
 from devtools.netutil import free_port
-from frontdoor.nginx import INSTALL_HINT, FrontDoor
+from frontdoor.nginx import FrontDoor
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -56,8 +57,7 @@ def _table_digest(path: Path, tables: list[str]) -> str:
 
 @pytest.fixture
 def stack(tmp_path):
-    if not FrontDoor.available():
-        pytest.fail(f"nginx is not installed: {INSTALL_HINT} (.ci/run installs it)")
+    requires.program(not FrontDoor.available(), "nginx", "nginx")
     # --port, the web behind the front door (--port + 1) and the emulator's, all outside the
     # kernel's ephemeral range (devtools.netutil.free_port).
     port = free_port(span=3)

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from devtools import requires
 from frontdoor import compose
 from frontdoor.nginx import FrontDoor, nginx_binary
 
@@ -20,8 +21,7 @@ def test_checked_in_file_is_current(profile):
 
 @pytest.mark.parametrize("profile", sorted(compose.PROFILES))
 def test_nginx_accepts_it(profile, tmp_path):
-    if not FrontDoor.available():
-        pytest.fail("nginx is not installed: apt-get install nginx (.ci/run installs it)")
+    requires.program(not FrontDoor.available(), "nginx", "nginx")
     text = compose.path(profile).read_text()
     assert "pid /tmp/nginx.pid;" in text and "listen 8080;" in text and "user " not in text
     # The same file with its /tmp paths moved into this test's directory.

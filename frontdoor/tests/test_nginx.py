@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools import requires
 from devtools.netutil import free_port
 from frontdoor import nginx as fd
 from frontdoor.nginx import FrontDoor, FrontDoorError, render
@@ -42,8 +43,7 @@ def upstreams():
 
 @pytest.fixture
 def door(tmp_path):
-    if not FrontDoor.available():
-        pytest.fail(f"nginx is not installed: {fd.INSTALL_HINT} (.ci/run installs it)")
+    requires.program(not FrontDoor.available(), "nginx", "nginx")
     d = FrontDoor(tmp_path / "frontdoor", "127.0.0.1", free_port())
     yield d
     d.stop(timeout=5)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from devtools import requires
 from events.models import OutboxMessage, OutboxState
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -34,8 +35,7 @@ def browser() -> Iterator[object]:
     from selenium.webdriver.chrome.service import Service
 
     for exe in (CHROMIUM, CHROMEDRIVER):
-        if not Path(exe).exists():
-            pytest.fail(f"{exe} is missing: apt-get install -y chromium chromium-driver")
+        requires.program(not os.path.exists(exe), exe, "chromium chromium-driver")
     profile = tempfile.mkdtemp(prefix="league-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM

@@ -12,6 +12,7 @@ import threading
 import pytest
 from django.core.management.base import CommandError
 
+from devtools import requires
 from devtools.netutil import free_port
 from frontdoor.nginx import FrontDoor
 from frontdoor.testing import Upstream, get
@@ -28,8 +29,7 @@ def servers():
 
 @pytest.fixture
 def command(settings, tmp_path, servers):
-    if not FrontDoor.available():
-        pytest.fail("nginx is not installed: apt-get install nginx (.ci/run installs it)")
+    requires.program(not FrontDoor.available(), "nginx", "nginx")
     settings.DATA_DIR = tmp_path
     cmd = Command(stdout=io.StringIO())
     door = cmd.front_door_for("127.0.0.1", free_port())
