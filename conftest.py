@@ -45,6 +45,7 @@ def auth_client(user) -> APIClient:
 pytest_plugins = ["devtools.testing"]
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """``@pytest.mark.postgres`` tests need PostgreSQL. On SQLite they are skipped, unless
     REQUIRE_POSTGRES=1 (CI's Postgres run), where running on anything else is an error."""
@@ -54,9 +55,13 @@ def pytest_collection_modifyitems(config, items):
 
     # Every test on a real emulator process is marked, so CI can run exactly those again on
     # the second emulator: BUS_EMULATOR=localstack pytest -m emulator.
+    # Those, and the browser tests, start real processes: slow, left out of the default run.
     for item in items:
         if "moto_server_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.emulator)
+            item.add_marker(pytest.mark.slow)
+        if "browser" in item.keywords:
+            item.add_marker(pytest.mark.slow)
     on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
     if os.environ.get("REQUIRE_POSTGRES") == "1" and not on_postgres:
         raise pytest.UsageError("REQUIRE_POSTGRES=1 but DATABASE_URL does not point at PostgreSQL.")

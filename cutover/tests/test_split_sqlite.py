@@ -34,6 +34,8 @@ from frontdoor.nginx import FrontDoor
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.slow
+
 
 def _wait(predicate, timeout: float, what: str, log: Path):
     deadline = time.monotonic() + timeout

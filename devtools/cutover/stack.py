@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TextIO
 
 import psycopg
 import requests
@@ -51,7 +52,7 @@ class CutoverStack:
         self.proc: subprocess.Popen | None = None
         self.token = ""
         self._databases = [name]
-        self._log = None
+        self._log: TextIO | None = None
 
     # ------------------------------------------------------------------ databases
     def database(self, suffix: str) -> str:

@@ -28,6 +28,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
+pytestmark = pytest.mark.slow
+
 MAX_EXAMPLES = 5
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 ST = Path(sys.executable).with_name("st")
