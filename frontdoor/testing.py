@@ -14,7 +14,8 @@ from .nginx import FrontDoor
 
 class Upstream:
     """A tiny HTTP server on a thread: answers JSON {upstream, path, headers}; ``/slow``
-    sleeps ``slow`` seconds first; ``/live/events`` streams two events 1.5 s apart."""
+    sets ``slow_arrived`` and sleeps ``slow`` seconds first; ``/live/events`` streams two
+    events 1.5 s apart."""
 
     def __init__(self, name: str, slow: float = 2.0) -> None:
         outer = self
@@ -39,6 +40,7 @@ class Upstream:
                     self.close_connection = True
                     return
                 if "/slow" in self.path:
+                    outer.slow_arrived.set()
                     time.sleep(outer.slow)
                 outer.hits += 1
                 body = json.dumps({"upstream": name, "path": self.path, "headers": dict(self.headers)}).encode()
@@ -54,6 +56,7 @@ class Upstream:
                 self.do_GET()
 
         self.slow = slow
+        self.slow_arrived = threading.Event()
         self.hits = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

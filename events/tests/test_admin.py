@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import transaction
 from django.urls import reverse
+from django.utils import timezone
 
 import events
 from devtools.netutil import free_port
@@ -37,7 +40,8 @@ def test_bus_page_shows_outbox_inbox_and_queue_depths(admin_client, bus):
     _publish(1)
     _publish(2, "PSV")
     bus.drain()  # published, and handled by every consuming service
-    _publish(3, "Feyenoord")  # left pending
+    _publish(3, "Feyenoord")  # left pending, written 90 s ago
+    OutboxMessage.objects.filter(subject="3").update(created_at=timezone.now() - timedelta(seconds=90))
     _fail(_publish(4, "Twente"))
 
     response = admin_client.get(BUS_URL)
@@ -46,7 +50,7 @@ def test_bus_page_shows_outbox_inbox_and_queue_depths(admin_client, bus):
     ctx = response.context
     assert ctx["totals"] == {"pending": 1, "published": 2, "failed": 1}
     assert ctx["by_type"] == [{"type": "team.created", "pending": 1, "published": 2, "failed": 1}]
-    assert ctx["oldest_pending_seconds"] is not None and ctx["oldest_pending_seconds"] >= 0
+    assert 90 <= ctx["oldest_pending_seconds"] < 90 + 60
     assert [r.subject for r in ctx["failed_rows"]] == ["4"]
     assert "AuthorizationError: no publish on topic" in response.text
     inbox = {row["handler"]: row["handled"] for row in ctx["inbox"]}

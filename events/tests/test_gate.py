@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 
 import events
 from devtools.testing import wait_until
@@ -22,7 +22,7 @@ def _publish_team(team_id: int) -> None:
         events.publish("team.created", subject=team_id, data={"id": team_id, "name": f"Team {team_id}"})
 
 
-def test_the_consumer_of_a_paused_service_gives_its_batch_back(transactional_db, probe_bus, recorder):
+def test_the_consumer_of_a_paused_service_gives_its_batch_back(transactional_db, probe_bus, recorder, monkeypatch):
     """A batch received just before the pause is rolled back and returned at once; the
     consumer then receives nothing until the gate opens; then each event is handled once."""
     gate.open_("probe")
@@ -41,10 +41,15 @@ def test_the_consumer_of_a_paused_service_gives_its_batch_back(transactional_db,
 
     stop = threading.Event()
     gated = Consumer("probe", wait_seconds=0, check_topology=False, stop=stop)
+    # The consumer reads the gate before each receive: once it has read "paused" a few
+    # times it has had every chance to receive, and must not have.
+    reads: list[str] = []
+    real_current = gate.current
+    monkeypatch.setattr(gate, "current", lambda *a, **k: reads.append(real_current(*a, **k)) or reads[-1])
     worker = threading.Thread(target=gated.run)
     worker.start()
     try:
-        time.sleep(1.5)
+        wait_until(lambda: reads.count(gate.PAUSED) >= 3, timeout=20, what="the consumer reading the closed gate")
         assert gated.stats.received == 0  # paused: not even a receive
         gate.open_("probe")
         wait_until(lambda: InboxMessage.objects.count() == 3, timeout=10, what="the three events handled")
@@ -55,6 +60,14 @@ def test_the_consumer_of_a_paused_service_gives_its_batch_back(transactional_db,
 
 
 # ------------------------------------------------------------------ real concurrency
+def _a_backend_waits_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_pause_waits_for_the_write_under_way_and_refuses_every_later_one():
@@ -85,7 +98,7 @@ def test_a_pause_waits_for_the_write_under_way_and_refuses_every_later_one():
     assert published.wait(10)
     p = threading.Thread(target=pauser)
     p.start()
-    time.sleep(0.5)
+    wait_until(_a_backend_waits_for_a_lock, timeout=10, what="the pause waiting for the writer's lock")
     assert "paused" not in marks  # the pause waits for the writer's share lock
     release.set()
     w.join(10)

@@ -178,7 +178,7 @@ def test_switch_under_load_drops_nothing(door, upstreams):
 
     with ThreadPoolExecutor(max_workers=5) as pool:
         slow = pool.submit(get, door, "/api/transfers/slow")
-        time.sleep(0.3)  # it reached the old upstream and waits there
+        assert u["transfers"].slow_arrived.wait(10)  # it reached the old upstream and waits there
         clients = [pool.submit(client) for _ in range(4)]
         deadline = time.monotonic() + 20
         while len(results) < 40:
@@ -220,7 +220,7 @@ def test_stop_is_graceful_and_leaves_nothing(door, upstreams):
     assert len(pids) == 2  # master and one worker
     with ThreadPoolExecutor(max_workers=1) as pool:
         slow = pool.submit(get, door, "/slow")
-        time.sleep(0.3)
+        assert upstreams["monolith"].slow_arrived.wait(10)  # in flight at the upstream
         started = time.monotonic()
         assert door.stop(timeout=10) == 0
         assert 1.0 < time.monotonic() - started < 8
