@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from kernel import frozen
+
 LEAGUE_STAFF = "League staff"
 TRANSFER_DESK = "Transfer desk"
 READ_ONLY = "Read-only"
@@ -44,34 +46,10 @@ def register(app_label: str, roles: Mapping[str, Iterable[str]]) -> None:
     _registry[app_label] = roles
 
 
-def grant(apps: Any, app_label: str, roles: Mapping[str, Iterable[str]]) -> None:
-    """Create the groups of ``roles`` if missing and add ``app_label``'s permissions to
-    them. ``apps`` is a migration's historical registry or ``django.apps.apps``. The
-    permissions are created first: Django otherwise creates them only after the whole
-    ``migrate`` run (post_migrate), too late for a data migration."""
-    from django.contrib.auth.management import create_permissions
-
-    app_config = apps.get_app_config(app_label)
-    if getattr(app_config, "models_module", None) is None:
-        app_config.models_module = True  # a historical config has none; create_permissions skips those
-    create_permissions(app_config, apps=apps, verbosity=0)
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for group_name, codenames in roles.items():
-        group, _ = Group.objects.get_or_create(name=group_name)
-        codenames = list(codenames)
-        perms = list(Permission.objects.filter(content_type__app_label=app_label, codename__in=codenames))
-        missing = set(codenames) - {p.codename for p in perms}
-        if missing:
-            raise LookupError(f"{app_label}: no permissions {sorted(missing)} for the role {group_name}.")
-        group.permissions.add(*perms)
-
-
-def revoke(apps: Any, app_label: str, roles: Mapping[str, Iterable[str]]) -> None:
-    """Undo ``grant``: take ``app_label``'s permissions away from the groups of ``roles``."""
-    Group = apps.get_model("auth", "Group")
-    for group in Group.objects.filter(name__in=roles):
-        group.permissions.remove(*group.permissions.filter(content_type__app_label=app_label))
+# Granting is the same for a migration's historical registry and the live one; the frozen
+# functions serve both while that holds.
+grant = frozen.grant_roles
+revoke = frozen.revoke_roles
 
 
 def ensure_roles() -> None:

@@ -13,7 +13,7 @@ import unicodedata
 
 from django.db import migrations, models
 
-from kernel.names import name_key
+from kernel.frozen import name_key_nfc_casefold as name_key
 
 
 def _normalize(name):

@@ -7,7 +7,8 @@ kernel/roles.py for the roles and why each app grants its own permissions.
 
 from django.db import migrations
 
-from kernel.roles import grant, revoke
+from kernel.frozen import grant_roles as grant
+from kernel.frozen import revoke_roles as revoke
 
 ROLES = {'League staff': ['add_team',
                   'change_team',
