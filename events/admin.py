@@ -261,7 +261,7 @@ def bus_overview(request: HttpRequest) -> HttpResponse:
         "inbox": inbox,
         "queues": depths,
         "sqs_error": sqs_error,
-        "sqs_endpoint": aws._client_kwargs().get("endpoint_url") or f"AWS {aws._client_kwargs()['region_name']}",
+        "sqs_endpoint": aws.endpoint_label(),
         "can_requeue": _can_requeue(request),
         "outbox_url": reverse("admin:events_outboxmessage_changelist"),
         "inbox_url": reverse("admin:events_inboxmessage_changelist"),

@@ -83,6 +83,12 @@ def quick_client(service: str) -> Any:
     return cache[key]
 
 
+def endpoint_label() -> str:
+    """Where the bus's clients go, for people: the endpoint URL, or "AWS <region>"."""
+    kwargs = _client_kwargs()
+    return kwargs.get("endpoint_url") or f"AWS {kwargs['region_name']}"
+
+
 def reset() -> None:
     """Forget clients and cached ARNs (tests that start a new AWS emulator)."""
     _local.clients = {}

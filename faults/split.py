@@ -65,13 +65,13 @@ def _begun(step: str, output: str) -> bool:
 
 
 def _gate(url: str, service: str, conn: psycopg.Connection | None = None) -> str:
-    from devtools.cutover.checks import _pg
+    from devtools.cutover.checks import psycopg_url
 
     sql = "SELECT state FROM events_servicegate WHERE service = %s"
     if conn is not None:
         row = conn.execute(sql, [service]).fetchone()
     else:
-        with psycopg.connect(_pg(url), connect_timeout=5, autocommit=True) as own:
+        with psycopg.connect(psycopg_url(url), connect_timeout=5, autocommit=True) as own:
             row = own.execute(sql, [service]).fetchone()
     return row[0] if row else "open"
 
@@ -87,9 +87,9 @@ def kill_at(stack, point: str, target: str, timeout: float = 300) -> Kill:
     kill = Kill(point, problems=[])
     proc = stack.manage("split_service", service, "--database-url", target, "--yes")
     deadline = time.monotonic() + timeout
-    from devtools.cutover.checks import _pg
+    from devtools.cutover.checks import psycopg_url
 
-    conn = psycopg.connect(_pg(stack.url), connect_timeout=5, autocommit=True)  # one, polled every few ms
+    conn = psycopg.connect(psycopg_url(stack.url), connect_timeout=5, autocommit=True)  # one, polled every few ms
     gate = lambda: _gate(stack.url, service, conn)  # noqa: E731
     try:
         while True:

@@ -60,7 +60,7 @@ MAX_JSON_DEPTH = 32
 # --------------------------------------------------------------------------------------
 # The problem document
 # --------------------------------------------------------------------------------------
-def _title(status: int) -> str:
+def status_title(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -75,7 +75,7 @@ def problem(
     code: str | None = None,
     errors: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": "about:blank", "title": _title(status), "status": status, "detail": detail}
+    body: dict[str, Any] = {"type": "about:blank", "title": status_title(status), "status": status, "detail": detail}
     if request is not None:
         body["instance"] = request.path
         rid = getattr(request, "request_id", None)
@@ -133,7 +133,7 @@ def validation_errors(detail: Any, *, in_query: bool) -> list[dict[str, str]]:
     return errors
 
 
-def _summary(errors: list[dict[str, str]]) -> str:
+def problem_summary(errors: list[dict[str, str]]) -> str:
     parts = []
     for error in errors[:5]:
         where = error.get("parameter") or error.get("pointer")
@@ -214,7 +214,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, exceptions.ValidationError) or isinstance(detail, (dict, list)):
         in_query = request is not None and request.method in ("GET", "HEAD")
         errors = validation_errors(detail, in_query=in_query)
-        body = problem(status, _summary(errors), request=django_request, code="invalid", errors=errors)
+        body = problem(status, problem_summary(errors), request=django_request, code="invalid", errors=errors)
     else:
         body = problem(status, str(detail), request=django_request, code=getattr(detail, "code", None))
     response.data = body
@@ -276,7 +276,7 @@ MAX_OFFSET = 2**31 - 1
 _DIGITS = re.compile(r"^[0-9]{1,12}$")
 
 
-def _bounded_int(request: Any, name: str, *, default: int, minimum: int, maximum: int) -> int:
+def bounded_int(request: Any, name: str, *, default: int, minimum: int, maximum: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
@@ -293,12 +293,12 @@ class Pagination(LimitOffsetPagination):
     max_limit = MAX_LIMIT
 
     def get_limit(self, request: Any) -> int:
-        return _bounded_int(
+        return bounded_int(
             request, self.limit_query_param, default=self.default_limit or 50, minimum=1, maximum=MAX_LIMIT
         )
 
     def get_offset(self, request: Any) -> int:
-        return _bounded_int(request, self.offset_query_param, default=0, minimum=0, maximum=MAX_OFFSET)
+        return bounded_int(request, self.offset_query_param, default=0, minimum=0, maximum=MAX_OFFSET)
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         return pagination_parameters()

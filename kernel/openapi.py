@@ -180,16 +180,16 @@ LINKS: dict[tuple[str, str], dict[str, tuple[str, dict[str, str]]]] = {
 
 
 def _example_problem(value: Any, *, status: int, method: str, path: str) -> Any:
-    from kernel.api import _summary, _title, validation_errors
+    from kernel.api import problem_summary, status_title, validation_errors
 
     if not isinstance(value, dict) or {"status", "title"} <= set(value):
         return value
-    body: dict[str, Any] = {"type": "about:blank", "title": _title(status), "status": status}
+    body: dict[str, Any] = {"type": "about:blank", "title": status_title(status), "status": status}
     instance = re.sub(r"\{[^}]+\}", "1", path)
     if set(value) == {"detail"}:
         return {**body, "detail": value["detail"], "instance": instance}
     errors = validation_errors(value, in_query=method == "get")
-    return {**body, "detail": _summary(errors), "instance": instance, "code": "invalid", "errors": errors}
+    return {**body, "detail": problem_summary(errors), "instance": instance, "code": "invalid", "errors": errors}
 
 
 def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:

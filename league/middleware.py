@@ -111,7 +111,7 @@ class ApiMiddleware:
         response = self.get_response(request)
         if response.status_code >= 400 and not response.get("Content-Type", "").startswith(api.PROBLEM_CONTENT_TYPE):
             replaced = api.problem_response(
-                request, response.status_code, _DETAILS.get(response.status_code, api._title(response.status_code))
+                request, response.status_code, _DETAILS.get(response.status_code, api.status_title(response.status_code))
             )
             for header in _KEPT_HEADERS:
                 if header in response:

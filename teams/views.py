@@ -17,7 +17,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from kernel.api import MAX_LIMIT, _bounded_int
+from kernel.api import MAX_LIMIT, bounded_int
 from kernel.openapi import errors
 
 from . import selectors, services
@@ -114,7 +114,7 @@ class ExportPagination(CursorPagination):
     max_page_size = MAX_LIMIT
 
     def get_page_size(self, request: Request) -> int:
-        return _bounded_int(request, "limit", default=self.page_size, minimum=1, maximum=MAX_LIMIT)
+        return bounded_int(request, "limit", default=self.page_size, minimum=1, maximum=MAX_LIMIT)
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
         return [

@@ -64,7 +64,7 @@ def test_the_checks_pass_on_a_monolith_under_traffic_and_catch_a_lost_handling(m
     assert verdict.events > 50, verdict.describe()
 
     # The check itself: one inbox row gone is one event lost.
-    with psycopg.connect(checks._pg(stack.url), autocommit=True) as conn:
+    with psycopg.connect(checks.psycopg_url(stack.url), autocommit=True) as conn:
         row = conn.execute(
             "DELETE FROM events_inboxmessage WHERE id = (SELECT max(id) FROM events_inboxmessage "
             "WHERE handler LIKE 'transfers:%') RETURNING event_id::text, handler"

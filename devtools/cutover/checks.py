@@ -39,7 +39,7 @@ SERVICES = ("teams", "transfers", "fixtures")
 FINAL_TRANSFER_STATES = {"completed", "rejected", "cancelled"}
 
 
-def _pg(url: str) -> str:
+def psycopg_url(url: str) -> str:
     """psycopg takes ``postgresql://``; the project's DATABASE_URL is often ``postgres://``."""
     return "postgresql://" + url.split("://", 1)[1] if url.startswith("postgres://") else url
 
@@ -108,7 +108,7 @@ def _subscriptions() -> dict[str, list[tuple[str, str]]]:
 
 
 def _rows(url: str, sql: str, params: Iterable = ()) -> list[tuple]:
-    with psycopg.connect(_pg(url), connect_timeout=10) as conn:
+    with psycopg.connect(psycopg_url(url), connect_timeout=10) as conn:
         return conn.execute(sql, list(params)).fetchall()
 
 

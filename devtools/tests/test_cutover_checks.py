@@ -135,7 +135,7 @@ def moved(league, monolith):
 def on(url: str, statement: str) -> int:
     import psycopg
 
-    with psycopg.connect(checks._pg(url), autocommit=True) as conn:
+    with psycopg.connect(checks.psycopg_url(url), autocommit=True) as conn:
         return conn.execute(statement).rowcount
 
 
