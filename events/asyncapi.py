@@ -99,44 +99,52 @@ def build() -> dict[str, Any]:
 
     for et in types:
         topic = aws.topic_name(et.name)
-        data_ref = f"{et.name}.data"
-        schemas[data_ref] = copy.deepcopy(et.schema)
-        message: dict[str, Any] = {
-            "name": et.name,
-            "title": et.name,
-            "summary": et.description,
-            "contentType": "application/json",
-            "correlationId": {
-                "description": "The request that started the chain of events.",
-                "location": "$message.payload#/correlationid",
-            },
-            "headers": message_attributes_schema(et.name),
-            "payload": {
-                "allOf": [
-                    {"$ref": "#/components/schemas/CloudEventsEnvelope"},
-                    {
-                        "type": "object",
-                        "properties": {
-                            "type": {"const": et.name},
-                            "source": {"const": f"{settings.BUS_SOURCE_PREFIX}/{et.source}"},
-                            "dataversion": {"const": str(et.version)},
-                            "data": {"$ref": f"#/components/schemas/{data_ref}"},
+        # One message per version of the data: the current one under the type's name, each
+        # older one as "<type>.v<n>" (consumers accept every version they know).
+        channel_messages: dict[str, Any] = {}
+        for version, schema in et.schemas.items():
+            current = version == et.version
+            key = et.name if current else f"{et.name}.v{version}"
+            data_ref = f"{key}.data"
+            schemas[data_ref] = copy.deepcopy(schema)
+            message: dict[str, Any] = {
+                "name": key,
+                "title": f"{et.name} (data version {version}{', current' if current else ''})",
+                "summary": et.description,
+                "contentType": "application/json",
+                "correlationId": {
+                    "description": "The request that started the chain of events.",
+                    "location": "$message.payload#/correlationid",
+                },
+                "headers": message_attributes_schema(et.name),
+                "payload": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/CloudEventsEnvelope"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "type": {"const": et.name},
+                                "source": {"const": f"{settings.BUS_SOURCE_PREFIX}/{et.source}"},
+                                "dataversion": {"const": str(version)},
+                                "data": {"$ref": f"#/components/schemas/{data_ref}"},
+                            },
                         },
-                    },
-                ]
-            },
-            "tags": [{"name": et.source}, {"name": f"aggregate:{et.aggregate}"}],
-        }
-        if et.examples:
-            message["examples"] = [{"payload": example} for example in et.examples]
-        messages[et.name] = message
+                    ]
+                },
+                "tags": [{"name": et.source}, {"name": f"aggregate:{et.aggregate}"}],
+            }
+            if et.examples and current:
+                message["examples"] = [{"payload": example} for example in et.examples]
+            messages[key] = message
+            channel_messages[key] = {"$ref": f"#/components/messages/{key}"}
         channels[et.name] = {
             "address": topic,
             "title": et.name,
             "description": f"SNS topic of `{et.name}`. {et.description}",
-            "messages": {et.name: {"$ref": f"#/components/messages/{et.name}"}},
+            "messages": channel_messages,
             "bindings": {"sns": {"name": topic, "bindingVersion": "0.1.0"}},
         }
+        every_version = [{"$ref": f"#/channels/{et.name}/messages/{key}"} for key in channel_messages]
         message_ref = [{"$ref": f"#/channels/{et.name}/messages/{et.name}"}]
         operations[f"{et.source}.send.{et.name}"] = {
             "action": "send",
@@ -163,7 +171,7 @@ def build() -> dict[str, Any]:
                         else f", from the shared queue `{queue}` (one instance per event; DLQ `{queue}-dlq`)."
                     )
                 ),
-                "messages": message_ref,
+                "messages": every_version,
                 "bindings": {
                     "sqs": {
                         "queues": [

@@ -8,12 +8,24 @@ writer's error, not a consumer's surprise.
 
 Type strings are never reused for a different meaning: a retired type stays here with
 ``retired=True`` (Sentry keeps retired outbox categories as ``UNUSED_*`` for the same
-reason). A breaking change to ``data`` gets a new ``dataversion``.
+reason).
+
+Versions. A type's ``data`` has versions (the envelope's ``dataversion``): ``schema`` is the
+current one, ``older`` keeps each earlier version's schema with its upcaster, the one
+function that turns that version's data into the next version's shape. ``accept`` is what a
+consumer calls: a version it knows is checked against that version's schema and upcast to
+the current shape; a newer version than it knows (a producer upgraded before this consumer)
+is read as the newest version it knows, whose fields a newer version keeps (tolerant reader:
+fields it does not know are ignored). ``manage.py catalogue --check-compatible REF`` refuses a
+change that would break a running producer or consumer: a type removed or reused for another
+aggregate or source, a version removed, a field removed or retyped, a field made required in
+a version that exists already, a new version that drops a field or changes its type.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,15 +33,31 @@ import jsonschema
 
 
 @dataclass(frozen=True)
+class OlderVersion:
+    """An earlier version of a type's data: its schema, and ``upcast``, which turns data of
+    this version into the shape of the next one."""
+
+    version: int
+    schema: dict[str, Any]
+    upcast: Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class EventType:
     name: str
     source: str  # the publishing service
     aggregate: str  # what the subject identifies; sequence counts per (aggregate, subject)
-    schema: dict[str, Any]
+    schema: dict[str, Any]  # of the current version
     version: int = 1
     description: str = ""
     retired: bool = False
     examples: list[dict[str, Any]] = field(default_factory=list)
+    older: tuple[OlderVersion, ...] = ()
+
+    @property
+    def schemas(self) -> dict[int, dict[str, Any]]:
+        """Every version's schema, oldest first."""
+        return {**{o.version: o.schema for o in sorted(self.older, key=lambda o: o.version)}, self.version: self.schema}
 
 
 def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -235,22 +263,59 @@ class UnknownEventType(LookupError):
     pass
 
 
-def data_error(event_type: str, data: Any) -> str | None:
-    """What is wrong with ``data`` for ``event_type``'s JSON Schema, or None when it is
-    valid. The writer checks before the outbox row exists; the consumer checks again on
-    receive, since anyone who can send to a queue can send anything."""
-    error = jsonschema.exceptions.best_match(_validator(event_type).iter_errors(data))
+def data_error(event_type: str, data: Any, version: int | None = None) -> str | None:
+    """What is wrong with ``data`` for ``event_type``'s JSON Schema (of ``version``, the
+    current one by default), or None when it is valid. The writer checks before the outbox
+    row exists; the consumer checks again on receive (``accept``), since anyone who can send
+    to a queue can send anything."""
+    error = jsonschema.exceptions.best_match(_validator(event_type, version).iter_errors(data))
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-    return f"{event_type} data at {where}: {error.message}"
+    return f"{event_type} v{version or get(event_type).version} data at {where}: {error.message}"
+
+
+def accept(event_type: str, dataversion: Any, data: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """A received event's data in the current shape, or the reason it cannot be read.
+
+    A version this code knows is checked against that version's schema and upcast, one
+    version at a time, to the current one. A newer version than it knows is checked against
+    the current schema and read as it (the compatibility rules keep every field of a version
+    in the versions after it). A version that is not a whole number of at least 1 is refused."""
+    et = get(event_type)
+    try:
+        version = int(str(dataversion))
+    except ValueError:
+        version = 0
+    if version < 1:
+        return None, f"{event_type}: dataversion {dataversion!r} is not a version (1, 2, ...)"
+    known = et.schemas
+    if version not in known and version < et.version:
+        return None, f"{event_type}: dataversion {version} is unknown (known: {', '.join(map(str, known))})"
+    read_as = min(version, et.version)
+    problem = data_error(event_type, data, read_as)
+    if problem is not None:
+        return None, problem
+    return upcast(event_type, read_as, data), None
+
+
+def upcast(event_type: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` of ``version`` turned into the current version's shape: each older
+    version's upcaster in turn. The one place where a type's old shapes are understood."""
+    et = get(event_type)
+    steps = {o.version: o.upcast for o in et.older}
+    while version < et.version:
+        data = steps[version](data)
+        version += 1
+    return data
 
 
 @functools.cache
-def _validator(event_type: str) -> jsonschema.protocols.Validator:
-    """One compiled validator per type (``jsonschema.validate`` re-checks the schema itself
-    on every call, which costs more than the check)."""
-    schema = get(event_type).schema
+def _validator(event_type: str, version: int | None = None) -> jsonschema.protocols.Validator:
+    """One compiled validator per type and version (``jsonschema.validate`` re-checks the
+    schema itself on every call, which costs more than the check)."""
+    et = get(event_type)
+    schema = et.schemas[version or et.version]
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
