@@ -91,10 +91,8 @@ def test_the_feed_delivers_an_event_to_the_streams_of_its_process_and_cleans_up(
             feed.start()
             assert await asyncio.to_thread(feed.subscribed.wait, 10), "the feed never subscribed"
             assert len(instance_queues()) == 1
-            started = time.monotonic()
             await asyncio.to_thread(publish_and_relay)
             received.append(await asyncio.wait_for(queue.get(), 10))
-            assert time.monotonic() - started < 5
         finally:
             hub.unsubscribe(queue)
             await asyncio.to_thread(feed.close)
