@@ -115,6 +115,7 @@ def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     "missing,message",
     [("SECRET_KEY", "SECRET_KEY is not set"), ("ALLOWED_HOSTS", "ALLOWED_HOSTS is not set")],
 )
+@pytest.mark.slow
 def test_production_refuses_to_start_without(tmp_path, missing, message):
     env = _production_env(tmp_path)
     env.pop(missing)
@@ -123,12 +124,14 @@ def test_production_refuses_to_start_without(tmp_path, missing, message):
     assert message in done.stderr
 
 
+@pytest.mark.slow
 def test_production_refuses_an_empty_secret_key(tmp_path):
     done = _manage("check", env=_production_env(tmp_path, SECRET_KEY=""))
     assert done.returncode != 0
     assert "SECRET_KEY is not set" in done.stderr
 
 
+@pytest.mark.slow
 def test_check_deploy_is_clean_with_production_settings(tmp_path):
     done = _manage("check", "--deploy", "--fail-level", "WARNING", env=_production_env(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from django.conf import settings
 
 PROBE = """
@@ -30,6 +31,9 @@ print(json.dumps({
     "urls": {p: mounted(p) for p in ("/api/teams/", "/api/transfers/", "/api/seasons/")},
 }))
 """
+
+
+pytestmark = pytest.mark.slow  # each test starts manage.py in a subprocess
 
 
 def boot(league_service: str) -> subprocess.CompletedProcess[str]:

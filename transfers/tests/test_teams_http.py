@@ -115,6 +115,7 @@ def test_sync_teams_with_the_teams_service_down(teams_down):
     assert TeamReplica.objects.get().name == "Reds" and not TeamsSync.objects.exists()
 
 
+@pytest.mark.slow
 def test_sync_teams_exit_code_when_down(teams_down):
     import subprocess
     import sys
