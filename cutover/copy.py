@@ -172,7 +172,7 @@ def _keep_timestamps(model: type[models.Model]) -> Iterator[None]:
     changed = [
         f for f in model._meta.concrete_fields if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
     ]
-    saved = [(f, f.auto_now, f.auto_now_add) for f in changed]
+    saved = [(f, getattr(f, "auto_now", False), getattr(f, "auto_now_add", False)) for f in changed]
     for f in changed:
         f.auto_now = f.auto_now_add = False  # type: ignore[attr-defined]
     try:

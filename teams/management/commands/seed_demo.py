@@ -8,6 +8,7 @@ exist (compared ignoring case) and creates only the missing ones.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -62,13 +63,13 @@ def demo_squad(team_name: str, size: int) -> list[dict[str, str]]:
     positions = positions[:size]
     names: set[str] = set()
     players = []
-    for position in positions:
+    for code in positions:
         while True:
             name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
             if name not in names:
                 break
         names.add(name)
-        players.append({"name": name, "position": position})
+        players.append({"name": name, "position": code})
     return players
 
 
@@ -104,7 +105,7 @@ class Command(BaseCommand):
         created = sum(1 for r in rows if r[2] == "created")
         self.stdout.write(self.style.SUCCESS(f"{created} created, {len(rows) - created} skipped or failed."))
 
-    def _table(self, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    def _table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
         for row in [header, tuple("-" * w for w in widths), *rows]:
             self.stdout.write("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
