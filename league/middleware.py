@@ -78,7 +78,8 @@ class ApiMiddleware:
     """The API's front: under ``/api/`` only.
 
     - A body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (by its Content-Length) is a 413
-      before anything reads it.
+      before anything reads it. The servers' entry points refuse it earlier still, and
+      bound chunked bodies (``league/bodylimit.py``); this check covers any other caller.
     - A body is read only in a text charset JSON allows (RFC 8259: UTF-8; UTF-16 and
       UTF-32 in either byte order; US-ASCII, a subset of UTF-8): any other ``charset`` in the
       Content-Type (``zlib``, ``bz2``, ``rot13``, ``latin-1``, an unknown or empty one) is a
