@@ -8,7 +8,9 @@ Guarantee, under the ASGI entry point (``league/asgi.py``, uvicorn) and the WSGI
   whole body to a temporary file before any middleware runs); the connection is closed;
 - a chunked body (``Transfer-Encoding: chunked``, no length) is read up to the limit: past
   it, reading stops and the answer is a 413; within it, Django gets the body with its
-  length (it reads a body without ``Content-Length`` as empty);
+  length (it reads a body without ``Content-Length`` as empty). A WSGI server that cannot
+  end a chunked body for the application (no ``wsgi.input_terminated``: wsgiref, Django's
+  ``runserver``) gets a 411 for it instead of a body read as empty;
 - under ``/api/`` the 413 is a problem document (``league.api``), elsewhere plain text.
 
 ``league.middleware.ApiMiddleware`` repeats the ``Content-Length`` check for any other way
@@ -58,6 +60,7 @@ def _too_large(limit: int) -> tuple[int, str, str]:
 
 
 BAD_LENGTH = (400, "The Content-Length header is not a number.", "invalid")
+LENGTH_REQUIRED = (411, "Send the body with a Content-Length: this server cannot read a chunked body.", "length_required")
 
 
 def _declared_length(raw: str | None) -> int | None | bool:
@@ -149,6 +152,9 @@ class WsgiBodyLimit:
             return self.app(environ, start_response)
         if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             return self.app(environ, start_response)
+        if not environ.get("wsgi.input_terminated"):
+            # The server hands over the raw stream (wsgiref, runserver): no end to read to.
+            return _refuse_wsgi(environ, start_response, *LENGTH_REQUIRED)
         stream, body = environ["wsgi.input"], bytearray()
         while True:
             piece = stream.read(CHUNK if limit is None else min(CHUNK, limit + 1 - len(body)))

@@ -157,7 +157,7 @@ def _read_response(sock, *, timeout: float = 15) -> tuple[int, bytes]:
             break
         data += piece
     head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 "), data[:300]
+    assert head.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")), data[:300]
     return int(head.split()[1]), body
 
 
@@ -229,3 +229,28 @@ def test_a_chunked_body_within_the_limit_is_read(server, user):
 
     assert response.status_code == 201, response.text[:300]
     assert Team.objects.get().name == "Chunked FC"
+
+
+def test_a_chunked_body_under_a_wsgi_server_that_cannot_end_it_is_a_411():
+    """wsgiref (the server of ``runserver``) hands the raw stream over: a chunked body
+    would be read as empty or wait forever, so it is a 411 asking for a length."""
+    import socket
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from league.wsgi import application
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    with make_server("127.0.0.1", 0, application, handler_class=Quiet) as httpd:
+        thread = threading.Thread(target=httpd.handle_request, daemon=True)
+        thread.start()
+        with socket.create_connection(("127.0.0.1", httpd.server_port), timeout=15) as sock:
+            sock.sendall(_headers("/api/teams/", "Transfer-Encoding: chunked") + b"9\r\n{\"name\": \r\n")
+            status, body = _read_response(sock)
+        thread.join(15)
+
+    assert status == 411, body[:300]
+    assert json.loads(body)["code"] == "length_required"
