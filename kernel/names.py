@@ -32,8 +32,8 @@ overrides and isolates; private-use, unassigned, noncharacters, surrogates).
 
 The Unicode properties come from ``unicodedata`` (normalization), the ``regex`` package
 (general categories, Extended_Pictographic, Default_Ignorable_Code_Point) and ``idna``
-(the CONTEXTJ rules and joining types). This module lives in ``events`` only because it is
-the one package every service may import; it knows nothing of the bus.
+(the CONTEXTJ rules and joining types). This module is part of the shared kernel, which
+every service may import; it knows nothing of the bus.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ import regex
 from django.core.exceptions import ValidationError
 from idna.core import valid_contextj
 from rest_framework import serializers
+
+from kernel import frozen
 
 MAX_NAME_LENGTH = 100
 # The longest key a name may have (the ``name_key`` columns): compatibility normalization
@@ -168,14 +170,8 @@ def clean_name(value: object, *, label: str = "Name", max_length: int = MAX_NAME
 def name_key(value: str) -> str:
     """The form two names are compared in: NFKC_Casefold (UTS #39; NFKC, case-folded,
     default-ignorable characters removed, to a fixed point), white space collapsed as
-    ``clean_name`` does."""
-    text = unicodedata.normalize("NFC", value)
-    for _ in range(4):
-        folded = _IGNORABLE.sub("", unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()))
-        if folded == text:
-            break
-        text = folded
-    return " ".join(text.split())
+    ``clean_name`` does. The migrations that stored these keys call the same function."""
+    return frozen.name_key_nfkc_casefold(value)
 
 
 def clean_text(value: object, *, label: str, max_length: int) -> str:

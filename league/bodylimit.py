@@ -11,7 +11,7 @@ Guarantee, under the ASGI entry point (``league/asgi.py``, uvicorn) and the WSGI
   length (it reads a body without ``Content-Length`` as empty). A WSGI server that cannot
   end a chunked body for the application (no ``wsgi.input_terminated``: wsgiref, Django's
   ``runserver``) gets a 411 for it instead of a body read as empty;
-- under ``/api/`` the 413 is a problem document (``league.api``), elsewhere plain text.
+- under ``/api/`` the 413 is a problem document (``kernel.api``), elsewhere plain text.
 
 ``league.middleware.ApiMiddleware`` repeats the ``Content-Length`` check for any other way
 Django is called (the test client, ``runserver``).
@@ -39,7 +39,7 @@ def _refusal(path: str, status: int, detail: str, code: str) -> tuple[bytes, lis
     """The body and headers of a refusal sent before Django runs."""
     rid = context.new_id()
     if path.startswith("/api/"):
-        from league import api
+        from kernel import api
 
         document = api.problem(status, detail, code=code)
         document.update(instance=path, request_id=rid)

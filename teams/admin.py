@@ -10,7 +10,7 @@ from django.db.models import Count, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
-from events.names import name_key
+from kernel.names import name_key
 
 from . import services
 from .models import Move, Player, Team
@@ -34,7 +34,7 @@ class SquadInline(admin.TabularInline):
 class NewPlayersFormSet(BaseInlineFormSet):
     def clean(self) -> None:
         super().clean()
-        # The key the API and the database compare (events.names): "Straße" is "STRASSE".
+        # The key the API and the database compare (kernel.names): "Straße" is "STRASSE".
         names = [
             name_key(f.cleaned_data["name"])
             for f in self.forms

@@ -112,8 +112,8 @@ def server(request, transactional_db):
 
     from django.conf import settings
 
-    from events.netutil import free_port, wait_for_http
-    from events.testing import child_env
+    from devtools.netutil import free_port, wait_for_http
+    from devtools.testing import child_env
 
     port = free_port()
     binary = os.path.join(os.path.dirname(sys.executable), request.param)
@@ -166,6 +166,7 @@ def _headers(path: str, *extra: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["/api/teams/", "/admin/login/"])
 def test_a_body_over_the_limit_by_its_length_is_refused_before_it_is_sent(server, path):
     """The client sends the headers of a 300 MB POST and not one byte of the body: the 413
@@ -184,6 +185,7 @@ def test_a_body_over_the_limit_by_its_length_is_refused_before_it_is_sent(server
         assert problem["instance"] == path and f"larger than {LIMIT} bytes" in problem["detail"]
 
 
+@pytest.mark.slow
 def test_a_chunked_body_is_read_only_up_to_the_limit(server):
     """A chunked body that never ends: the server stops reading at the limit and answers
     413 while the client is still sending."""
@@ -210,6 +212,7 @@ def test_a_chunked_body_is_read_only_up_to_the_limit(server):
     assert sent < 8 * LIMIT  # the answer came while the body was still coming
 
 
+@pytest.mark.slow
 def test_a_chunked_body_within_the_limit_is_read(server, user):
     import requests
     from rest_framework.authtoken.models import Token

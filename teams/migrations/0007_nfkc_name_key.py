@@ -1,4 +1,4 @@
-"""Name keys under NFKC_Casefold (events.names.name_key): fullwidth "ＡＢＣ" and "ABC" are
+"""Name keys under NFKC_Casefold (kernel.names.name_key): fullwidth "ＡＢＣ" and "ABC" are
 the same name. Every key is computed again; two existing rows whose names now collide keep
 their rows: the later one (higher id) is renamed "<name> (<id>)" and reported on stdout.
 The unique constraints are lifted while the keys change, so no row trips over another's
@@ -6,7 +6,7 @@ old key."""
 
 from django.db import migrations, models
 
-from events.names import name_key
+from kernel.frozen import name_key_nfkc_casefold as name_key
 
 TEAM_UNIQUE = models.UniqueConstraint(
     fields=("name_key",),

@@ -103,7 +103,7 @@ def test_each_squad_row_shows_the_player_once(admin_client):
 )
 def test_two_new_players_whose_names_collide_after_normalisation_are_a_form_error(admin_client, first, second):
     """The admin compares names by the key the API and the database compare
-    (events.names.name_key): a form error, nothing written, never a 500."""
+    (kernel.names.name_key): a form error, nothing written, never a 500."""
     admin_client.raise_request_exception = False
 
     response = admin_client.post(
