@@ -429,7 +429,8 @@ def internal_trace_view(request: HttpRequest, correlation_id: str) -> JsonRespon
         return JsonResponse(
             {"detail": "The internal API is disabled: set INTERNAL_TOKEN (the same on every service)."}, status=403
         )
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    given = given.strip() if scheme.lower() == "bearer" else ""  # the scheme is case-insensitive (RFC 9110)
     if not given or not hmac.compare_digest(given.encode(), token.encode()):
         return JsonResponse(
             {"detail": "Send Authorization: Bearer <INTERNAL_TOKEN>; the token given is missing or wrong."}, status=403

@@ -225,6 +225,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+def object_or_404(queryset: Any, label: str, pk: Any) -> Any:
+    """The row ``pk`` of ``queryset`` (a model or a queryset), or a 404 in the one wording
+    of every view of the API: "Season 9 does not exist."."""
+    row = getattr(queryset, "_default_manager", queryset).filter(pk=pk).first()
+    if row is None:
+        raise Http404(f"{label} {pk} does not exist.")
+    return row
+
+
 # --------------------------------------------------------------------------------------
 # Parsing: bounded JSON
 # --------------------------------------------------------------------------------------

@@ -21,6 +21,22 @@ def name_key_nfc_casefold(value: str) -> str:
     return unicodedata.normalize("NFC", text.casefold())
 
 
+def name_key_nfkc_casefold(value: str) -> str:
+    """A name's key under UTS #39's NFKC_Casefold, as the NFKC name-key migrations stored
+    it: NFKC, case-folded, default-ignorable characters removed, repeated to a fixed point,
+    white space collapsed."""
+    import regex
+
+    ignorable = regex.compile(r"\p{Default_Ignorable_Code_Point}")
+    text = unicodedata.normalize("NFC", value)
+    for _ in range(4):
+        folded = ignorable.sub("", unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()))
+        if folded == text:
+            break
+        text = folded
+    return " ".join(text.split())
+
+
 def grant_roles(apps: Any, app_label: str, roles: Mapping[str, Iterable[str]]) -> None:
     """Create the groups of ``roles`` if missing and add ``app_label``'s permissions to
     them, with a migration's historical registry ``apps``. The permissions are created

@@ -1,24 +1,39 @@
-"""Names people give things (teams, players, seasons): one rule for every service.
+"""Names people give things (teams, players, seasons): one rule for every service; and
+the rule for short free text (a transfer's cancel reason).
 
 Guarantee: ``clean_name`` returns the form a name is stored in, or raises Django's
-``ValidationError`` with a message that says what is wrong:
+``ValidationError`` with a message that says what is wrong. It follows Unicode's guidance
+for identifiers people type (UAX #31, UTS #39), widened for the spaces and punctuation of
+real names:
 
 - the text is normalized to Unicode NFC, so "Café" typed as ``e`` + combining accent (NFD)
   and as the single character ``é`` (NFC) are the same name;
 - leading and trailing white space is removed and inner runs of white space become one
   space ("Real \\u00a0 Madrid" is "Real Madrid");
-- control characters (Unicode category Cc: escape, bell, tab, newline ...), format
-  characters (Cf: zero-width spaces and joiners, bidi overrides ...), surrogates (Cs)
-  and line/paragraph separators (Zl, Zp) are refused, never silently removed: a name
-  that hides characters is not what its author sees;
+- refused, never silently removed (a name that hides characters is not what its author
+  sees): control characters (Cc: escape, bell, tab, newline ...), surrogates (Cs),
+  private-use characters (Co), unassigned code points and noncharacters (Cn), line and
+  paragraph separators (Zl, Zp), and invisible formatting characters (Cf: zero-width
+  spaces, bidi overrides ...) except where a script or an emoji needs them: ZWNJ and ZWJ
+  in the contexts of RFC 5892's CONTEXTJ rules, which UAX #31 adopts (Persian
+  "می‌خواهم", Indic conjuncts after a virama), ZWJ inside an emoji ZWJ sequence
+  ("👨‍👩‍👧"), and tag characters in an emoji tag sequence (the flag of England);
 - a name with nothing visible left (only spaces, or fillers such as U+3164) is refused.
 
-``name_key`` is what uniqueness compares: the cleaned name, case-folded (``"Straße"`` and
-``"STRASSE"`` collide) and normalized again. Models store it in a ``name_key`` column
-with a unique constraint, so the database holds the rule even against a racing writer.
+``name_key`` is what uniqueness and search compare: the cleaned name under UTS #39's
+NFKC_Casefold (compatibility-normalized, case-folded, default-ignorable characters
+removed): "Straße" and "STRASSE", "Café" in NFC and NFD, fullwidth "ＡＢＣ" and "ABC" all
+collide. Models store it in a ``name_key`` column with a unique constraint, so the database
+holds the rule even against a racing writer.
 
-This module lives in ``events`` only because it is the one package every service may
-import; it knows nothing of the bus.
+``clean_text`` is the rule for free text: NFC, trimmed, and the characters that hide or
+reorder what a reader sees refused (controls, newlines included; bidi embeddings,
+overrides and isolates; private-use, unassigned, noncharacters, surrogates).
+
+The Unicode properties come from ``unicodedata`` (normalization), the ``regex`` package
+(general categories, Extended_Pictographic, Default_Ignorable_Code_Point) and ``idna``
+(the CONTEXTJ rules and joining types). This module is part of the shared kernel, which
+every service may import; it knows nothing of the bus.
 """
 
 from __future__ import annotations
@@ -26,21 +41,105 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
+import regex
 from django.core.exceptions import ValidationError
+from idna.core import valid_contextj
 from rest_framework import serializers
 
-MAX_NAME_LENGTH = 100
+from kernel import frozen
 
-# Categories refused anywhere in a name.
+MAX_NAME_LENGTH = 100
+# The longest key a name may have (the ``name_key`` columns): compatibility normalization
+# can lengthen a name (U+FDFA is 18 letters), so the key is bounded on its own.
+MAX_KEY_LENGTH = 300
+
+# Categories refused anywhere in a name or a text.
 REFUSED_CATEGORIES = {
     "Cc": "a control character",
-    "Cf": "an invisible formatting character",
     "Cs": "a lone surrogate",
+    "Co": "a private-use character",
+    "Cn": "an unassigned code point or noncharacter",
     "Zl": "a line separator",
     "Zp": "a paragraph separator",
 }
+FORMAT = "an invisible formatting character"
+BIDI_CONTROL = "a bidirectional formatting character"
 # Characters of a visible category that nonetheless draw nothing.
 BLANK_LOOKING = {"\u115f", "\u1160", "\u2800", "\u3164", "\uffa0"}
+
+ZWNJ, ZWJ = "\u200c", "\u200d"
+CANCEL_TAG = "\U000e007f"
+_CATEGORIES = {name: regex.compile(rf"\p{{gc={name}}}") for name in ("Cc", "Cs", "Co", "Cn", "Zl", "Zp", "Cf")}
+_PICTOGRAPHIC = regex.compile(r"\p{Extended_Pictographic}")
+_EMOJI_MODIFIER = regex.compile(r"\p{Emoji_Modifier}|\ufe0f")
+_TAG_SPEC = regex.compile(r"[\U000e0020-\U000e007e]")
+_IGNORABLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
+_BIDI_CONTROLS = frozenset({"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"})
+
+
+def _category(char: str) -> str:
+    """The general category if it is one of those checked here, else ``""``. The ``regex``
+    package's Unicode data is newer than ``unicodedata``'s: a recent emoji is not taken for
+    unassigned."""
+    for name, pattern in _CATEGORIES.items():
+        if pattern.match(char):
+            return name
+    return ""
+
+
+def _refusal(text: str, index: int) -> str | None:
+    """What is wrong with the character at ``index`` of ``text`` in a name, or ``None``."""
+    char = text[index]
+    kind = _category(char)
+    if not kind:
+        return None
+    if kind in REFUSED_CATEGORIES:
+        return REFUSED_CATEGORIES[kind]
+    if _format_allowed(text, index):
+        return None
+    return BIDI_CONTROL if unicodedata.bidirectional(char) in _BIDI_CONTROLS else FORMAT
+
+
+def _format_allowed(text: str, index: int) -> bool:
+    """Whether the format character at ``index`` is one a script or an emoji needs there."""
+    char = text[index]
+    if char in (ZWNJ, ZWJ):
+        try:
+            if valid_contextj(text, index):
+                return True
+        except (ValueError, IndexError):
+            pass
+        return char == ZWJ and _in_emoji_zwj_sequence(text, index)
+    if _TAG_SPEC.fullmatch(char) or char == CANCEL_TAG:
+        return _in_emoji_tag_sequence(text, index)
+    return False
+
+
+def _in_emoji_zwj_sequence(text: str, index: int) -> bool:
+    before = index - 1
+    while before >= 0 and _EMOJI_MODIFIER.fullmatch(text[before]):
+        before -= 1
+    after = index + 1
+    return (
+        before >= 0
+        and after < len(text)
+        and _PICTOGRAPHIC.fullmatch(text[before]) is not None
+        and _PICTOGRAPHIC.fullmatch(text[after]) is not None
+    )
+
+
+def _in_emoji_tag_sequence(text: str, index: int) -> bool:
+    """The tag character at ``index`` is inside ``base tag_spec+ cancel_tag`` (UTS #51),
+    the base an emoji."""
+    end = index
+    while end < len(text) and _TAG_SPEC.fullmatch(text[end]):
+        end += 1
+    if end == len(text) or text[end] != CANCEL_TAG:
+        return False
+    start = end - 1
+    while start >= 0 and _TAG_SPEC.fullmatch(text[start]):
+        start -= 1
+    return start < end - 1 and start >= 0 and _PICTOGRAPHIC.fullmatch(text[start]) is not None
 
 
 def clean_name(value: object, *, label: str = "Name", max_length: int = MAX_NAME_LENGTH) -> str:
@@ -49,11 +148,11 @@ def clean_name(value: object, *, label: str = "Name", max_length: int = MAX_NAME
     if not isinstance(value, str):
         raise ValidationError(f"{label} must be text.")
     text = unicodedata.normalize("NFC", value)
-    for position, char in enumerate(text, start=1):
-        kind = REFUSED_CATEGORIES.get(unicodedata.category(char))
+    for index, char in enumerate(text):
+        kind = _refusal(text, index)
         if kind:
             raise ValidationError(
-                f"{label} contains {kind} (U+{ord(char):04X} at position {position}); "
+                f"{label} contains {kind} (U+{ord(char):04X} at position {index + 1}); "
                 "use letters, digits, spaces and punctuation only."
             )
     text = " ".join(text.split())
@@ -63,18 +162,39 @@ def clean_name(value: object, *, label: str = "Name", max_length: int = MAX_NAME
         raise ValidationError(f"{label} has no visible characters.")
     if len(text) > max_length:
         raise ValidationError(f"{label} has {len(text)} characters; at most {max_length} are allowed.")
+    if len(name_key(text)) > MAX_KEY_LENGTH:
+        raise ValidationError(f"{label} is too long once normalized; use fewer or plainer characters.")
     return text
 
 
 def name_key(value: str) -> str:
-    """The form two names are compared in: NFC, case-folded, NFC again (folding can
-    decompose), with white space collapsed as ``clean_name`` does."""
-    text = " ".join(unicodedata.normalize("NFC", value).split())
-    return unicodedata.normalize("NFC", text.casefold())
+    """The form two names are compared in: NFKC_Casefold (UTS #39; NFKC, case-folded,
+    default-ignorable characters removed, to a fixed point), white space collapsed as
+    ``clean_name`` does. The migrations that stored these keys call the same function."""
+    return frozen.name_key_nfkc_casefold(value)
+
+
+def clean_text(value: object, *, label: str, max_length: int) -> str:
+    """Short free text (a reason): see the module docstring."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{label} must be text.")
+    text = unicodedata.normalize("NFC", value).strip()
+    for index, char in enumerate(text):
+        kind = REFUSED_CATEGORIES.get(_category(char))
+        if kind is None and unicodedata.bidirectional(char) in _BIDI_CONTROLS:
+            kind = BIDI_CONTROL
+        if kind:
+            raise ValidationError(
+                f"{label} contains {kind} (U+{ord(char):04X} at position {index + 1}); write it on one line, "
+                "without control characters."
+            )
+    if len(text) > max_length:
+        raise ValidationError(f"{label} has {len(text)} characters; at most {max_length} are allowed.")
+    return text
 
 
 def _visible(char: str) -> bool:
-    return unicodedata.category(char)[0] in "LNPS" and char not in BLANK_LOOKING
+    return unicodedata.category(char)[0] in "LNPS" and char not in BLANK_LOOKING and not _IGNORABLE.fullmatch(char)
 
 
 class NameField(serializers.CharField):
@@ -92,5 +212,22 @@ class NameField(serializers.CharField):
             self.fail("invalid")
         try:
             return clean_name(data, label=self.name_label, max_length=self.max_length or MAX_NAME_LENGTH)
+        except ValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+
+
+class TextField(serializers.CharField):
+    """A DRF field for short free text, cleaned by ``clean_text``: text only (no numbers
+    or booleans turned into text)."""
+
+    def __init__(self, *, label: str, **kwargs: Any) -> None:
+        self.text_label = label
+        super().__init__(trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        try:
+            return clean_text(data, label=self.text_label, max_length=self.max_length or MAX_NAME_LENGTH)
         except ValidationError as exc:
             raise serializers.ValidationError(exc.messages) from None

@@ -5,6 +5,7 @@ Guarantee of ``RolePermissions`` (the default permission class of every API view
 
 - reads (GET, HEAD, OPTIONS) are public, unless the view names ``read_permissions``
   (``GET /api/teams/export/``, a service-to-service read that needs a token);
+- a method the view does not serve is a 405 for everyone (never a 401 or 403 first);
 - a write without credentials is a 401;
 - a write needs the model permission of its method on the view's model (POST ``add``,
   PUT/PATCH ``change``, DELETE ``delete``; DRF's ``DjangoModelPermissions`` map), or the
@@ -47,6 +48,8 @@ class RolePermissions(DjangoModelPermissions):
     def _needed(self, request: Request, view: Any) -> list[str] | None:
         """The permissions the request needs; ``None``: none, not even a login."""
         method = request.method or "GET"
+        if method not in getattr(view, "allowed_methods", (method,)):
+            return None  # the view answers 405 to anyone: no method exists for a login to unlock
         if method in SAFE_METHODS:
             return list(getattr(view, "read_permissions", ())) or None
         explicit = getattr(view, "required_permissions", {})

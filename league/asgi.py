@@ -17,13 +17,16 @@ from typing import Any
 
 from django.core.asgi import get_asgi_application
 
+from league.bodylimit import AsgiBodyLimit
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "league.settings")
 # No persistent database connections under ASGI (Django's advice): each request's sync code
 # runs on a thread of its own, and a connection kept for 60 s would stay with a thread that is
 # gone, one per request, until PostgreSQL refuses new clients. Each request opens and closes
 # its own (league/tests/test_asgi_connections.py). The WSGI entry point keeps CONN_MAX_AGE.
 os.environ["CONN_MAX_AGE"] = "0"
-django_application = get_asgi_application()
+# Bodies over the limit are refused before Django reads them (league/bodylimit.py).
+django_application = AsgiBodyLimit(get_asgi_application())
 
 log = logging.getLogger("league.asgi")
 

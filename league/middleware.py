@@ -11,6 +11,7 @@ one id follows a change across the services.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 import time
@@ -77,7 +78,13 @@ class ApiMiddleware:
     """The API's front: under ``/api/`` only.
 
     - A body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (by its Content-Length) is a 413
-      before anything reads it.
+      before anything reads it. The servers' entry points refuse it earlier still, and
+      bound chunked bodies (``league/bodylimit.py``); this check covers any other caller.
+    - A body is read only in a text charset JSON allows (RFC 8259: UTF-8; UTF-16 and
+      UTF-32 in either byte order; US-ASCII, a subset of UTF-8): any other ``charset`` in the
+      Content-Type (``zlib``, ``bz2``, ``rot13``, ``latin-1``, an unknown or empty one) is a
+      415, before anything decodes the body. Python's codecs include compressors, so a
+      ``charset=zlib`` body would otherwise be inflated past every size limit.
     - Both spellings of a route: ``/api/teams`` is served as ``/api/teams/`` (no redirect,
       which would turn a POST into a GET and lose the write; no ``APPEND_SLASH`` error).
     - Every error response that is not a problem document yet (Django's 404 for an unmatched
@@ -107,6 +114,9 @@ class ApiMiddleware:
                 f"The request body is larger than {limit} bytes. Send a smaller one.",
                 code="request_too_large",
             )
+        refused = _charset_refused(request)
+        if refused:
+            return api.problem_response(request, 415, refused, code="unsupported_charset")
         _add_slash(request)
         response = self.get_response(request)
         if response.status_code >= 400 and not response.get("Content-Type", "").startswith(api.PROBLEM_CONTENT_TYPE):
@@ -118,6 +128,28 @@ class ApiMiddleware:
                     replaced[header] = response[header]
             return replaced
         return response
+
+
+# The charsets a body may declare, by their codecs name (``codecs.lookup(name).name``).
+TEXT_CHARSETS = frozenset({"utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be", "ascii"})
+
+
+def _charset_refused(request: HttpRequest) -> str | None:
+    """Why the body's declared charset is refused, or ``None`` (no charset, or a text one)."""
+    params = getattr(request, "content_params", None) or {}
+    if "charset" not in params:
+        return None
+    charset = params["charset"].strip().strip('"')
+    try:
+        known = codecs.lookup(charset).name
+    except LookupError:
+        known = None
+    if known in TEXT_CHARSETS:
+        return None
+    return (
+        f'The charset "{charset[:40]}" is not accepted: send the body as UTF-8 '
+        "(or UTF-16, UTF-32, US-ASCII), or leave the charset out."
+    )
 
 
 def _add_slash(request: HttpRequest) -> None:

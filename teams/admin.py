@@ -10,6 +10,8 @@ from django.db.models import Count, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
+from kernel.names import name_key
+
 from . import services
 from .models import Move, Player, Team
 
@@ -32,8 +34,9 @@ class SquadInline(admin.TabularInline):
 class NewPlayersFormSet(BaseInlineFormSet):
     def clean(self) -> None:
         super().clean()
+        # The key the API and the database compare (kernel.names): "Straße" is "STRASSE".
         names = [
-            f.cleaned_data["name"].strip().lower()
+            name_key(f.cleaned_data["name"])
             for f in self.forms
             if f.cleaned_data and not f.cleaned_data.get("DELETE") and f.cleaned_data.get("name")
         ]

@@ -5,6 +5,7 @@ lost a race: ``TeamNotFound`` / ``PlayerNotFound``)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -135,12 +136,29 @@ class ExportPagination(CursorPagination):
         ]
 
     def decode_cursor(self, request: Request):
+        """DRF's cursor, refused (400) unless it decodes and its position is a team id as
+        ``next`` links carry it: DRF answers 404 to an undecodable cursor and lets any
+        position through to the query (``p=abc``: a ``ValueError``, a 500)."""
         try:
-            return super().decode_cursor(request)
-        except NotFound:  # DRF answers 404 to a bad cursor; it is bad input
+            cursor = super().decode_cursor(request)
+        except NotFound:
+            cursor = False
+        if cursor is False or (cursor is not None and not _is_team_id(cursor.position)):
             raise ValidationError(
                 {"cursor": ["This cursor is not valid: follow the `next` link of the previous page."]}
             ) from None
+        return cursor
+
+
+def _is_team_id(position: str | None) -> bool:
+    """A position as ``next`` links carry it: none, or a team id (decimal digits, in range)."""
+    if position is None:
+        return True
+    return _ID.fullmatch(position) is not None and int(position) <= MAX_ID
+
+
+_ID = re.compile(r"[0-9]{1,19}")
+MAX_ID = 2**63 - 1
 
 
 class TeamExportApi(ListAPIView):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from kernel.api import StrictCharField
+from kernel.names import TextField
 from kernel.replica import ReplicatedTeamSerializer
 
 from .models import PlayerReplica, Transfer
@@ -70,6 +70,9 @@ class TransferRequestSerializer(serializers.Serializer):
 class TransferCancelSerializer(serializers.Serializer):
     """Input of POST /api/transfers/{id}/cancel/ (the body may be empty)."""
 
-    reason = StrictCharField(
-        max_length=500, required=False, help_text="Why; recorded on the transfer (default: who cancelled it)."
+    reason = TextField(
+        label="Reason",
+        max_length=500,
+        required=False,
+        help_text="Why, on one line; recorded on the transfer (default: who cancelled it).",
     )

@@ -7,6 +7,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from kernel.api import object_or_404
 from kernel.openapi import errors
 
 from . import selectors, services
@@ -152,7 +153,7 @@ class TransferListCreateView(generics.ListCreateAPIView):
 @extend_schema_view(
     get=extend_schema(
         operation_id="transfers_retrieve",
-        responses={200: TransferSerializer, **errors(404)},
+        responses={200: TransferSerializer, **errors(404, e404={"detail": "Transfer 9 does not exist."})},
         examples=[
             OpenApiExample(
                 "Completed",
@@ -167,6 +168,9 @@ class TransferDetailView(generics.RetrieveAPIView):
 
     def get_queryset(self):
         return selectors.transfer_list()
+
+    def get_object(self) -> Transfer:
+        return object_or_404(self.get_queryset(), "Transfer", self.kwargs["pk"])
 
 
 @extend_schema_view(

@@ -138,6 +138,27 @@ def test_the_internal_endpoint_answers_only_with_the_token(client, settings, tra
     assert {r["service"] for r in part["inbox"]} >= {"teams", "transfers"}
 
 
+@pytest.mark.parametrize(
+    "header", ["s3cret-internal-token", "Token s3cret-internal-token", "Basic s3cret-internal-token", "Bearer", ""]
+)
+def test_the_internal_token_counts_only_in_the_bearer_scheme(client, settings, header):
+    settings.INTERNAL_TOKEN = "s3cret-internal-token"
+
+    response = client.get(f"/internal/trace/{RID}/", HTTP_AUTHORIZATION=header)
+
+    assert response.status_code == 403
+    assert "Bearer" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_bearer_scheme_is_case_insensitive(client, settings, db, scheme):
+    settings.INTERNAL_TOKEN = "s3cret-internal-token"
+
+    response = client.get(f"/internal/trace/{RID}/", HTTP_AUTHORIZATION=f"{scheme} s3cret-internal-token")
+
+    assert response.status_code == 200
+
+
 @pytest.fixture
 def teams_part_server(settings) -> Iterator[dict]:
     """A stand-in for the teams service's web: serves ``state["part"]`` at

@@ -241,9 +241,28 @@ def test_every_drf_error_is_a_problem(api_client, auth_client, debug, method, pa
 
 def test_a_404_keeps_the_views_message(api_client):
     assert assert_problem(api_client.get("/api/teams/999999/"), 404)["detail"] == "Team 999999 does not exist."
-    assert (
-        assert_problem(api_client.get("/api/fixtures/999999/"), 404)["detail"] == "No fixture matches the given query."
-    )
+    assert assert_problem(api_client.get("/api/fixtures/999999/"), 404)["detail"] == "Fixture 999999 does not exist."
+
+
+def test_every_unknown_id_is_a_404_in_one_wording(auth_client, user):
+    """Whichever view answers, an id that names nothing reads "<Thing> <id> does not exist."."""
+    import re
+
+    import yaml
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(*Permission.objects.all())
+    schema = yaml.safe_load(auth_client.get("/api/schema/").content)
+    seen = set()
+    for template, operations in schema["paths"].items():
+        if "{" not in template:
+            continue
+        path = re.sub(r"\{[^}]+\}", "999", template)
+        for method in {"get", "patch", "delete", "post"} & set(operations):
+            body = assert_problem(getattr(auth_client, method)(path, {}, format="json"), 404)
+            assert re.fullmatch(r"[A-Z][a-z]+ 999 does not exist\.", body["detail"]), (method, path, body["detail"])
+            seen.add(body["detail"].split()[0])
+    assert seen >= {"Team", "Season", "Fixture", "Transfer"}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -308,6 +327,47 @@ def test_a_cancel_reason_that_is_a_number_is_refused(auth_client, user, settings
     response = auth_client.post(f"/api/transfers/{transfer.pk}/cancel/", {"reason": 0}, format="json")
     body = assert_problem(response, 400)
     assert [e["pointer"] for e in body["errors"]] == ["/reason"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "what"),
+    [
+        ("Called off \u202eevil", "U+202E"),
+        ("Called off\x07", "U+0007"),
+        ("Called off\nby the club", "U+000A"),
+        ("Tab\there", "U+0009"),
+        ("Isolated \u2067x\u2069", "U+2067"),
+        ("Private \ue000", "U+E000"),
+    ],
+)
+def test_a_cancel_reason_with_control_or_bidi_override_characters_is_refused(auth_client, user, settings, reason, what):
+    from django.contrib.auth.models import Permission
+
+    from transfers.factories import TransferFactory
+    from transfers.models import Transfer
+
+    settings.OUTBOX_KICK = False
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="transfers"))
+    transfer = TransferFactory()
+    response = auth_client.post(f"/api/transfers/{transfer.pk}/cancel/", {"reason": reason}, format="json")
+    body = assert_problem(response, 400)
+    assert [e["pointer"] for e in body["errors"]] == ["/reason"]
+    assert what in body["errors"][0]["detail"] and body["errors"][0]["detail"].startswith("Reason ")
+    assert Transfer.objects.get().state == transfer.state
+
+
+def test_a_cancel_reason_in_any_script_is_kept(auth_client, user, settings):
+    from django.contrib.auth.models import Permission
+
+    from transfers.factories import TransferFactory
+
+    settings.OUTBOX_KICK = False
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="transfers"))
+    transfer = TransferFactory()
+    reason = "  \u0627\u0644\u0646\u0627\u062f\u064a \u0623\u0644\u063a\u0649 \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 \U0001f91d  "
+    response = auth_client.post(f"/api/transfers/{transfer.pk}/cancel/", {"reason": reason}, format="json")
+    assert response.status_code == 202, response.content[:300]
+    assert response.json()["reason"] == reason.strip()
 
 
 @pytest.mark.parametrize(

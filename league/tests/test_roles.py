@@ -230,3 +230,23 @@ def test_service_account_command_makes_a_machine_user_with_the_export_permission
     assert user.has_perm("teams.export_team") and not user.has_perm("teams.add_team")
     with pytest.raises(CommandError, match="32 to 40 characters"):
         call_command("service_account", "transfers-service", "--token", "short")
+
+
+@pytest.mark.django_db
+def test_a_method_no_operation_declares_is_a_405_for_anonymous_clients_too(api_client):
+    """Whether a method exists does not depend on who asks: 405 with ``Allow``, not a 401
+    that sends the client off to log in for something that can never work."""
+    import yaml
+
+    schema = yaml.safe_load(api_client.get("/api/schema/").content)
+    checked = 0
+    for template, operations in schema["paths"].items():
+        path = re.sub(r"\{[^}]+\}", "1", template)
+        for method in ("post", "put", "patch", "delete"):
+            if method in operations:
+                continue
+            response = getattr(api_client, method)(path, {}, format="json")
+            assert response.status_code == 405, (method, path, response.content[:200])
+            assert method.upper() not in response["Allow"]
+            checked += 1
+    assert checked > 10

@@ -94,3 +94,37 @@ def test_each_squad_row_shows_the_player_once(admin_client):
     html = admin_client.get(f"/admin/teams/team/{ann.team_id}/change/").content.decode()
     row = html.split('id="players-0"')[1].split("</tr>")[0]
     assert row.count("Ann Smith") == 1 and "Ann Smith (GK)" not in row
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("Straße", "STRASSE"), ("Jos\u00e9", "Jose\u0301"), ("Ann  Lee", " ann lee")],
+    ids=["case-folded", "precomposed-and-decomposed", "white-space"],
+)
+def test_two_new_players_whose_names_collide_after_normalisation_are_a_form_error(admin_client, first, second):
+    """The admin compares names by the key the API and the database compare
+    (kernel.names.name_key): a form error, nothing written, never a 500."""
+    admin_client.raise_request_exception = False
+
+    response = admin_client.post(
+        "/admin/teams/team/add/", {"name": "Ellesmere", **inline_data(new=[(first, "GK"), (second, "ST")])}
+    )
+
+    assert response.status_code == 200, response.content.decode()[:2000]
+    assert "Two new players have the same name." in response.content.decode()
+    assert not Team.objects.exists() and not OutboxMessage.objects.exists()
+
+
+def test_a_new_player_whose_name_collides_with_the_squad_is_a_form_error(admin_client):
+    ann = PlayerFactory(name="Straße", team__name="Holloway")
+    team = ann.team
+    admin_client.raise_request_exception = False
+
+    response = admin_client.post(
+        f"/admin/teams/team/{team.id}/change/", {"name": "Holloway", **inline_data(squad=[ann], new=[("STRASSE", "ST")])}
+    )
+
+    assert response.status_code == 200, response.content.decode()[:2000]
+    assert "Team Holloway already has a player named STRASSE." in response.content.decode()
+    assert list(team.players.values_list("name", flat=True)) == ["Straße"]
+    assert not OutboxMessage.objects.exists()

@@ -243,6 +243,27 @@ def test_export_with_a_bad_cursor_is_a_400(export_client):
     assert "cursor" in str(response.json())
 
 
+@pytest.mark.parametrize(
+    "position", ["abc", "1e3", "\x01", "-1", "", " 7", "9223372036854775808", "1" * 40, "٣"]
+)
+def test_export_with_a_cursor_whose_position_is_not_a_team_id_is_a_400(export_client, position):
+    """A cursor that decodes but does not hold a team id (``p=abc``) is bad input too."""
+    import base64
+    from urllib.parse import quote, urlencode
+
+    TeamFactory.create_batch(2)
+    cursor = base64.b64encode(urlencode({"p": position}).encode()).decode()
+    client = export_client
+    client.raise_request_exception = False
+
+    response = client.get(f"/api/teams/export/?cursor={quote(cursor)}")
+
+    assert response.status_code == 400, response.content[:300]
+    assert problem_fields(response) == {
+        "cursor": ["This cursor is not valid: follow the `next` link of the previous page."]
+    }
+
+
 @pytest.mark.parametrize("limit", ["0", "1001", "abc", "9223372036854775808"])
 def test_export_page_size_is_bounded(export_client, limit):
     TeamFactory.create_batch(3)

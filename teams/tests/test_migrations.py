@@ -41,3 +41,36 @@ def test_name_key_migration_normalizes_and_keeps_colliding_rows():
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nfkc_key_migration_rekeys_and_keeps_rows_that_now_collide():
+    """Fullwidth "ＡＢＣ" and "ABC" were two teams under the old key; under NFKC_Casefold
+    they collide: the later one is renamed, no row is lost, every key is the new one."""
+    before, after = [("teams", "0006_roles")], [("teams", "0007_nfkc_name_key")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        apps = executor.loader.project_state(before).apps
+        Team, Player = apps.get_model("teams", "Team"), apps.get_model("teams", "Player")
+        # Keys as the old rule wrote them (NFC, case-folded).
+        first = Team.objects.create(name="ABC", name_key="abc")
+        second = Team.objects.create(name="\uff21\uff22\uff23", name_key="\uff41\uff42\uff43")
+        Player.objects.create(team=first, name="Team \u2460", name_key="team \u2460", position="GK")
+        Player.objects.create(team=first, name="team 1", name_key="team 1", position="ST")
+
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        apps = executor.loader.project_state(after).apps
+        Team, Player = apps.get_model("teams", "Team"), apps.get_model("teams", "Player")
+
+        assert list(Team.objects.order_by("pk").values_list("name", "name_key")) == [
+            ("ABC", "abc"),
+            (f"\uff21\uff22\uff23 ({second.pk})", f"abc ({second.pk})"),
+        ]
+        assert [key for key in Player.objects.order_by("pk").values_list("name_key", flat=True)][0] == "team 1"
+        assert Player.objects.count() == 2
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
