@@ -7,6 +7,7 @@ a Celery broker on the local filesystem. Docs: https://docs.djangoproject.com/en
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 import tempfile
@@ -117,6 +118,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A login while its user name or address is locked after failures: 429 (league/throttling.py).
+    "league.throttling.LoginLockMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -224,8 +227,42 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Request rates per anonymous address and per user: 429 over them (league/throttling.py).
+    "DEFAULT_THROTTLE_CLASSES": ["league.throttling.AnonThrottle", "league.throttling.UserThrottle"],
     # drf-spectacular's, with public reads documented as public (kernel/openapi.py).
     "DEFAULT_SCHEMA_CLASS": "kernel.openapi.AutoSchema",
+}
+
+# Abuse limits (league/throttling.py). Rates are "N/s", "N/min", "N/hour" or "N/day", or "off".
+# The test suite and the processes it starts run unthrottled unless a test asks for a rate.
+if TESTING:
+    for _name in ("API_THROTTLE_ANON", "API_THROTTLE_USER", "API_THROTTLE_SERVICE"):
+        os.environ.setdefault(_name, "off")
+API_THROTTLE_RATES = {
+    "anon": env.str("API_THROTTLE_ANON", default="300/min"),
+    "user": env.str("API_THROTTLE_USER", default="1200/min"),
+    "service": env.str("API_THROTTLE_SERVICE", default="off"),
+}
+# The client's address is the last X-Forwarded-For entry when the connection comes from one of
+# these (addresses or networks): runstack's front door connects from loopback.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
+try:
+    for _proxy in TRUSTED_PROXIES:
+        ipaddress.ip_network(_proxy, strict=False)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc} (use addresses or networks, e.g. 10.0.0.0/8)") from None
+# Password logins (admin, browsable API) lock for LOGIN_LOCKOUT_SECONDS after this many failures
+# for one user name from one address, or from one address whatever the name.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_FAILURE_LIMIT_PER_ADDRESS = env.int("LOGIN_FAILURE_LIMIT_PER_ADDRESS", default=20)
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
+# The throttles' and the login lock's counts, shared by every process of the web server: files
+# under DATA_DIR/cache (no server, no write to the database per request), or CACHE_URL (e.g.
+# redis://redis:6379/5) for several hosts. The test process keeps its own in memory.
+CACHES = {
+    "default": env.cache_url(
+        "CACHE_URL", default="locmemcache://" if TESTING else f"filecache://{DATA_DIR / 'cache'}"
+    )
 }
 
 # OpenAPI schema at /api/schema/, Swagger UI at /api/docs/ (assets bundled by the sidecar

@@ -301,6 +301,9 @@ class Command(BaseCommand):
             # Open live streams end after this at a stop, so a stop is quick.
             "--timeout-graceful-shutdown",
             "3",
+            # The client's address is Django's to find (TRUSTED_PROXIES, league/throttling.py):
+            # uvicorn would believe any X-Forwarded-For entry that reached the front door.
+            "--no-proxy-headers",
         ]
 
     def child(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
