@@ -13,10 +13,10 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from conftest import with_roles
-from events import topology
-from kernel import roles
 from devtools.netutil import free_port
+from events import topology
 from frontdoor.nginx import FrontDoor
+from kernel import roles
 from league import throttling
 from live.testing import web_instances
 
