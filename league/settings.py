@@ -38,9 +38,12 @@ DEBUG = env.bool("DEBUG", default=True)
 TESTING = "pytest" in sys.modules or env.bool("TESTING", default=False)
 
 if DEBUG:
-    # `or`: a .env copied from .env.example before it is filled in has SECRET_KEY empty.
-    #: Django's signing key (sessions, tokens). Required with DEBUG off; runstack generates one per data directory.
-    SECRET_KEY = env.str("SECRET_KEY", default="") or "insecure-development-key-do-not-use-in-production"
+    # `or`: a .env copied from .env.example before it is filled in has SECRET_KEY empty. Unset:
+    # a key of this data directory's own (league/secretkey.py); the fixed key only under tests.
+    from league.secretkey import TEST_KEY, data_dir_key
+
+    #: Django's signing key (sessions, tokens). Required with DEBUG off; with DEBUG on, unset means the data directory's own key (DATA_DIR/secret-key).
+    SECRET_KEY = env.str("SECRET_KEY", default="") or (TEST_KEY if TESTING else data_dir_key(DATA_DIR))
     #: Host names this server answers for (comma-separated). Required with DEBUG off.
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
 else:
