@@ -459,6 +459,11 @@ OTEL_SERVICE_NAME = env.str(
 # --------------------------------------------------------------------------------------
 #: Most players in one team.
 SQUAD_LIMIT = env.int("SQUAD_LIMIT", default=25)
+# The most teams a season may have: scheduling n teams writes n(n-1) fixtures inside the
+# request (40 teams: 1,560 fixtures), so one request cannot hold a web worker for long.
+SEASON_MAX_TEAMS = env.int("SEASON_MAX_TEAMS", default=40)
+if SEASON_MAX_TEAMS < 2:
+    raise ImproperlyConfigured(f"SEASON_MAX_TEAMS must be at least 2; got {SEASON_MAX_TEAMS}.")
 # The saga's deadline: a transfer the teams service has not answered within this many
 # seconds is cancelled through teams (transfers.services.transfers_expire).
 #: The saga's deadline: a transfer teams has not answered within this is cancelled through teams.
