@@ -345,10 +345,11 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0, out.tail()
     finally:
+        # Before the kill: a killed runstack's children belong to init, not to it.
+        descendants |= children_of(proc.pid)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        descendants |= children_of(proc.pid)
         out.thread.join(10)
     deadline = time.monotonic() + 5
     while any(alive(pid) for pid in descendants) and time.monotonic() < deadline:
