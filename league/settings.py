@@ -241,27 +241,30 @@ REST_FRAMEWORK = {
 if TESTING:
     for _name in ("API_THROTTLE_ANON", "API_THROTTLE_USER", "API_THROTTLE_SERVICE"):
         os.environ.setdefault(_name, "off")
-API_THROTTLE_RATES = {
-    "anon": env.str("API_THROTTLE_ANON", default="300/min"),
-    "user": env.str("API_THROTTLE_USER", default="1200/min"),
-    "service": env.str("API_THROTTLE_SERVICE", default="off"),
-}
-# The client's address is the last X-Forwarded-For entry when the connection comes from one of
-# these (addresses or networks): runstack's front door connects from loopback.
+#: API requests an anonymous address may send (`N/s`, `N/min`, `N/hour`, `N/day`; `off`: no limit); 429 above.
+API_THROTTLE_ANON = env.str("API_THROTTLE_ANON", default="300/min")
+#: API requests a signed-in user may send (same form); 429 above.
+API_THROTTLE_USER = env.str("API_THROTTLE_USER", default="1200/min")
+#: API requests a user in the role Service accounts may send (same form; the transfers service's reads).
+API_THROTTLE_SERVICE = env.str("API_THROTTLE_SERVICE", default="off")
+API_THROTTLE_RATES = {"anon": API_THROTTLE_ANON, "user": API_THROTTLE_USER, "service": API_THROTTLE_SERVICE}
+#: Proxies (addresses or networks) whose last X-Forwarded-For entry is the client's address (runstack's front door: loopback).
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
 try:
     for _proxy in TRUSTED_PROXIES:
         ipaddress.ip_network(_proxy, strict=False)
 except ValueError as exc:
     raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc} (use addresses or networks, e.g. 10.0.0.0/8)") from None
-# Password logins (admin, browsable API) lock for LOGIN_LOCKOUT_SECONDS after this many failures
-# for one user name from one address, or from one address whatever the name.
+#: Failed password logins (admin, browsable API) of one user name from one address before logins from there lock.
 LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+#: Failed password logins from one address, whatever the user name, before logins from there lock.
 LOGIN_FAILURE_LIMIT_PER_ADDRESS = env.int("LOGIN_FAILURE_LIMIT_PER_ADDRESS", default=20)
+#: How long a login lock lasts (seconds); a locked login, right password included, is a 429.
 LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
 # The throttles' and the login lock's counts, shared by every process of the web server: files
-# under DATA_DIR/cache (no server, no write to the database per request), or CACHE_URL (e.g.
-# redis://redis:6379/5) for several hosts. The test process keeps its own in memory.
+# under DATA_DIR/cache (no server, no write to the database per request). The test process keeps
+# its own in memory.
+#: Django's cache, where API rates and login failures are counted (e.g. `redis://redis:6379/8` to share them between hosts); default files in DATA_DIR/cache.
 CACHES = {
     "default": env.cache_url(
         "CACHE_URL", default="locmemcache://" if TESTING else f"filecache://{DATA_DIR / 'cache'}"
@@ -459,8 +462,8 @@ OTEL_SERVICE_NAME = env.str(
 # --------------------------------------------------------------------------------------
 #: Most players in one team.
 SQUAD_LIMIT = env.int("SQUAD_LIMIT", default=25)
-# The most teams a season may have: scheduling n teams writes n(n-1) fixtures inside the
-# request (40 teams: 1,560 fixtures), so one request cannot hold a web worker for long.
+# Scheduling n teams writes n(n-1) fixtures inside the request (40 teams: 1,560 fixtures).
+#: The most teams a season may have (`POST /api/seasons/` writes its fixtures before it answers).
 SEASON_MAX_TEAMS = env.int("SEASON_MAX_TEAMS", default=40)
 if SEASON_MAX_TEAMS < 2:
     raise ImproperlyConfigured(f"SEASON_MAX_TEAMS must be at least 2; got {SEASON_MAX_TEAMS}.")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from django.conf import settings
 
 from league import secretkey
@@ -33,6 +34,7 @@ def key_of_a_process(data_dir) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_each_data_directory_signs_with_its_own_private_key(tmp_path):
     first = key_of_a_process(tmp_path / "a")
     assert first not in (OLD_FIXED_KEY, secretkey.TEST_KEY) and len(first) >= 50

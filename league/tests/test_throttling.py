@@ -13,6 +13,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from conftest import with_roles
+from devtools import requires
 from devtools.netutil import free_port
 from events import topology
 from frontdoor.nginx import FrontDoor
@@ -153,6 +154,7 @@ def test_a_successful_login_clears_the_failures_of_that_name(settings, admin_use
     assert admin_login(client, "right-password-123").status_code == 302
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_count_is_shared_by_every_web_process(moto_server, tmp_path):
     """Two web server processes with runstack's defaults (the file cache under DATA_DIR): an
@@ -167,12 +169,12 @@ def test_the_count_is_shared_by_every_web_process(moto_server, tmp_path):
             assert response.headers["Content-Type"] == "application/problem+json"
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_behind_the_front_door_a_client_cannot_choose_its_address(moto_server, tmp_path):
     """Through nginx, a client that writes its own X-Forwarded-For is still counted by the
     address nginx saw (the web server serves as runstack starts it)."""
-    if not FrontDoor.available():
-        pytest.fail("nginx is not installed: apt-get install nginx (.ci/run installs it)")
+    requires.program(not FrontDoor.available(), "nginx", "nginx")
     topology.ensure()
     with web_instances(1, moto_server, API_THROTTLE_ANON="3/min", DATA_DIR=str(tmp_path)) as (web,):
         door = FrontDoor(tmp_path / "frontdoor", "127.0.0.1", free_port())
