@@ -27,6 +27,7 @@ Guarantees kept here:
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import math
 import time
@@ -139,7 +140,9 @@ class UserThrottle(_Throttle):
 # Password logins
 # --------------------------------------------------------------------------------------
 def _keys(address: str, username: str) -> tuple[str, str]:
-    return f"login-failures:{address}:{username.casefold()}", f"login-failures:{address}"
+    # The name hashed: any text a client typed makes a short key every cache accepts.
+    name = hashlib.sha256(username.casefold().encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"login-failures:{address}:{name}", f"login-failures:{address}"
 
 
 def locked_for(address: str, username: str) -> int:
