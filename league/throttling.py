@@ -21,7 +21,8 @@ Guarantees kept here:
   successful login clears that user name's failures from that address.
 - Counts live in Django's default cache (``CACHES``), which every process of the web server
   shares: files under ``DATA_DIR/cache`` by default (one host: runstack's web workers), Redis
-  with ``CACHE_URL`` (compose, several hosts).
+  with ``CACHE_URL`` (compose, several hosts). A cache that does not answer limits nothing
+  (logged as a warning): requests and logins are served, never a 500.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -43,6 +45,8 @@ from django.utils.html import escape
 from rest_framework.throttling import SimpleRateThrottle
 
 from kernel import roles
+
+log = logging.getLogger("league.throttling")
 
 
 # --------------------------------------------------------------------------------------
@@ -100,7 +104,11 @@ class _Throttle(SimpleRateThrottle):
             return True
         self.scope = scope
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        try:
+            return super().allow_request(request, view)
+        except Exception as exc:  # the cache is down: serve, do not fail every request
+            log.warning("rate limit not checked: the cache did not answer (%s)", exc)
+            return True
 
     def get_ident(self, request: Any) -> str:
         return client_address(request)
@@ -175,12 +183,18 @@ def _username(credentials: dict[str, Any]) -> str:
 
 def on_login_failed(sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **_: Any) -> None:
     if request is not None:
-        _count_failure(client_address(request), _username(credentials))
+        try:
+            _count_failure(client_address(request), _username(credentials))
+        except Exception as exc:
+            log.warning("failed login not counted: the cache did not answer (%s)", exc)
 
 
 def on_logged_in(sender: Any, request: HttpRequest | None, user: Any, **_: Any) -> None:
     if request is not None:
-        cache.delete(_keys(client_address(request), user.get_username())[0])
+        try:
+            cache.delete(_keys(client_address(request), user.get_username())[0])
+        except Exception as exc:
+            log.warning("login failures not cleared: the cache did not answer (%s)", exc)
 
 
 def connect_signals() -> None:
@@ -198,6 +212,14 @@ def _login_paths() -> set[str]:
     return paths
 
 
+def _lock_wait(request: HttpRequest) -> int:
+    try:
+        return locked_for(client_address(request), request.POST.get("username", ""))
+    except Exception as exc:  # the cache is down: let the login form answer
+        log.warning("login lock not checked: the cache did not answer (%s)", exc)
+        return 0
+
+
 class LoginLockMiddleware:
     """Answers a login attempt while its user name or address is locked: 429, no password check."""
 
@@ -210,8 +232,7 @@ class LoginLockMiddleware:
             if self.paths is None:
                 self.paths = _login_paths()
             if request.path in self.paths:
-                username = request.POST.get("username", "")
-                wait = locked_for(client_address(request), username)
+                wait = _lock_wait(request)
                 if wait:
                     return locked_response(wait)
         return self.get_response(request)

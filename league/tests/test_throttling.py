@@ -189,3 +189,18 @@ def test_behind_the_front_door_a_client_cannot_choose_its_address(moto_server, t
             assert codes == [200, 200, 200, 429]
         finally:
             door.stop(timeout=10)
+
+
+def test_a_cache_that_does_not_answer_limits_nothing_and_breaks_nothing(settings, admin_user):
+    # Redis on a port where nothing listens: every cache call fails.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+        }
+    }
+    settings.API_THROTTLE_RATES = RATES
+    client = APIClient(REMOTE_ADDR="203.0.113.60")
+    assert [client.get("/api/teams/").status_code for _ in range(4)] == [200] * 4
+    assert admin_login(client, "wrong").status_code == 200
+    assert admin_login(client, "right-password-123").status_code == 302
