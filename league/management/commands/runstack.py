@@ -30,6 +30,7 @@ child that keeps dying stops everything with exit code 1.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -40,6 +41,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -57,6 +59,24 @@ from league.placements import Placements, monolith_consumers
 from .service_account import ensure_service_account
 
 SERVICE_USER = "transfers-service"
+# In STATIC_ROOT: the fingerprint of the static sources the last collection copied.
+STATIC_STAMP = ".runstack-collected"
+
+
+def static_fingerprint() -> str:
+    """A digest of every static source file collectstatic would copy (path, size, mtime)
+    and of the storage that post-processes them."""
+    from django.contrib.staticfiles.finders import get_finders
+
+    entries = set()
+    for finder in get_finders():
+        for path, storage in finder.list(["CVS", ".*", "*~"]):
+            info = os.stat(storage.path(path))
+            entries.add(f"{getattr(storage, 'prefix', None) or ''}/{path}\0{info.st_size}\0{info.st_mtime_ns}")
+    digest = hashlib.sha256(settings.STORAGES["staticfiles"]["BACKEND"].encode())
+    for entry in sorted(entries):
+        digest.update(entry.encode("utf-8", "surrogateescape") + b"\n")
+    return digest.hexdigest()
 
 
 @dataclass
@@ -228,13 +248,22 @@ class Command(BaseCommand):
     def collect_static(self) -> None:
         """With ``DEBUG`` off the pages name their static files by the manifest that
         ``collectstatic`` writes (whitenoise serves them from ``STATIC_ROOT``): collect them
-        first, or every page would be a 500."""
+        first, or every page would be a 500. Skipped while no source file changed since the
+        last collection (its fingerprint is kept in ``STATIC_ROOT``)."""
         from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
 
         if not isinstance(staticfiles_storage, ManifestFilesMixin):
             return
+        root = Path(settings.STATIC_ROOT)
+        stamp = root / STATIC_STAMP
+        fingerprint = static_fingerprint()
+        manifest = root / staticfiles_storage.manifest_name
+        if manifest.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+            self.say(f"static    up to date in {settings.STATIC_ROOT} (DEBUG is off)")
+            return
         started = time.monotonic()
         call_command("collectstatic", interactive=False, verbosity=0)
+        stamp.write_text(fingerprint)
         self.say(f"static    collected into {settings.STATIC_ROOT} ({time.monotonic() - started:.1f} s; DEBUG is off)")
 
     def front_door_for(self, host: str, port: int) -> FrontDoor | None:
