@@ -16,7 +16,8 @@ server on an internal loopback port (``--port`` + 1 when free); without nginx (o
 ``switch_routes`` changes the front door's routes gracefully (the cutover calls it), and
 ``DATA_DIR/stack.json`` says what runs now (removed at a clean stop). Every child signs with
 one key: ``SECRET_KEY``, or this data directory's own (``league/secretkey.py``). With ``DEBUG``
-off it runs ``collectstatic`` first (the pages name their files by its manifest). All of them
+off it runs ``collectstatic`` first (the pages name their files by its manifest), when a
+static source changed since the last run. All of them
 write their Prometheus counters to one ``PROMETHEUS_MULTIPROC_DIR`` (``DATA_DIR/metrics``,
 emptied at start), so ``/metrics`` adds up every process.
 
