@@ -176,6 +176,9 @@ def configure(emulator: str = "moto", db_name: str | None = None) -> Env:
         # The PostgreSQL configuration: writers wake a long-running relay with NOTIFY.
         OUTBOX_WAKEUP="notify",
         PYTHONUNBUFFERED="1",
+        # The benchmarks measure the system, not the API's rates (league/throttling.py).
+        API_THROTTLE_ANON="off",
+        API_THROTTLE_USER="off",
         DJANGO_SETTINGS_MODULE="league.settings",
     )
     sys.path.insert(0, str(ROOT))

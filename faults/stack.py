@@ -65,6 +65,9 @@ class Stack:
             PROMETHEUS_MULTIPROC_DIR=str(self.prom_dir),
             LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",
+            # The crash suite's traffic is not abuse (league/throttling.py).
+            API_THROTTLE_ANON="off",
+            API_THROTTLE_USER="off",
             # Short timers so that a crash's leftovers come back within seconds, not
             # minutes (production: lease 30 s, visibility 30 s, back-off cap 1 h).
             OUTBOX_LEASE_SECONDS="5",

@@ -8,7 +8,7 @@ format ``kernel.api`` produces for every error) and makes every error response o
 operation an ``application/problem+json`` ``Problem``, examples included (a view's
 ``e400={"fee": [...]}`` becomes the problem document the API would answer), plus a
 ``default`` response for the errors any operation can meet (404 for an unknown URL, 405,
-406, 413, 415, 429, 500). It also adds the OpenAPI links between operations (create ->
+406, 413, 415, 500) and a ``429`` with ``Retry-After`` on every operation. It also adds the OpenAPI links between operations (create ->
 read, update, delete), which clients and the stateful fuzzer follow, and documents request
 bodies as JSON only.
 """
@@ -141,8 +141,22 @@ PROBLEM_COMPONENTS: dict[str, Any] = {
     },
 }
 DEFAULT_ERROR_DESCRIPTION = (
-    "Any other error, as a problem document: 404 for an unknown URL, 405, 406, 413 (body too large), 415, 429, 500."
+    "Any other error, as a problem document: 404 for an unknown URL, 405, 406, 413 (body too large), 415, 500."
 )
+
+TOO_MANY_REQUESTS = {
+    "description": (
+        "Too many requests from this address (anonymous) or this user; `Retry-After` says how many "
+        "seconds to wait. Rates: `API_THROTTLE_ANON`, `API_THROTTLE_USER`, `API_THROTTLE_SERVICE`."
+    ),
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds until the next request is allowed.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+    "content": {"application/problem+json": {"schema": PROBLEM_REF}},
+}
 
 # (operation, status) -> {link name: (target operation, {parameter: runtime expression})}
 LINKS: dict[tuple[str, str], dict[str, tuple[str, dict[str, str]]]] = {
@@ -224,6 +238,8 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
                 if examples:
                     media["examples"] = examples
                 response["content"] = {"application/problem+json": media}
+            # Every operation is rate-limited (league/throttling.py).
+            op["responses"].setdefault("429", TOO_MANY_REQUESTS)
             op["responses"].setdefault(
                 "default",
                 {

@@ -10,3 +10,7 @@ class LeagueConfig(AppConfig):
         from . import telemetry
 
         telemetry.setup()
+        # Failed password logins count towards the login lock (league/throttling.py).
+        from . import throttling
+
+        throttling.connect_signals()

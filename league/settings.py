@@ -7,6 +7,7 @@ a Celery broker on the local filesystem. Docs: https://docs.djangoproject.com/en
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 import tempfile
@@ -37,9 +38,12 @@ DEBUG = env.bool("DEBUG", default=True)
 TESTING = "pytest" in sys.modules or env.bool("TESTING", default=False)
 
 if DEBUG:
-    # `or`: a .env copied from .env.example before it is filled in has SECRET_KEY empty.
-    #: Django's signing key (sessions, tokens). Required with DEBUG off; runstack generates one per data directory.
-    SECRET_KEY = env.str("SECRET_KEY", default="") or "insecure-development-key-do-not-use-in-production"
+    # `or`: a .env copied from .env.example before it is filled in has SECRET_KEY empty. Unset:
+    # a key of this data directory's own (league/secretkey.py); the fixed key only under tests.
+    from league.secretkey import TEST_KEY, data_dir_key
+
+    #: Django's signing key (sessions, tokens). Required with DEBUG off; with DEBUG on, unset means the data directory's own key (DATA_DIR/secret-key).
+    SECRET_KEY = env.str("SECRET_KEY", default="") or (TEST_KEY if TESTING else data_dir_key(DATA_DIR))
     #: Host names this server answers for (comma-separated). Required with DEBUG off.
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
 else:
@@ -117,6 +121,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A login while its user name or address is locked after failures: 429 (league/throttling.py).
+    "league.throttling.LoginLockMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -224,8 +230,45 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Request rates per anonymous address and per user: 429 over them (league/throttling.py).
+    "DEFAULT_THROTTLE_CLASSES": ["league.throttling.AnonThrottle", "league.throttling.UserThrottle"],
     # drf-spectacular's, with public reads documented as public (kernel/openapi.py).
     "DEFAULT_SCHEMA_CLASS": "kernel.openapi.AutoSchema",
+}
+
+# Abuse limits (league/throttling.py). Rates are "N/s", "N/min", "N/hour" or "N/day", or "off".
+# The test suite and the processes it starts run unthrottled unless a test asks for a rate.
+if TESTING:
+    for _name in ("API_THROTTLE_ANON", "API_THROTTLE_USER", "API_THROTTLE_SERVICE"):
+        os.environ.setdefault(_name, "off")
+#: API requests an anonymous address may send (`N/s`, `N/min`, `N/hour`, `N/day`; `off`: no limit); 429 above.
+API_THROTTLE_ANON = env.str("API_THROTTLE_ANON", default="300/min")
+#: API requests a signed-in user may send (same form); 429 above.
+API_THROTTLE_USER = env.str("API_THROTTLE_USER", default="1200/min")
+#: API requests a user in the role Service accounts may send (same form; the transfers service's reads).
+API_THROTTLE_SERVICE = env.str("API_THROTTLE_SERVICE", default="off")
+API_THROTTLE_RATES = {"anon": API_THROTTLE_ANON, "user": API_THROTTLE_USER, "service": API_THROTTLE_SERVICE}
+#: Proxies (addresses or networks) whose last X-Forwarded-For entry is the client's address (runstack's front door: loopback).
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
+try:
+    for _proxy in TRUSTED_PROXIES:
+        ipaddress.ip_network(_proxy, strict=False)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"TRUSTED_PROXIES: {exc} (use addresses or networks, e.g. 10.0.0.0/8)") from None
+#: Failed password logins (admin, browsable API) of one user name from one address before logins from there lock.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+#: Failed password logins from one address, whatever the user name, before logins from there lock.
+LOGIN_FAILURE_LIMIT_PER_ADDRESS = env.int("LOGIN_FAILURE_LIMIT_PER_ADDRESS", default=20)
+#: How long a login lock lasts (seconds); a locked login, right password included, is a 429.
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
+# The throttles' and the login lock's counts, shared by every process of the web server: files
+# under DATA_DIR/cache (no server, no write to the database per request). The test process keeps
+# its own in memory.
+#: Django's cache, where API rates and login failures are counted (e.g. `redis://redis:6379/8` to share them between hosts); default files in DATA_DIR/cache.
+CACHES = {
+    "default": env.cache_url(
+        "CACHE_URL", default="locmemcache://" if TESTING else f"filecache://{DATA_DIR / 'cache'}"
+    )
 }
 
 # OpenAPI schema at /api/schema/, Swagger UI at /api/docs/ (assets bundled by the sidecar
@@ -419,6 +462,11 @@ OTEL_SERVICE_NAME = env.str(
 # --------------------------------------------------------------------------------------
 #: Most players in one team.
 SQUAD_LIMIT = env.int("SQUAD_LIMIT", default=25)
+# Scheduling n teams writes n(n-1) fixtures inside the request (40 teams: 1,560 fixtures).
+#: The most teams a season may have (`POST /api/seasons/` writes its fixtures before it answers).
+SEASON_MAX_TEAMS = env.int("SEASON_MAX_TEAMS", default=40)
+if SEASON_MAX_TEAMS < 2:
+    raise ImproperlyConfigured(f"SEASON_MAX_TEAMS must be at least 2; got {SEASON_MAX_TEAMS}.")
 # The saga's deadline: a transfer the teams service has not answered within this many
 # seconds is cancelled through teams (transfers.services.transfers_expire).
 #: The saga's deadline: a transfer teams has not answered within this is cancelled through teams.

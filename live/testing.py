@@ -51,6 +51,7 @@ def web_instances(count: int, moto_url: str, **env: str) -> Iterator[list[Web]]:
             port = free_port()
             argv = [uvicorn, "league.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
             argv += ["--lifespan", "on", "--timeout-graceful-shutdown", "2", "--no-access-log"]
+            argv += ["--no-proxy-headers"]  # as runstack: the client's address is Django's to find
             proc = subprocess.Popen(argv, cwd=settings.BASE_DIR, env=environment)
             webs.append(Web(f"http://127.0.0.1:{port}", proc))
         for web in webs:

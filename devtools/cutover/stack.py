@@ -73,6 +73,9 @@ class CutoverStack:
             PYTHONUNBUFFERED="1",
             LOG_LEVEL="WARNING",
             CONSUMER_WAIT_SECONDS="1",
+            # The traffic measures the cutover, not the API's rates (league/throttling.py).
+            API_THROTTLE_ANON="off",
+            API_THROTTLE_USER="off",
         )
         # The league's services only: no test or crash-suite probe service (EVENTS_HANDLER_MODULES).
         for name in ("LEAGUE_SERVICE", "EVENTS_HANDLER_MODULES", "BUS_PREFIX"):

@@ -8,10 +8,12 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,86 @@ def run_readme_walkthrough(base: str, token: str) -> dict[str, str]:
     return found
 
 
+def forged_session(key: str, data_dir: Path, username: str = "admin") -> str:
+    """A session cookie of ``username`` (read from runstack's SQLite database) signed with ``key``:
+    what anyone who knows the key could make."""
+    from django.core import signing
+    from django.utils.crypto import salted_hmac
+
+    with closing(sqlite3.connect(data_dir / "league.sqlite3")) as db:
+        user_id, password = db.execute("SELECT id, password FROM auth_user WHERE username = ?", [username]).fetchone()
+    session_hash = salted_hmac(
+        "django.contrib.auth.models.AbstractBaseUser.get_session_auth_hash", password, secret=key, algorithm="sha256"
+    ).hexdigest()
+    session = {
+        "_auth_user_id": str(user_id),
+        "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
+        "_auth_user_hash": session_hash,
+    }
+    return signing.dumps(
+        session,
+        key=key,
+        compress=True,
+        salt="django.contrib.sessions.backends.signed_cookies",
+        serializer=signing.JSONSerializer,
+    )
+
+
+def admin_page_status(base: str, session_cookie: str) -> int:
+    """200: the admin index accepted the session; 302: it sent the client to log in."""
+    response = requests.get(f"{base}/admin/", cookies={"sessionid": session_cookie}, allow_redirects=False, timeout=10)
+    return response.status_code
+
+
+def start_runstack(tmp_path: Path, *args: str, **extra_env: str) -> tuple[subprocess.Popen, Output, int]:
+    """``manage.py runstack`` on fresh embedded parts in ``tmp_path``; returns the process, its
+    output and --port."""
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    env.update(DATA_DIR=str(tmp_path), PYTHONUNBUFFERED="1", CONSUMER_WAIT_SECONDS="2", **extra_env)
+    port, moto_port = free_port(span=2), free_port()
+    argv = [sys.executable, "manage.py", "runstack", "--port", str(port), "--emulator", emulators.selected()]
+    argv += ["--emulator-port", str(moto_port), "--workers", "1", *args]
+    proc = subprocess.Popen(
+        argv, cwd=settings.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    return proc, Output(proc.stdout), port
+
+
+def test_runstack_with_debug_off_serves_its_pages_and_their_static_files(tmp_path):
+    proc, out, port = start_runstack(
+        tmp_path,
+        DEBUG="false",
+        SECRET_KEY="a-key-for-this-test-only-0123456789-abcdefghijklmnopqrstuvwxyz",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        SECURE_SSL_REDIRECT="false",
+    )
+    base = f"http://127.0.0.1:{port}"
+    descendants: set[int] = set()
+    try:
+        out.wait_for(r"API token\s+(\w+)", timeout=180, proc=proc)
+        for path in ("/", "/admin/login/", "/api/docs/"):
+            page = requests.get(f"{base}{path}", timeout=10)
+            assert page.status_code == 200, (path, page.status_code, page.text[:500])
+            # Every static file the page names is served (by its hashed name).
+            assets = set(re.findall(r'(?:href|src)="(/static/[^"]+)"', page.text))
+            assert assets, (path, page.text[:500])
+            for asset in assets:
+                assert requests.get(f"{base}{asset}", timeout=10).status_code == 200, (path, asset)
+        out.wait_for(rf"static\s+collected into {tmp_path / 'static'}", timeout=5, proc=proc)
+        descendants = children_of(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, out.tail()
+    finally:
+        if proc.poll() is None:
+            descendants |= children_of(proc.pid)
+            proc.kill()
+            proc.wait()
+        for pid in descendants:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        out.thread.join(10)
+
+
 def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
     # A short visibility timeout: the killed consumer's long poll may still be open in
@@ -224,6 +306,18 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
         fixture = requests.get(f"{base}/api/fixtures/{walk['FIXTURE_ID']}/", timeout=5).json()
         assert (fixture["home_goals"], fixture["away_goals"]) == (2, 1), fixture
 
+        # Sessions are signed with this data directory's own key, which the web server uses;
+        # a session cookie signed with the key printed in the source is refused.
+        key = (tmp_path / "secret-key").read_text().strip()
+        out.wait_for(
+            rf"signing\s+SECRET_KEY of this data directory, kept in {tmp_path / 'secret-key'}", timeout=5, proc=proc
+        )
+        assert admin_page_status(base, forged_session(key, tmp_path)) == 200
+        assert (
+            admin_page_status(base, forged_session("insecure-development-key-do-not-use-in-production", tmp_path))
+            == 302
+        )
+
         # The emulator killed -9 comes back empty: runstack restarts it and restores the bus, the
         # consumers find their queues again, /readyz recovers; nobody acts.
         kind = emulators.selected()
@@ -251,10 +345,11 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0, out.tail()
     finally:
+        # Before the kill: a killed runstack's children belong to init, not to it.
+        descendants |= children_of(proc.pid)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        descendants |= children_of(proc.pid)
         out.thread.join(10)
     deadline = time.monotonic() + 5
     while any(alive(pid) for pid in descendants) and time.monotonic() < deadline:

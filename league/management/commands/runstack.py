@@ -14,7 +14,10 @@ nginx installed the front door (``frontdoor``) listens on ``--port`` and proxies
 server on an internal loopback port (``--port`` + 1 when free); without nginx (or with
 ``--no-front-door``) the web server listens on ``--port`` itself and one line says so.
 ``switch_routes`` changes the front door's routes gracefully (the cutover calls it), and
-``DATA_DIR/stack.json`` says what runs now (removed at a clean stop). All of them
+``DATA_DIR/stack.json`` says what runs now (removed at a clean stop). Every child signs with
+one key: ``SECRET_KEY``, or this data directory's own (``league/secretkey.py``). With ``DEBUG``
+off it runs ``collectstatic`` first (the pages name their files by its manifest), when a
+static source changed since the last run. All of them
 write their Prometheus counters to one ``PROMETHEUS_MULTIPROC_DIR`` (``DATA_DIR/metrics``,
 emptied at start), so ``/metrics`` adds up every process.
 
@@ -28,6 +31,7 @@ child that keeps dying stops everything with exit code 1.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -38,6 +42,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -49,11 +54,30 @@ from devtools import emulators
 from devtools.netutil import free_port, port_open, wait_for_http
 from frontdoor.nginx import FrontDoor, FrontDoorError
 from kernel import roles
+from league import secretkey
 from league.placements import Placements, monolith_consumers
 
 from .service_account import ensure_service_account
 
 SERVICE_USER = "transfers-service"
+# In STATIC_ROOT: the fingerprint of the static sources the last collection copied.
+STATIC_STAMP = ".runstack-collected"
+
+
+def static_fingerprint() -> str:
+    """A digest of every static source file collectstatic would copy (path, size, mtime)
+    and of the storage that post-processes them."""
+    from django.contrib.staticfiles.finders import get_finders
+
+    entries = set()
+    for finder in get_finders():
+        for path, storage in finder.list(["CVS", ".*", "*~"]):
+            info = os.stat(storage.path(path))
+            entries.add(f"{getattr(storage, 'prefix', None) or ''}/{path}\0{info.st_size}\0{info.st_mtime_ns}")
+    digest = hashlib.sha256(settings.STORAGES["staticfiles"]["BACKEND"].encode())
+    for entry in sorted(entries):
+        digest.update(entry.encode("utf-8", "surrogateescape") + b"\n")
+    return digest.hexdigest()
 
 
 @dataclass
@@ -132,6 +156,11 @@ class Command(BaseCommand):
         env.setdefault("TEAMS_SERVICE_URL", base_url)
         env.setdefault("DATA_DIR", str(settings.DATA_DIR))
         env["PYTHONUNBUFFERED"] = "1"
+        if not env.get("SECRET_KEY"):
+            # Every child signs with this data directory's key (league/secretkey.py): sessions
+            # and CSRF tokens hold across the processes, and no other install knows the key.
+            env["SECRET_KEY"] = settings.SECRET_KEY
+            self.say(f"signing   SECRET_KEY of this data directory, kept in {settings.DATA_DIR / secretkey.FILE_NAME}")
         # Every child counts into one folder, so /metrics of any web worker adds them all up.
         metrics_dir = settings.DATA_DIR / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -180,6 +209,7 @@ class Command(BaseCommand):
             else:
                 call_command("migrate", interactive=False, verbosity=0)
             call_command("setup_bus", verbosity=0, stdout=open(os.devnull, "w"))
+            self.collect_static()
             token = self.ensure_admin()
             if "teams" in settings.ACTIVE_SERVICES and not os.environ.get("TEAMS_SERVICE_TOKEN"):
                 # The transfers consumer's bootstrap reads GET /api/teams/export/, which
@@ -215,6 +245,27 @@ class Command(BaseCommand):
             return self.supervise()
         finally:
             self.shutdown()
+
+    def collect_static(self) -> None:
+        """With ``DEBUG`` off the pages name their static files by the manifest that
+        ``collectstatic`` writes (whitenoise serves them from ``STATIC_ROOT``): collect them
+        first, or every page would be a 500. Skipped while no source file changed since the
+        last collection (its fingerprint is kept in ``STATIC_ROOT``)."""
+        from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
+
+        if not isinstance(staticfiles_storage, ManifestFilesMixin):
+            return
+        root = Path(settings.STATIC_ROOT)
+        stamp = root / STATIC_STAMP
+        fingerprint = static_fingerprint()
+        manifest = root / staticfiles_storage.manifest_name
+        if manifest.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+            self.say(f"static    up to date in {settings.STATIC_ROOT} (DEBUG is off)")
+            return
+        started = time.monotonic()
+        call_command("collectstatic", interactive=False, verbosity=0)
+        stamp.write_text(fingerprint)
+        self.say(f"static    collected into {settings.STATIC_ROOT} ({time.monotonic() - started:.1f} s; DEBUG is off)")
 
     def front_door_for(self, host: str, port: int) -> FrontDoor | None:
         """The front door on ``host:port`` if Debian's nginx is installed; else None and one line."""
@@ -301,6 +352,9 @@ class Command(BaseCommand):
             # Open live streams end after this at a stop, so a stop is quick.
             "--timeout-graceful-shutdown",
             "3",
+            # The client's address is Django's to find (TRUSTED_PROXIES, league/throttling.py):
+            # uvicorn would believe any X-Forwarded-For entry that reached the front door.
+            "--no-proxy-headers",
         ]
 
     def child(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
