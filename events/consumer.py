@@ -286,10 +286,10 @@ class Consumer:
                     if drain:
                         break
                     continue
-                self.stats.received += len(messages)
-                if self.stop.is_set():
+                if self.stop.is_set():  # came in as the stop did: back at once, not counted
                     self.acks.send(lambda m=messages: self.sqs.release(m))
                     break
+                self.stats.received += len(messages)
                 more = max_messages is None or self.stats.received < max_messages
                 if more and self._database_proven and not self.stop.is_set():
                     incoming = receiver.submit(self.receive, wait)
@@ -306,7 +306,6 @@ class Consumer:
                 # it and give back what it took, so nothing waits for a visibility timeout.
                 # (While the database is down, as copies: a release would spend a receive.)
                 leftover = self._collect(incoming, quiet=True) or []
-                self.stats.received += len(leftover)
                 if leftover:
                     give_back = self.sqs.release if self._database_proven else self.sqs.hand_back
                     self.acks.send(lambda m=leftover, g=give_back: g(m))
@@ -683,7 +682,7 @@ class Consumer:
             started = timezone.now()
             h.func(event)
             row = inbox.Row(event, h.name, message or {}, started, timezone.now())
-        log.info("consumer %s: %s handled %s %s", self.service, h.name, event.type, event.id)
+            log.info("consumer %s: %s handled %s %s", self.service, h.name, event.type, event.id)
         return row
 
     # ----------------------------------------------------------------- SQS calls

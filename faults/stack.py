@@ -69,12 +69,13 @@ class Stack:
             API_THROTTLE_ANON="off",
             API_THROTTLE_USER="off",
             # Short timers so that a crash's leftovers come back within seconds, not
-            # minutes (production: lease 30 s, visibility 30 s, back-off cap 1 h).
+            # minutes (production: lease 30 s, back-off cap 1 h; the visibility timeout is
+            # production's own).
             OUTBOX_LEASE_SECONDS="5",
             OUTBOX_BATCH_SIZE="50",
             OUTBOX_BACKOFF_MAX_SECONDS="8",
             CONSUMER_WAIT_SECONDS="1",
-            CONSUMER_VISIBILITY_TIMEOUT="10",
+            CONSUMER_VISIBILITY_TIMEOUT="6",
             CONSUMER_BACKOFF_BASE_SECONDS="1",
             # The transfer saga's deadline (production: 900 s).
             TRANSFER_TIMEOUT_SECONDS="10",
