@@ -75,7 +75,7 @@ class Stack:
             OUTBOX_BATCH_SIZE="50",
             OUTBOX_BACKOFF_MAX_SECONDS="8",
             CONSUMER_WAIT_SECONDS="1",
-            CONSUMER_VISIBILITY_TIMEOUT="6",
+            CONSUMER_VISIBILITY_TIMEOUT="10",
             CONSUMER_BACKOFF_BASE_SECONDS="1",
             # The transfer saga's deadline (production: 900 s).
             TRANSFER_TIMEOUT_SECONDS="10",
@@ -190,7 +190,7 @@ class Stack:
         for proc in paused:
             proc.send_signal(signal.SIGCONT)
 
-    def wait_ready(self, name: str, text: str, timeout: float = 60) -> None:
+    def wait_ready(self, name: str, text: str, timeout: float = 180) -> None:
         """Wait until process ``name`` wrote ``text`` to its log (e.g. a consumer's
         "consuming ..." line, printed once its topology check passed)."""
         log = next(f for f in reversed(self._logs) if f.name.endswith(f"-{name}.log"))
