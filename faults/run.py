@@ -424,9 +424,12 @@ class Suite:
             )
             longest = float(cursor.fetchone()[0])
         row.faults = (
-            f"{self.plan.consumer_stops}x SIGTERM consumer under traffic; longest wait in a queue {longest:.1f} s "
-            f"(visibility timeout {settings.CONSUMER_VISIBILITY_TIMEOUT} s)"
+            f"{self.plan.consumer_stops}x SIGTERM consumer under traffic, none left a message in flight; "
+            f"longest wait in a queue {longest:.1f} s (replacements' start-up included; "
+            f"visibility timeout {settings.CONSUMER_VISIBILITY_TIMEOUT} s)"
         )
+        if stranded:
+            row.faults = row.faults.replace("none left a message in flight", f"{len(stranded)} left messages in flight")
         row.problems += stranded
 
     def moto_outage(self, row: Row):
