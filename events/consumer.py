@@ -78,6 +78,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -287,7 +288,7 @@ class Consumer:
                         break
                     continue
                 if self.stop.is_set():  # came in as the stop did: back at once, not counted
-                    self.acks.send(lambda m=messages: self.sqs.release(m))
+                    self.acks.send(partial(self.sqs.release, messages))
                     break
                 self.stats.received += len(messages)
                 more = max_messages is None or self.stats.received < max_messages
@@ -308,7 +309,7 @@ class Consumer:
                 leftover = self._collect(incoming, quiet=True) or []
                 if leftover:
                     give_back = self.sqs.release if self._database_proven else self.sqs.hand_back
-                    self.acks.send(lambda m=leftover, g=give_back: g(m))
+                    self.acks.send(partial(give_back, leftover))
             receiver.shutdown(wait=True)
             self.acks.flush()
             self.acks = inline
@@ -439,7 +440,7 @@ class Consumer:
                 continue
             batch.append(Work(message, event, handlers))
         if acknowledged:
-            self.acks.send(lambda: self.sqs.delete(acknowledged))
+            self.acks.send(partial(self.sqs.delete, acknowledged))
         # One order for every consumer: handlers that lock their subject's rows take the
         # locks in the same order, which keeps competing batches from deadlocking.
         batch.sort(key=lambda w: w.lock_order)
@@ -468,7 +469,7 @@ class Consumer:
                 self.record(attempt.done)
                 done = [w.message for w in attempt.done]
                 if done:
-                    self.acks.send(lambda d=done: self.sqs.delete(d))
+                    self.acks.send(partial(self.sqs.delete, done))
                 if attempt.unstarted:
                     self.release([w.message for w in attempt.unstarted])
                 return
@@ -649,7 +650,7 @@ class Consumer:
             self.stats.failed += 1
             metrics.event_failed(self.service, work.message)
             seconds = visibility_backoff(receive_count(work.message))
-            self.acks.send(lambda m=work.message, s=seconds: self.sqs.change_visibility(m, s))
+            self.acks.send(partial(self.sqs.change_visibility, work.message, seconds))
 
     def check_source(self, event: Event) -> None:
         try:
@@ -692,12 +693,12 @@ class Consumer:
         """Give unstarted messages back at once (visibility 0) instead of after the timeout."""
         messages = list(messages)
         if messages:
-            self.acks.send(lambda: self.sqs.release(messages))
+            self.acks.send(partial(self.sqs.release, messages))
 
     def hand_back(self, messages: Iterable[dict[str, Any]]) -> None:
         messages = list(messages)
         if messages:
-            self.acks.send(lambda: self.sqs.hand_back(messages))
+            self.acks.send(partial(self.sqs.hand_back, messages))
 
 
 __all__ = ["Consumer", "ConsumerConfigError", "Stats", "visibility_backoff"]

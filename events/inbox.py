@@ -64,8 +64,8 @@ class Row:
 
 
 def _queued_at(message: dict[str, Any]) -> datetime | None:
-    sent = (message.get("Attributes") or {}).get("SentTimestamp")
-    return datetime.fromtimestamp(int(sent) / 1000, tz=UTC) if str(sent or "").isdigit() else None
+    sent = str((message.get("Attributes") or {}).get("SentTimestamp") or "")
+    return datetime.fromtimestamp(int(sent) / 1000, tz=UTC) if sent.isdigit() else None
 
 
 def _table() -> str:
