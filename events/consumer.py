@@ -1,23 +1,34 @@
-"""The consumer: reads a service's SQS queue and runs its handlers.
+"""The consumer: reads a service's SQS queue and runs its handlers, a batch (one receive,
+up to 10 messages) at a time.
 
-Promises:
-- Effectively once: each handler runs inside ``transaction.atomic()`` together with an
-  inbox row keyed by (event id, handler); a redelivered event finds the row and is
-  skipped, so its side effects happen once. The messages of one receive (up to 10) share
-  one transaction, a savepoint each, so a batch costs one commit.
-- Nothing is lost: a message is deleted only after every handler committed (or was a
-  duplicate). A failing handler leaves the message for redelivery, with visibility
-  backing off by receive count; SQS redrive moves it to the DLQ after the bound.
+The promises this loop keeps (the others are kept where their mechanism lives: effectively
+once by the inbox, events/inbox.py; the visibility of what the consumer holds by the
+heartbeat, events/heartbeat.py; no receive while the database is down by the probe,
+events/dbprobe.py; the SQS calls and their order after a commit by events/sqsclient.py):
+
+- One transaction a batch, no savepoint: the handlers of a batch run optimistically in
+  one ``transaction.atomic()``, and their inbox rows go in with one statement at its end.
+  When a handler raises, the batch rolls back and runs again without that message (which
+  backs off, below); the others commit once. Handlers run in one order for every
+  consumer (aggregate, subject, sequence), so handlers that lock their subject's rows
+  lock them in the same order.
+- Pipelined: while a batch's transaction runs, the next receive is already in flight
+  (one, never more: at most two receives, 20 messages, in hand, all covered by the
+  heartbeat); the deletes and visibility changes of a committed batch go out in order
+  from a thread of their own without holding up the next batch. Batches still run one
+  after the other, so the order per subject is the order of the receives.
+- Nothing is lost: a message is deleted only after its batch committed (or every handler
+  had handled it already). A failing handler leaves its message for redelivery, with
+  visibility backing off by receive count (``visibility_backoff``); SQS redrive moves it
+  to the DLQ after the bound.
 - The DLQ is for messages that fail their handler, never for our infrastructure:
   - *Database outage.* The consumer does not receive while its database does not answer
-    (``SELECT 1`` before every receive; back-off 0.5, 1, 2 ... s up to
-    ``CONSUMER_DB_BACKOFF_MAX_SECONDS``; one log line when it goes away, one when it is
-    back). When the database fails after a receive (the transaction cannot open, or dies
-    mid-batch, or at commit), the batch rolls back and its messages stay **in hand**,
-    kept invisible by the heartbeat, until the database answers; then the batch runs
-    again. Why in hand rather than re-sending a copy and deleting the original (which
-    also resets SQS's receive count): holding costs no SQS write, cannot duplicate a
-    message (a crash between send and delete would), keeps FIFO order and the original
+    (events/dbprobe.py). When the database fails after a receive (the transaction cannot
+    open, or dies mid-batch, or at commit), the batch rolls back and its messages stay
+    **in hand**, kept invisible by the heartbeat, until the database answers; then the
+    batch runs again. Why in hand rather than re-sending a copy and deleting the original
+    (which also resets SQS's receive count): holding costs no SQS write, cannot duplicate
+    a message (a crash between send and delete would), keeps FIFO order and the original
     message id, and the one receive it spent is the one that will run the handler. The
     copy is the fallback only where holding is impossible: a stop signal while the
     database is still down, or a hold reaching ``MAX_HOLD_SECONDS`` (SQS caps a
@@ -25,13 +36,11 @@ Promises:
     with the original body and attributes, and the original is deleted, so the receive
     does not count towards ``maxReceiveCount``. A handler that keeps raising a database
     error while the database answers is a handler failure after 3 rounds (bounded).
-  - *Lock conflicts.* Competing consumers take the messages of a batch in one order
-    (aggregate, subject, sequence), so handlers that lock their subject's rows lock them
-    in the same order. A deadlock or serialization failure that happens anyway rolls the
-    batch back and runs it again in-process (``CONSUMER_CONFLICT_RETRIES`` times, with
-    jitter), logged as what it is and counted in ``league_consumer_conflicts_total``; it
-    never sends a message back to SQS. Only when the retries run out are the messages
-    treated as failed (visibility back-off).
+  - *Lock conflicts.* A deadlock or serialization failure rolls the batch back and runs
+    it again in-process (``CONSUMER_CONFLICT_RETRIES`` times, with jitter), logged as
+    what it is and counted in ``league_consumer_conflicts_total``; it never sends a
+    message back to SQS. Only when the retries run out are the messages treated as
+    failed (visibility back-off).
 - *A service being moved* (``events/gate.py``): the batch's transaction takes the
   service's gate row in share mode first; a closed gate rolls the batch back and gives its
   messages back at once, and the consumer receives nothing until the gate opens again
@@ -40,59 +49,51 @@ Promises:
 - An undecodable message, one not from this bus, or one whose ``data`` breaks its type's
   JSON Schema in the catalogue goes to the DLQ at once with the reason as a message
   attribute. An event type the service does not handle is acknowledged and logged.
-- Every message this consumer holds stays invisible to others: a heartbeat thread extends
-  the visibility of all of them (the one in hand, the rest of its batch, the handled ones
-  waiting for the commit, a batch held through an outage) when a third of the timeout
-  has passed since the receive or the last extension.
 - No network call inside a transaction: decoding, validation and dead-lettering happen
   before the batch's transaction opens; deletes, visibility changes and releases after
-  it ends; the heartbeat runs in its own thread.
-- SIGTERM/SIGINT: stop receiving (a long poll in progress is cut short, and whatever it
-  returned meanwhile is released at once), finish the message in hand, release the
-  unstarted ones (visibility 0), flush deletes, return.
+  it ends; the heartbeat and the receive run in threads of their own.
+- SIGTERM/SIGINT: stop; finish the message in hand and commit the batch so far; release
+  the unstarted ones (visibility 0); let the receive in flight end (a long poll is never
+  cut: the emulator or SQS would go on holding it and hand the next message to a closed
+  connection, where it would wait out its visibility timeout) and release whatever it
+  returned; flush the deletes; return. A stop therefore takes up to one long poll
+  (``CONSUMER_WAIT_SECONDS``), and after it no message waits for a visibility timeout.
+- A consumer that dies (kill -9) leaves what it held invisible for one visibility
+  timeout (``CONSUMER_VISIBILITY_TIMEOUT``, short because the heartbeat extends whatever
+  is held), then another consumer takes it and the inbox absorbs what had committed.
 - Broadcast (``broadcast=True``): an instance queue of its own, subscribed at start,
   tagged with a heartbeat, unsubscribed and deleted at stop; ``reap_queues`` removes the
   leftovers of an instance that died. Broadcast handlers update in-process state: they
-  run without the inbox and the database check (every instance must run them) and must
-  be idempotent.
+  run without the inbox, the transaction and the database check (every instance must
+  run them) and must be idempotent.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import (
-    DatabaseError,
-    InterfaceError,
-    OperationalError,
-    close_old_connections,
-    connection,
-    transaction,
-)
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
 
-from . import aws, broadcasting, catalogue, context, gate, metrics, registry, telemetry
+from . import aws, broadcasting, catalogue, context, gate, inbox, metrics, registry, telemetry
+from .dbprobe import DatabaseProbe, first_line
 from .envelope import EnvelopeError, Event
-from .models import InboxMessage
+from .sqsclient import Acks, ConsumerConfigError, QueueClient, queue_missing, receive_count
 
 log = logging.getLogger("events.consumer")
 
 # SQLSTATEs of a lost race between transactions: retrying the transaction is the cure.
 CONFLICT_SQLSTATES = {"40P01": "deadlock", "40001": "serialization failure"}
-
-
-class ConsumerConfigError(RuntimeError):
-    """The queue or its topology is not as it must be; the message says what to do."""
 
 
 class Duplicate(Exception):
@@ -103,8 +104,9 @@ class BatchRolledBack(Exception):
     """Leaves a receive's transaction by rollback: a handler's database error broke it."""
 
 
-class StopReceiving(BaseException):
-    """Raised by a signal handler to cut a long poll short."""
+class RunAgain(Exception):
+    """Leaves a batch's transaction by rollback on purpose: a handler failed, or another
+    consumer committed one of the batch's events first; the batch runs again without it."""
 
 
 def conflict_kind(exc: BaseException) -> str | None:
@@ -128,11 +130,16 @@ class Work:
     handlers: list[registry.Handler]
     handled: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    rows: list[inbox.Row] = field(default_factory=list)
 
     @property
     def lock_order(self) -> tuple[str, str, int, str]:
         aggregate = catalogue.EVENT_TYPES[self.event.type].aggregate
         return aggregate, self.event.subject, self.event.sequence, self.event.id
+
+    @property
+    def keys(self) -> list[inbox.Key]:
+        return [inbox.key(self.event.id, h.name) for h in self.handlers if not h.broadcast]
 
 
 @dataclass
@@ -143,119 +150,13 @@ class Attempt:
     failed: list[tuple[Work, Exception]] = field(default_factory=list)
     unstarted: list[Work] = field(default_factory=list)
     committed: bool = False
+    again: bool = False  # rolled back on purpose: run again without ``failed``, skipping ``taken``
+    taken: set[inbox.Key] = field(default_factory=set)  # committed by another consumer first
+    skip: set[inbox.Key] | None = None  # the keys found committed before the handlers ran
     conflict: str | None = None  # what kind of race rolled it back
     db_error: BaseException | None = None  # the database failed: rolled back, keep in hand
     culprit: Work | None = None  # the message whose handler hit the database error
     paused: BaseException | None = None  # the service's gate closed: rolled back, given back
-
-
-class DatabaseGate:
-    """Whether the consumer's database answers. The consumer asks before every receive, so
-    an outage holds the queue's messages in SQS instead of spending their receives."""
-
-    def __init__(self, consumer: Consumer) -> None:
-        self.consumer = consumer
-        self.down_since: float | None = None
-        self.last_error: BaseException | None = None
-
-    def answers(self) -> bool:
-        try:
-            _close_old_connections()
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            return True
-        except DatabaseError as exc:
-            self.last_error = exc
-            if not connection.in_atomic_block:
-                with contextlib.suppress(DatabaseError):
-                    connection.close()
-            return False
-
-    def wait_until_up(self) -> bool:
-        """Block until the database answers; False if stopped first. One log line when the
-        database goes away, one when it is back: not one per check."""
-        delay = 0.5
-        cap = float(settings.CONSUMER_DB_BACKOFF_MAX_SECONDS)
-        while not self.consumer.stop.is_set():
-            if self.answers():
-                if self.down_since is not None:
-                    log.warning(
-                        "consumer %s: database back after %.0f s; receiving again",
-                        self.consumer.service,
-                        time.monotonic() - self.down_since,
-                    )
-                    self.down_since = None
-                return True
-            if self.down_since is None:
-                self.down_since = time.monotonic()
-                log.error(
-                    "consumer %s: database unreachable (%s); not receiving until it answers (checking every %s s at most)",
-                    self.consumer.service,
-                    first_line(self.last_error),
-                    cap,
-                )
-            self.consumer.stop.wait(delay)
-            delay = min(delay * 2, cap)
-        return False
-
-
-class Heartbeat:
-    """Keeps every message this consumer holds invisible to other consumers: from its
-    receive until it is deleted, released, backed off or dead-lettered. One daemon thread
-    per consumer, started on first use, extends (in batches of 10) each held message whose
-    receive or last extension is a third of a visibility timeout old (a margin for a slow
-    machine or a slow SQS call)."""
-
-    def __init__(self, consumer: Consumer) -> None:
-        self.consumer = consumer
-        # Held during the extension calls, so that once ``drop`` returns, a message handed
-        # back (visibility 0) is never extended again behind the consumer's back.
-        self._lock = threading.Lock()
-        self._held: dict[str, list[Any]] = {}  # receipt handle -> [message, last extended]
-        self._thread: threading.Thread | None = None
-
-    def hold(self, messages: Iterable[dict[str, Any]]) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._beat, name="visibility-heartbeat", daemon=True)
-            self._thread.start()
-        now = time.monotonic()
-        with self._lock:
-            for m in messages:
-                self._held[m["ReceiptHandle"]] = [m, now]
-
-    def drop(self, messages: Iterable[dict[str, Any]]) -> None:
-        with self._lock:
-            for m in messages:
-                self._held.pop(m["ReceiptHandle"], None)
-
-    @property
-    def held(self) -> int:
-        return len(self._held)
-
-    def _beat(self) -> None:
-        while True:
-            time.sleep(max(settings.CONSUMER_VISIBILITY_TIMEOUT / 6, 0.2))
-            try:
-                self.beat()
-            except Exception:  # never let the heartbeat thread die
-                log.exception("consumer %s: heartbeat failed", self.consumer.service)
-
-    def beat(self) -> None:
-        timeout = settings.CONSUMER_VISIBILITY_TIMEOUT
-        with self._lock:
-            now = time.monotonic()
-            due = [entry for entry in self._held.values() if now - entry[1] >= timeout / 3]
-            if not due:
-                return
-            log.info(
-                "consumer %s: extending the visibility of %d held message(s) by %s s",
-                self.consumer.service,
-                len(due),
-                timeout,
-            )
-            self.consumer.extend_visibility([entry[0] for entry in due], timeout)
-            for entry in due:
-                entry[1] = now
 
 
 @dataclass
@@ -304,32 +205,24 @@ class Consumer:
         self.queue_name = queue_name or aws.queue_name(service, instance=self.instance)
         self.check_topology = check_topology and not broadcast
         self.stats = Stats()
-        self.receiving = False  # True while blocked in a long poll (a signal may cut it short)
-        self._queue_url: str | None = None
-        self._dlq_url: str | None = None
+        self.sqs = QueueClient(service, self.queue_name, self.stats)
+        self.heartbeat = self.sqs.heartbeat
+        self.database = DatabaseProbe(service, self.stop)
+        # Inline by default (``poll``: everything done when it returns); ``run`` sends
+        # them from a thread of their own.
+        self.acks = Acks(service, threaded=False)
         self._instance_queue: broadcasting.InstanceQueue | None = None
-        self.heartbeat = Heartbeat(self)
-        self.database = DatabaseGate(self)
         self._receive_trouble: str | None = None  # "missing" / "unreachable" while receives fail
+        self._database_proven = False  # the last batch committed: its commit proves the database
 
     # ----------------------------------------------------------------- setup
     @property
     def queue_url(self) -> str:
-        if self._queue_url is None:
-            try:
-                self._queue_url = aws.queue_url(self.queue_name)
-            except aws.QueueMissing as exc:
-                raise ConsumerConfigError(str(exc)) from None
-        return self._queue_url
+        return self.sqs.queue_url
 
     @property
     def dlq_url(self) -> str:
-        if self._dlq_url is None:
-            try:
-                self._dlq_url = aws.queue_url(aws.queue_name(self.service, dlq=True))
-            except aws.QueueMissing as exc:
-                raise ConsumerConfigError(str(exc)) from None
-        return self._dlq_url
+        return self.sqs.dlq_url
 
     def verify(self) -> None:
         """Exit early with a clear message when the topology is not as it must be."""
@@ -355,7 +248,7 @@ class Consumer:
         """Broadcast: create, subscribe and tag this instance's own queue."""
         assert self.instance is not None
         self._instance_queue = broadcasting.InstanceQueue.create(self.service, self.instance, stop=self.stop)
-        self._queue_url = self._instance_queue.url
+        self.sqs.queue_url = self._instance_queue.url
 
     def close_instance_queue(self) -> None:
         if self._instance_queue is not None:
@@ -372,62 +265,93 @@ class Consumer:
 
     # ----------------------------------------------------------------- loop
     def run(self, *, drain: bool = False, max_messages: int | None = None) -> Stats:
-        """Receive and handle until stopped. ``drain``: stop at the first empty receive."""
+        """Receive and handle until stopped, the next receive in flight while a batch runs.
+        ``drain``: stop at the first empty receive."""
         if self.broadcast and self._instance_queue is None:
             self.open_instance_queue()
+        wait = min(self.wait_seconds, 1) if drain else self.wait_seconds
+        inline, self.acks = self.acks, Acks(self.service, threaded=True)
+        receiver = ThreadPoolExecutor(1, thread_name_prefix="consumer-receive")
+        incoming: Future[list[dict[str, Any]]] | None = None
         try:
             while not self.stop.is_set():
-                handled = self.poll(wait_seconds=min(self.wait_seconds, 1) if drain else self.wait_seconds)
-                if drain and handled == 0:
+                if incoming is None:
+                    if not self.ready():
+                        continue
+                    incoming = receiver.submit(self.receive, wait)
+                messages = self._collect(incoming)
+                incoming = None
+                if messages is None:
+                    continue
+                if not messages:
+                    if drain:
+                        break
+                    continue
+                if self.stop.is_set():  # came in as the stop did: back at once, not counted
+                    self.acks.send(partial(self.sqs.release, messages))
                     break
-                if max_messages is not None and self.stats.received >= max_messages:
+                self.stats.received += len(messages)
+                more = max_messages is None or self.stats.received < max_messages
+                if more and self._database_proven and not self.stop.is_set():
+                    incoming = receiver.submit(self.receive, wait)
+                try:
+                    self.process(messages)
+                except BaseException:
+                    self.heartbeat.drop(messages)  # what is still held waits out its visibility
+                    raise
+                if not more:
                     break
         finally:
+            if incoming is not None:
+                # The receive in flight ends at the queue whether or not we read it: read
+                # it and give back what it took, so nothing waits for a visibility timeout.
+                # (While the database is down, as copies: a release would spend a receive.)
+                leftover = self._collect(incoming, quiet=True) or []
+                if leftover:
+                    give_back = self.sqs.release if self._database_proven else self.sqs.hand_back
+                    self.acks.send(partial(give_back, leftover))
+            receiver.shutdown(wait=True)
+            self.acks.flush()
+            self.acks = inline
             if self.broadcast:
                 self.close_instance_queue()
         return self.stats
 
-    def receive(self, wait_seconds: int) -> list[dict[str, Any]]:
-        response: dict[str, Any] = {}
+    def _collect(self, incoming: Future[list[dict[str, Any]]], *, quiet: bool = False) -> list[dict[str, Any]] | None:
+        """The messages of a receive (waiting for it to end); None when it failed."""
         try:
-            try:
-                self.receiving = True
-                if self.stop.is_set():
-                    return []
-                response = aws.client("sqs").receive_message(
-                    QueueUrl=self.queue_url,
-                    MaxNumberOfMessages=10,
-                    WaitTimeSeconds=wait_seconds,
-                    VisibilityTimeout=settings.CONSUMER_VISIBILITY_TIMEOUT,
-                    MessageSystemAttributeNames=[
-                        "ApproximateReceiveCount",
-                        "SentTimestamp",
-                        *(["MessageGroupId"] if aws.fifo() else []),
-                    ],
-                    MessageAttributeNames=["All"],
-                )
-            finally:
-                self.receiving = False
-        except StopReceiving:
-            # The signal came during the long poll or as it returned (even in the
-            # ``finally`` above, before the flag was cleared): whatever this receive got
-            # goes back at once, and the consumer stops as for any other signal.
-            self.receiving = False
-            self.release(response.get("Messages", []))
+            messages = incoming.result()
+        except Exception as exc:  # SQS unreachable or the queue gone: back off and keep going
+            if not quiet:
+                self._receive_failed(exc)
+                self.stop.wait(2)
+            return None
+        self._receive_recovered()
+        return messages
+
+    def ready(self) -> bool:
+        """May the consumer receive now? The database answers and the service's gate is
+        open (broadcast: always). Blocks until then; False if stopped first."""
+        if self.broadcast:
+            return True
+        ok = self.database.wait_until_up() and self.wait_while_gated()
+        self._database_proven = ok
+        return ok
+
+    def receive(self, wait_seconds: int) -> list[dict[str, Any]]:
+        if self.stop.is_set():
             return []
-        return _stamp_received(response.get("Messages", []))
+        return self.sqs.receive(wait_seconds)
 
     def interrupt(self) -> None:
-        """From a signal handler: stop; cut a long poll short (what it returned meanwhile
-        is released by ``receive``)."""
+        """From a signal handler: stop. The receive in flight is not cut short (see the
+        module's docstring); the loop releases what it returns."""
         self.stop.set()
-        if self.receiving:
-            raise StopReceiving()
 
     def poll(self, *, wait_seconds: int | None = None) -> int:
-        """One receive, once the database answers: handle the messages, delete the done
-        ones. Returns how many messages the receive brought."""
-        if not self.broadcast and not (self.database.wait_until_up() and self.wait_while_gated()):
+        """One receive, once the database answers, handled to the end (no pipelining: the
+        deletes are done when it returns). Returns how many messages the receive brought."""
+        if not self.ready():
             return 0
         try:
             messages = self.receive(self.wait_seconds if wait_seconds is None else wait_seconds)
@@ -438,11 +362,12 @@ class Consumer:
         self._receive_recovered()
         if messages:
             self.stats.received += len(messages)
-            self.heartbeat.hold(messages)
             try:
                 self.process(messages)
-            finally:
-                self.heartbeat.drop(messages)  # anything still held waits out its visibility
+            except BaseException:
+                self.heartbeat.drop(messages)
+                raise
+            self.acks.flush()
         return len(messages)
 
     def wait_while_gated(self) -> bool:
@@ -454,7 +379,7 @@ class Consumer:
             try:
                 state = gate.current(self.service)
             except DatabaseError:
-                return True  # the database gate's business (checked before every receive)
+                return True  # the database probe's business (checked before every receive)
             if state == gate.OPEN:
                 if said is not None:
                     log.warning("consumer %s: the service's gate is open again; receiving", self.service)
@@ -474,9 +399,9 @@ class Consumer:
         """Log once per state change, not every 2 s. A missing queue (e.g. an emulator
         restarted empty) is waited for: its URL is resolved again on the next receive, so
         the consumer resumes by itself once ``setup_bus`` has recreated it."""
-        missing = _queue_missing(exc)
+        missing = queue_missing(exc)
         if missing:
-            self._queue_url = self._dlq_url = None
+            self.sqs.forget_urls()
         state = "missing" if missing else "unreachable"
         if state == self._receive_trouble:
             return
@@ -497,14 +422,14 @@ class Consumer:
 
     def process(self, messages: list[dict[str, Any]]) -> None:
         """Sort a receive out without the database, then run the handlers of what is left
-        in one transaction (or again, after a conflict or an outage)."""
+        in one transaction (or again, after a failure, a conflict or an outage)."""
         batch: list[Work] = []
         acknowledged: list[dict[str, Any]] = []
         for message in messages:
             try:
                 event = self.decode(message)
             except EnvelopeError as exc:
-                if self.dead_letter(message, str(exc)):
+                if self.sqs.dead_letter(message, str(exc)):
                     acknowledged.append(message)
                 continue
             handlers = registry.handlers(service=self.service, event_type=event.type, broadcast=self.broadcast)
@@ -514,7 +439,8 @@ class Consumer:
                 acknowledged.append(message)
                 continue
             batch.append(Work(message, event, handlers))
-        self.delete(acknowledged)
+        if acknowledged:
+            self.acks.send(partial(self.sqs.delete, acknowledged))
         # One order for every consumer: handlers that lock their subject's rows take the
         # locks in the same order, which keeps competing batches from deadlocking.
         batch.sort(key=lambda w: w.lock_order)
@@ -524,24 +450,35 @@ class Consumer:
         conflicts = 0
         strikes: Counter[str] = Counter()
         held_since = time.monotonic()
+        skip: set[inbox.Key] | None = None  # looked up in the first attempt's transaction
         while pending:
             if self.stop.is_set():
                 self.release([w.message for w in pending])
                 return
-            attempt = self.transact(pending)
+            attempt = self.transact(pending, skip)
+            if attempt.skip is not None:
+                skip = attempt.skip
             if attempt.paused is not None:
                 log.warning("consumer %s: %s; %d message(s) given back", self.service, attempt.paused, len(pending))
                 self.release([w.message for w in pending])
+                self._database_proven = False
                 return
             self.fail(attempt.failed)  # handler failures are final, whatever became of the batch
             if attempt.committed:
+                self._database_proven = True
                 self.record(attempt.done)
-                self.delete([w.message for w in attempt.done])
+                done = [w.message for w in attempt.done]
+                if done:
+                    self.acks.send(partial(self.sqs.delete, done))
                 if attempt.unstarted:
                     self.release([w.message for w in attempt.unstarted])
                 return
             failed = {id(w) for w, _ in attempt.failed}
             pending = [w for w in pending if id(w) not in failed]
+            if attempt.again:
+                skip = (skip or set()) | attempt.taken
+                continue
+            self._database_proven = False
             if attempt.conflict:
                 conflicts += 1
                 metrics.consumer_conflict(self.service, attempt.conflict)
@@ -597,44 +534,61 @@ class Consumer:
             raise EnvelopeError(problem)
         return event
 
-    def transact(self, pending: Sequence[Work]) -> Attempt:
-        """Run the handlers of ``pending`` in one transaction, a savepoint each. Makes no
-        network call: what to delete, release or back off is decided after it ends."""
+    def transact(self, pending: Sequence[Work], skip: set[inbox.Key] | None = None) -> Attempt:
+        """Run the handlers of ``pending`` in one transaction, no savepoint, and write their
+        inbox rows in one statement at its end. Makes no network call: what to delete,
+        release or back off is decided after it ends. ``skip``: inbox keys known to be
+        committed (None: look the batch's keys up first)."""
+        if self.broadcast:
+            return self._run_broadcast(pending)
         attempt = Attempt()
         try:
-            with contextlib.nullcontext() if self.broadcast else transaction.atomic():
-                if not self.broadcast:
-                    # Held until the batch commits: a pause waits for it (events/gate.py).
-                    gate.check_writable(self.service)
+            with transaction.atomic():
+                # Held until the batch commits: a pause waits for it (events/gate.py).
+                gate.check_writable(self.service)
+                if skip is None:
+                    skip = attempt.skip = inbox.committed(k for w in pending for k in w.keys)
                 for work in pending:
                     if self.stop.is_set():
                         attempt.unstarted.append(work)
                         continue
                     try:
-                        self.handle(work)
+                        self.handle(work, skip)
                     except (OperationalError, InterfaceError):
                         attempt.culprit = work
                         raise
                     except Exception as exc:
                         attempt.failed.append((work, exc))
-                        count = receive_count(work.message)
                         log.error(
                             "consumer %s: handler failed on %s %s (message %s, receive %s): %s",
                             self.service,
                             work.event.type,
                             work.event.id,
                             work.message.get("MessageId"),
-                            count,
+                            receive_count(work.message),
                             exc,
                             exc_info=exc,
                         )
-                        continue
+                        raise RunAgain() from exc
                     attempt.done.append(work)
-                # A connection lost inside a handler's savepoint leaves the batch marked
+                # A connection lost inside a handler's own savepoint leaves the batch marked
                 # for rollback, and leaving the block would then roll back *silently*:
                 # the messages handled before it must not be deleted.
-                if not self.broadcast and connection.needs_rollback:
+                if connection.needs_rollback:
                     raise BatchRolledBack()
+                rows = [row for w in attempt.done for row in w.rows]
+                attempt.taken = {row.key for row in rows} - inbox.record(rows, service=self.service)
+                if attempt.taken:
+                    log.info(
+                        "consumer %s: %d event(s) of the batch were committed by another consumer meanwhile; "
+                        "running the batch again without them",
+                        self.service,
+                        len(attempt.taken),
+                    )
+                    raise RunAgain()
+        except RunAgain:
+            attempt.again = True
+            return attempt
         except gate.ServicePaused as exc:
             attempt.paused = exc
             return attempt
@@ -645,13 +599,33 @@ class Consumer:
         attempt.committed = True
         return attempt
 
-    def handle(self, work: Work) -> None:
+    def _run_broadcast(self, pending: Sequence[Work]) -> Attempt:
+        """Broadcast handlers: in-process state, no transaction to roll back; a failure
+        leaves its message for redelivery and the others go on."""
+        attempt = Attempt()
+        for work in pending:
+            if self.stop.is_set():
+                attempt.unstarted.append(work)
+                continue
+            try:
+                self.handle(work, set())
+            except Exception as exc:
+                attempt.failed.append((work, exc))
+                log.error("consumer %s: broadcast handler failed on %s: %s", self.service, work.event.id, exc)
+                continue
+            attempt.done.append(work)
+        attempt.committed = True
+        return attempt
+
+    def handle(self, work: Work, skip: set[inbox.Key]) -> None:
         """Run every handler of one message (inside the batch's transaction)."""
-        work.handled, work.duplicates = [], []
+        work.handled, work.duplicates, work.rows = [], [], []
         for h in work.handlers:
             try:
-                self.run_handler(h, work.event, work.message)
+                row = self.run_handler(h, work.event, work.message, skip)
                 work.handled.append(h.name)
+                if row is not None:
+                    work.rows.append(row)
             except Duplicate:
                 work.duplicates.append(h.name)
 
@@ -675,7 +649,8 @@ class Consumer:
         for work, _exc in failed:
             self.stats.failed += 1
             metrics.event_failed(self.service, work.message)
-            self.change_visibility(work.message, visibility_backoff(receive_count(work.message)))
+            seconds = visibility_backoff(receive_count(work.message))
+            self.acks.send(partial(self.sqs.change_visibility, work.message, seconds))
 
     def check_source(self, event: Event) -> None:
         try:
@@ -686,7 +661,15 @@ class Consumer:
         if event.source != expected:
             raise EnvelopeError(f"source {event.source!r} is not this bus's {expected!r} for {event.type}")
 
-    def run_handler(self, h: registry.Handler, event: Event, message: dict[str, Any] | None = None) -> None:
+    def run_handler(
+        self,
+        h: registry.Handler,
+        event: Event,
+        message: dict[str, Any] | None = None,
+        skip: set[inbox.Key] | frozenset[inbox.Key] = frozenset(),
+    ) -> inbox.Row | None:
+        """Run one handler; its inbox row (None for a broadcast handler) goes in with the
+        batch's statement. Raises ``Duplicate`` for a key known to be committed."""
         with (
             context.bound(correlation=event.correlationid, causation=event.id),
             telemetry.handling(self.service, h.name, event),
@@ -694,227 +677,28 @@ class Consumer:
             if h.broadcast:
                 h.func(event)
                 log.info("consumer %s: %s handled %s %s (broadcast)", self.service, h.name, event.type, event.id)
-                return
-            with transaction.atomic():
-                inbox_id = _inbox_insert(event, h.name, service=self.service, message=message or {})
-                if inbox_id is None:
-                    raise Duplicate()
-                h.func(event)
-                _inbox_handled(inbox_id)
+                return None
+            if inbox.key(event.id, h.name) in skip:
+                raise Duplicate()
+            started = timezone.now()
+            h.func(event)
+            row = inbox.Row(event, h.name, message or {}, started, timezone.now())
             log.info("consumer %s: %s handled %s %s", self.service, h.name, event.type, event.id)
+        return row
 
     # ----------------------------------------------------------------- SQS calls
-    # Each one lets the heartbeat go of its messages first, and none runs inside a
-    # transaction.
-    def delete(self, messages: Iterable[dict[str, Any]]) -> None:
-        messages = list(messages)
-        self.heartbeat.drop(messages)
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
-        for start in range(0, len(entries), 10):
-            try:
-                response = aws.client("sqs").delete_message_batch(
-                    QueueUrl=self.queue_url, Entries=entries[start : start + 10]
-                )
-                for bad in response.get("Failed", []):
-                    log.warning(
-                        "consumer %s: delete failed: %s (it will be redelivered and deduplicated)", self.service, bad
-                    )
-            except Exception as exc:
-                log.warning(
-                    "consumer %s: delete batch failed (%s); messages will be redelivered and deduplicated",
-                    self.service,
-                    exc,
-                )
-
-    def change_visibility(self, message: dict[str, Any], seconds: int) -> None:
-        self.heartbeat.drop([message])
-        try:
-            aws.client("sqs").change_message_visibility(
-                QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=seconds
-            )
-        except Exception as exc:
-            log.warning("consumer %s: could not change visibility: %s", self.service, exc)
-
-    def extend_visibility(self, messages: list[dict[str, Any]], seconds: int) -> None:
-        """The heartbeat's call (it holds its lock; do not drop here)."""
-        for start in range(0, len(messages), 10):
-            chunk = messages[start : start + 10]
-            entries = [
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": seconds}
-                for i, m in enumerate(chunk)
-            ]
-            try:
-                response = aws.client("sqs").change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
-                for bad in response.get("Failed", []):
-                    log.warning("consumer %s: could not extend visibility: %s", self.service, bad)
-            except Exception as exc:
-                log.warning("consumer %s: could not extend visibility: %s", self.service, exc)
-
+    # After a transaction ends, through ``acks`` (in order, in the pipelined loop from a
+    # thread of their own).
     def release(self, messages: Iterable[dict[str, Any]]) -> None:
         """Give unstarted messages back at once (visibility 0) instead of after the timeout."""
-        for message in messages:
-            self.change_visibility(message, 0)
+        messages = list(messages)
+        if messages:
+            self.acks.send(partial(self.sqs.release, messages))
 
     def hand_back(self, messages: Iterable[dict[str, Any]]) -> None:
-        """Give messages back *without spending a receive*: send a copy with the original
-        body and attributes, then delete the original (SQS counts receives per message).
-        For messages the consumer could not handle because of the database, never because
-        of their handler. A crash between the two calls leaves both; the inbox absorbs it."""
         messages = list(messages)
-        self.heartbeat.drop(messages)
-        sqs = aws.client("sqs")
-        for message in messages:
-            extra: dict[str, Any] = {}
-            if aws.fifo():
-                group = (message.get("Attributes") or {}).get("MessageGroupId") or "redelivered"
-                extra = {"MessageGroupId": group, "MessageDeduplicationId": uuid.uuid4().hex}
-            try:
-                sqs.send_message(
-                    QueueUrl=self.queue_url,
-                    MessageBody=message.get("Body") or "",
-                    MessageAttributes=_copyable_attributes(message),
-                    **extra,
-                )
-            except Exception as exc:
-                log.warning(
-                    "consumer %s: could not hand message %s back (%s); it returns after its visibility timeout",
-                    self.service,
-                    message.get("MessageId"),
-                    exc,
-                )
-                continue
-            self.delete([message])
         if messages:
-            log.warning(
-                "consumer %s: handed %d message(s) back as fresh copies (database still unavailable)",
-                self.service,
-                len(messages),
-            )
-
-    def dead_letter(self, message: dict[str, Any], reason: str) -> bool:
-        """Send to the DLQ with the reason; True when sent (the original may be deleted)."""
-        log.error("consumer %s: message %s to the DLQ: %s", self.service, message.get("MessageId"), reason)
-        extra = {"MessageGroupId": "dead-letters", "MessageDeduplicationId": message["MessageId"]} if aws.fifo() else {}
-        try:
-            aws.client("sqs").send_message(
-                QueueUrl=self.dlq_url,
-                MessageBody=message.get("Body") or "(empty)",
-                MessageAttributes={
-                    "reason": {"DataType": "String", "StringValue": reason[:1000]},
-                    "source_queue": {"DataType": "String", "StringValue": self.queue_name},
-                },
-                **extra,
-            )
-        except Exception as exc:
-            log.warning(
-                "consumer %s: could not dead-letter message %s: %s", self.service, message.get("MessageId"), exc
-            )
-            self.heartbeat.drop([message])
-            return False
-        self.stats.dead_lettered += 1
-        return True
+            self.acks.send(partial(self.sqs.hand_back, messages))
 
 
-def first_line(exc: BaseException | None) -> str:
-    """An exception as one log-friendly line (psycopg's messages span several)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def receive_count(message: dict[str, Any]) -> int:
-    return int((message.get("Attributes") or {}).get("ApproximateReceiveCount", "1"))
-
-
-def _copyable_attributes(message: dict[str, Any]) -> dict[str, Any]:
-    keep = ("DataType", "StringValue", "BinaryValue")
-    return {
-        name: {k: v for k, v in attr.items() if k in keep}
-        for name, attr in (message.get("MessageAttributes") or {}).items()
-    }
-
-
-def _inbox_insert(
-    event: Event, handler: str, *, service: str = "", message: dict[str, Any] | None = None
-) -> int | None:
-    """Insert the inbox row; None when (event, handler) is already there, else its id. One
-    statement (``ON CONFLICT DO NOTHING``) instead of a savepoint around an insert that may
-    fail. On Postgres a concurrent insert of the same key waits for the other transaction
-    and then finds the row: two consumers never both run a handler for one event. The row
-    also records the hop for the trace: service, ids, queued/received/started times."""
-    from django.db import connection
-    from django.utils import timezone
-
-    message = message or {}
-    now = timezone.now()
-    sent = message.get("Attributes", {}).get("SentTimestamp")
-    queued = datetime.fromtimestamp(int(sent) / 1000, tz=UTC) if str(sent or "").isdigit() else None
-    adapt = connection.ops.adapt_datetimefield_value
-    table = connection.ops.quote_name(InboxMessage._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (event_id, handler, type, subject, sequence, handled_at, service, correlation_id, "
-            "causation_id, queued_at, received_at, started_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (event_id, handler) DO NOTHING RETURNING id",
-            [
-                InboxMessage._meta.get_field("event_id").get_db_prep_value(uuid.UUID(event.id), connection),
-                handler,
-                event.type,
-                event.subject,
-                event.sequence,
-                adapt(now),
-                service,
-                (event.correlationid or "")[:128],
-                (event.causationid or "")[:64],
-                adapt(queued),
-                adapt(message.get(RECEIVED_AT) or now),
-                adapt(now),
-            ],
-        )
-        row = cursor.fetchone()
-        return int(row[0]) if row is not None else None
-
-
-def _inbox_handled(inbox_id: int) -> None:
-    """The handler finished: its end time, in its own transaction (so it commits with it)."""
-    from django.db import connection
-    from django.utils import timezone
-
-    table = connection.ops.quote_name(InboxMessage._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET handled_at = %s WHERE id = %s",
-            [connection.ops.adapt_datetimefield_value(timezone.now()), inbox_id],
-        )
-
-
-# The time the consumer received a message, kept on the message dict (events/trace.py).
-RECEIVED_AT = "LeagueReceivedAt"
-
-
-def _stamp_received(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from django.utils import timezone
-
-    now = timezone.now()
-    for message in messages:
-        message[RECEIVED_AT] = now
-    return messages
-
-
-def _queue_missing(exc: Exception) -> bool:
-    if isinstance(exc, ConsumerConfigError | aws.QueueMissing):
-        return True
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-    return code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
-
-
-def _close_old_connections() -> None:
-    """Drop a broken or expired connection between messages (a database restart must not
-    kill the consumer). Not inside an atomic block: that is a test's transaction."""
-    from django.db import connection
-
-    if not connection.in_atomic_block:
-        close_old_connections()
-
-
-__all__ = ["Consumer", "ConsumerConfigError", "DatabaseGate", "Stats", "visibility_backoff"]
+__all__ = ["Consumer", "ConsumerConfigError", "Stats", "visibility_backoff"]

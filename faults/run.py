@@ -50,6 +50,7 @@ class Plan:
     hot_consumers: int = 4
     stall_events: int = 300
     runstack_events: int = 100
+    consumer_stops: int = 20
     split_points: tuple[str, ...] = ("migrated", "started", "paused", "draining", "copying", "switching", "switched")
     drain_timeout: float = 240
 
@@ -72,6 +73,7 @@ class Plan:
             hot_events=120,
             stall_events=100,
             runstack_events=30,
+            consumer_stops=4,
             split_points=("copying", "switching"),  # one rollback, one rerun: the full run has every step
             drain_timeout=240,
         )
@@ -366,6 +368,69 @@ class Suite:
 
         self.writer.write(self.plan.consumer_events, on_progress=on_progress)
         row.faults = f"{kills}x kill -9 consumer ({mid} while handling)"
+
+    def consumers_stopped(self, row: Row):
+        """SIGTERM to a consumer under traffic (the services' consumers in turn, each
+        replaced at once), ``consumer_stops`` times. After each stop, once any receive it
+        might have left open at the queue has ended (one long poll), its queue must hold
+        no message in flight: a stopped consumer gives back what it holds, so no message
+        waits for a visibility timeout. Also reported: the longest any event of the run
+        waited between its queue and its handler."""
+        import threading
+
+        from django.conf import settings
+        from django.db import connection
+
+        from events import aws
+
+        done = threading.Event()
+
+        def traffic() -> None:
+            while not done.is_set():
+                self.writer.step()
+                done.wait(0.05)
+
+        services = ["transfers", "fixtures", "faultprobe"]  # the ones the traffic reaches
+        lo = self.last_outbox_id()
+        writer = threading.Thread(target=traffic, name="traffic", daemon=True)
+        writer.start()
+        stranded: list[str] = []
+        poll = float(self.stack.env["CONSUMER_WAIT_SECONDS"])
+        try:
+            for i in range(self.plan.consumer_stops):
+                service = services[i % len(services)]
+                name = f"consume-{service}"
+                before = self.handled_by(service)
+                deadline = time.monotonic() + 10
+                while self.handled_by(service) == before and time.monotonic() < deadline:
+                    time.sleep(0.05)  # until it is handling the traffic
+                self.stack.stop(name)  # SIGTERM, and wait for the exit
+                time.sleep(poll + 0.5)  # a poll left open at the queue would have taken a message by now
+                url = aws.queue_url(aws.queue_name(service))
+                attrs = aws.queue_attributes(url, "ApproximateNumberOfMessagesNotVisible")
+                in_flight = int(attrs["ApproximateNumberOfMessagesNotVisible"])
+                if in_flight:
+                    stranded.append(f"stop {i + 1} ({service}): {in_flight} in flight with no consumer alive")
+                self.stack.start_consumer(service)
+                self.stack.wait_ready(name, "consuming ")
+        finally:
+            done.set()
+            writer.join()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT coalesce(max(extract(epoch FROM i.received_at - i.queued_at)), 0) FROM events_inboxmessage i "
+                "JOIN events_outboxmessage o ON o.event_id = i.event_id WHERE o.id > %s",
+                [lo],
+            )
+            longest = float(cursor.fetchone()[0])
+        row.faults = (
+            f"{self.plan.consumer_stops}x SIGTERM consumer under traffic, none left a message in flight; "
+            f"longest wait in a queue {longest:.1f} s (replacements' start-up included; "
+            f"visibility timeout {settings.CONSUMER_VISIBILITY_TIMEOUT} s)"
+        )
+        if stranded:
+            row.faults = row.faults.replace("none left a message in flight", f"{len(stranded)} left messages in flight")
+        row.problems += stranded
 
     def moto_outage(self, row: Row):
         """Drain, stop moto_server, write during the outage (the outbox keeps the events and
@@ -935,6 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
             ("baseline", suite.baseline),
             ("relay kill -9", suite.relay_kill),
             ("consumer kill -9", suite.consumer_kill),
+            ("consumers stopped under traffic", suite.consumers_stopped),
             ("moto outage", suite.moto_outage),
             ("db cut", suite.db_cut),
             ("two relays", suite.two_relays),

@@ -69,7 +69,8 @@ class Stack:
             API_THROTTLE_ANON="off",
             API_THROTTLE_USER="off",
             # Short timers so that a crash's leftovers come back within seconds, not
-            # minutes (production: lease 30 s, visibility 30 s, back-off cap 1 h).
+            # minutes (production: lease 30 s, back-off cap 1 h; the visibility timeout is
+            # production's own).
             OUTBOX_LEASE_SECONDS="5",
             OUTBOX_BATCH_SIZE="50",
             OUTBOX_BACKOFF_MAX_SECONDS="8",
@@ -189,7 +190,7 @@ class Stack:
         for proc in paused:
             proc.send_signal(signal.SIGCONT)
 
-    def wait_ready(self, name: str, text: str, timeout: float = 60) -> None:
+    def wait_ready(self, name: str, text: str, timeout: float = 180) -> None:
         """Wait until process ``name`` wrote ``text`` to its log (e.g. a consumer's
         "consuming ..." line, printed once its topology check passed)."""
         log = next(f for f in reversed(self._logs) if f.name.endswith(f"-{name}.log"))

@@ -336,10 +336,13 @@ OUTBOX_WAKEUP = env.str("OUTBOX_WAKEUP", default="celery").strip().lower()
 if OUTBOX_WAKEUP not in ("celery", "notify"):
     raise ImproperlyConfigured(f"OUTBOX_WAKEUP={OUTBOX_WAKEUP!r}: use 'celery' or 'notify'.")
 # Consumers.
-#: Long poll of a receive (SQS WaitTimeSeconds, at most 20).
-CONSUMER_WAIT_SECONDS = env.int("CONSUMER_WAIT_SECONDS", default=20)
-#: Seconds a received message stays hidden from other consumers; the heartbeat extends what a consumer holds.
-CONSUMER_VISIBILITY_TIMEOUT = env.int("CONSUMER_VISIBILITY_TIMEOUT", default=30)
+#: Long poll of a receive (SQS WaitTimeSeconds, at most 20); also the longest a stop waits for the receive in flight.
+CONSUMER_WAIT_SECONDS = env.int("CONSUMER_WAIT_SECONDS", default=5)
+# 10 s: with 6 s, a 2-core machine at load 25 let a few held messages expire before their
+# extension landed (redelivered, then skipped by the inbox); with 30 s a kill -9 delayed the
+# next event by 31.6 s.
+#: Seconds a received message stays hidden from other consumers; short, because the heartbeat extends what a live consumer holds: how long a consumer that died leaves its messages invisible.
+CONSUMER_VISIBILITY_TIMEOUT = env.int("CONSUMER_VISIBILITY_TIMEOUT", default=10)
 #: Receives before SQS moves a message to the dead-letter queue (the redrive policy).
 CONSUMER_MAX_RECEIVE_COUNT = env.int("CONSUMER_MAX_RECEIVE_COUNT", default=5)
 #: Visibility back-off of a failed message: this many seconds times 2^(receives-1).

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 
 from kernel import replica as shared
@@ -111,6 +112,31 @@ def _membership(
     return changed
 
 
+def _squad(team: TeamReplica, players: Iterable[dict[str, Any]], *, sequence: int) -> None:
+    """Record "each of ``players`` is in team as of sequence" in one statement (an upsert
+    that keeps the newer fact per player, as ``_membership`` does one by one)."""
+    players = list(players)
+    if not players:
+        return
+    table = connection.ops.quote_name(PlayerReplica._meta.db_table)
+    team_column = PlayerReplica._meta.get_field("team").column
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    values: list[Any] = []
+    for p in players:
+        values += [team.pk, p["id"], p["name"], p["position"], True, sequence, now]
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(players))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({team_column}, player_id, name, position, present, sequence, updated_at) "
+            f"VALUES {rows} ON CONFLICT ({team_column}, player_id) DO UPDATE SET "
+            "present = excluded.present, sequence = excluded.sequence, "
+            f"name = CASE WHEN excluded.name = '' THEN {table}.name ELSE excluded.name END, "
+            f"position = CASE WHEN excluded.position = '' THEN {table}.position ELSE excluded.position END, "
+            f"updated_at = excluded.updated_at WHERE excluded.sequence > {table}.sequence",
+            values,
+        )
+
+
 def _save(team: TeamReplica, *, synced: bool = False) -> None:
     if synced:
         team.synced_at = timezone.now()
@@ -129,8 +155,7 @@ def team_created(*, team_id: int, name: str, players: Iterable[dict[str, Any]], 
     team = TeamReplica.objects.get(team_id=team_id)  # locked above, in this transaction
     if team.deleted:
         return
-    for p in players:
-        _membership(team, player_id=p["id"], sequence=sequence, present=True, name=p["name"], position=p["position"])
+    _squad(team, players, sequence=sequence)
 
 
 def team_renamed(*, team_id: int, name: str, sequence: int) -> None:

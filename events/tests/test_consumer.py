@@ -17,7 +17,7 @@ from django.db import OperationalError, connection, transaction
 import events
 from devtools.testing import wait_until
 from events import aws, metrics, registry, relay, topology
-from events.consumer import Consumer, StopReceiving
+from events.consumer import Consumer
 from events.models import InboxMessage
 
 
@@ -207,13 +207,13 @@ def test_consume_started_during_an_outage_waits_for_the_database(probe_bus, reco
     after 60 s and exited 1: the crash suite's db outage killed every restarted consumer)."""
     from django.core.management import call_command
 
-    from events.consumer import DatabaseGate
+    from events.dbprobe import DatabaseProbe
 
     settings.CONSUMER_DB_BACKOFF_MAX_SECONDS = 0.01
     _create(1)
     relay.relay()
     answers = iter([False] * 40 + [True] * 1000)  # more checks than the old 30 attempts
-    monkeypatch.setattr(DatabaseGate, "answers", lambda self: next(answers))
+    monkeypatch.setattr(DatabaseProbe, "answers", lambda self: next(answers))
     call_command("consume", "--service", "probe", "--drain", "--wait", "0", "--no-startup")
     assert [e.subject for e in recorder.seen] == ["1"]
 
@@ -351,37 +351,73 @@ def test_the_heartbeat_keeps_every_held_message_of_the_batch_invisible(probe_bus
     assert _depth(aws.queue_name("probe")) == (0, 0)
 
 
-# ------------------------------------------------------------------------ signals
-class SignalInReceivesFinally(Consumer):
-    """SIGTERM delivered exactly when ``receive()`` clears its flag in ``finally``: the
-    signal handler (``interrupt``) still sees the flag set and raises ``StopReceiving``."""
+# ------------------------------------------------------------------------ set-based batches
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_commits_with_one_inbox_statement_and_no_savepoint(probe_bus, recorder):
+    """The inbox rows of a batch go in with one statement that carries the trace's times:
+    no savepoint per message, no per-message update of ``handled_at``."""
+    from django.test.utils import CaptureQueriesContext
 
-    armed = True
-
-    @property  # type: ignore[override]
-    def receiving(self) -> bool:
-        return getattr(self, "_receiving", False)
-
-    @receiving.setter
-    def receiving(self, value: bool) -> None:
-        if not value and self.receiving and self.armed:
-            self.armed = False
-            self.interrupt()  # what the signal handler does
-        self._receiving = value
-
-
-def test_sigterm_inside_receives_finally_stops_cleanly_and_releases_that_receive(probe_bus, recorder):
-    for i in (1, 2, 3):
+    for i in range(1, 6):
         _create(i)
     relay.relay()
-    consumer = SignalInReceivesFinally("probe", wait_seconds=0, check_topology=False)
-    try:
-        consumer.poll(wait_seconds=1)
-    except StopReceiving:
-        pytest.fail("StopReceiving escaped poll(): the consume command would exit 1")
-    assert consumer.stop.is_set()
-    assert recorder.seen == []
-    assert _depth(aws.queue_name("probe")) == (3, 0)  # released at once, not left invisible
+    consumer = Consumer("probe", wait_seconds=0, check_topology=False)
+    with CaptureQueriesContext(connection) as ctx:
+        assert consumer.poll(wait_seconds=1) == 5
+    sql = [q["sql"].upper() for q in ctx.captured_queries]
+    assert sum("INSERT INTO" in q and "EVENTS_INBOXMESSAGE" in q for q in sql) == 1, sql
+    assert not [q for q in sql if "SAVEPOINT" in q], sql
+    assert not [q for q in sql if q.startswith("UPDATE") and "EVENTS_INBOXMESSAGE" in q], sql
+    rows = list(InboxMessage.objects.all())
+    assert len(rows) == 5
+    assert all(r.received_at <= r.started_at <= r.handled_at for r in rows)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_handler_runs_the_batch_again_without_its_message(probe_bus, recorder):
+    """Optimistic batches: when a handler raises, the batch rolls back and runs again
+    without that message; the others commit once, the failed one backs off."""
+    recorder.fail_subjects.add("3")
+    for i in range(1, 6):
+        _create(i)
+    relay.relay()
+    consumer = Consumer("probe", wait_seconds=0, check_topology=False)
+    consumer.poll(wait_seconds=1)
+    assert sorted(InboxMessage.objects.values_list("subject", flat=True)) == ["1", "2", "4", "5"]
+    assert (consumer.stats.handled, consumer.stats.failed) == (4, 1)
+    assert _depth(aws.queue_name("probe")) == (0, 1)  # the failed one, invisible for its back-off
+
+
+def test_run_has_the_next_receive_in_flight_while_a_batch_runs(probe_bus, recorder, settings):
+    """Pipelined: the second receive starts while the first batch's handlers run, and the
+    consumer never holds more than two receives' worth of messages."""
+    for i in range(1, 16):  # a receive of 10, then one of 5
+        _create(i)
+    relay.relay()
+    consumer = Consumer("probe", wait_seconds=0, check_topology=False)
+    timeline: list[tuple[str, float]] = []
+    held: list[int] = []
+    real_receive = consumer.receive
+
+    def receive(wait_seconds):
+        timeline.append(("receive", time.monotonic()))
+        return real_receive(wait_seconds)
+
+    def slow(event):
+        held.append(consumer.heartbeat.held)
+        time.sleep(0.05)
+        timeline.append(("handled", time.monotonic()))
+        recorder.seen.append(event)
+
+    consumer.receive = receive  # type: ignore[method-assign]
+    _replace_probe_handler(slow)
+    stats = consumer.run(drain=True)
+    assert stats.handled == 15
+    second_receive = [t for kind, t in timeline if kind == "receive"][1]
+    tenth_handled = [t for kind, t in timeline if kind == "handled"][9]
+    assert second_receive < tenth_handled, "the next receive waited for the batch"
+    assert max(held) <= 20
+    assert _depth(aws.queue_name("probe")) == (0, 0)  # every delete flushed before run() returned
 
 
 # ------------------------------------------------------------------------ no network in a transaction

@@ -55,6 +55,31 @@ def test_team_created_with_players():
     assert PlayerReplica.objects.get(player_id=11).position == "GK"
 
 
+def test_team_created_writes_its_squad_in_one_statement_whatever_its_size():
+    """The replica's squad goes in with one upsert, not a SELECT and an INSERT per player."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def statements(team_id: int, size: int) -> int:
+        players = [{"id": team_id * 100 + i, "name": f"P{i}", "position": "MID"} for i in range(size)]
+        with CaptureQueriesContext(connection) as ctx:
+            handle(make_event("team.created", {"id": team_id, "name": f"T{team_id}", "players": players}, sequence=1))
+        assert len(squad(team_id)) == size
+        return len(ctx.captured_queries)
+
+    assert statements(1, 1) == statements(2, 25)
+
+
+def test_team_created_late_does_not_revive_a_newer_membership():
+    """The squad's upsert keeps the newer fact per player, as one-by-one did."""
+    handle(make_event("player.added", {"id": 11, "team_id": 1, "name": "Ann", "position": "GK"}, sequence=2, subject=1))
+    handle(make_event("player.removed", {"id": 11, "team_id": 1, "name": "Ann"}, sequence=3, subject=1))
+    players = [{"id": 11, "name": "Ann", "position": "GK"}, {"id": 12, "name": "Bob", "position": "ST"}]
+    handle(make_event("team.created", {"id": 1, "name": "Reds", "players": players}, sequence=1))
+    assert squad(1) == {12: "Bob"}
+    assert PlayerReplica.objects.get(player_id=11).sequence == 3
+
+
 def test_renamed_player_added_removed_deleted():
     handle(make_event("team.created", {"id": 1, "name": "Reds"}, sequence=1))
     handle(make_event("player.added", {"id": 11, "team_id": 1, "name": "Ann", "position": "GK"}, sequence=2, subject=1))
