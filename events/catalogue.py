@@ -272,7 +272,8 @@ def data_error(event_type: str, data: Any, version: int | None = None) -> str | 
     if error is None:
         return None
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-    return f"{event_type} v{version or get(event_type).version} data at {where}: {error.message}"
+    named = event_type if version in (None, get(event_type).version) else f"{event_type} v{version}"
+    return f"{named} data at {where}: {error.message}"
 
 
 def accept(event_type: str, dataversion: Any, data: Any) -> tuple[dict[str, Any] | None, str | None]:
