@@ -14,6 +14,8 @@ Guarantees:
   devtools.emulators install``) builds it from the pinned ``requirements-localstack.txt``;
   nothing downloads when it starts (no DNS server, no certificate download, no telemetry,
   its files under ``LOCALSTACK_HOME``).
+- Who starts an emulator gives its clients the emulator's credentials explicitly
+  (``client_env``): the bus itself never invents credentials.
 - ``reset()`` empties SNS and SQS through the AWS API itself, so it works on either
   emulator (and would on any account): no emulator-specific reset endpoint, no account id
   or URL shape assumed.
@@ -36,6 +38,16 @@ import requests
 from .netutil import free_port
 
 KINDS = ("moto", "localstack")
+# The credentials a process talking to an emulator that this project started is given
+# explicitly (emulators accept any). Nothing else ever defaults to them: with an endpoint
+# set and no emulator of ours, the bus takes whatever boto3's credential chain finds.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def client_env(url: str) -> dict[str, str]:
+    """The environment of a process that talks to the emulator at ``url`` started here:
+    its endpoint and the emulator's credentials (first in boto3's chain; no session token)."""
+    return {"AWS_ENDPOINT_URL": url, **CREDENTIALS, "AWS_SESSION_TOKEN": ""}
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOCALSTACK_REQUIREMENTS = BASE_DIR / "requirements-localstack.txt"
 
@@ -190,8 +202,8 @@ def reset(url: str, *, region: str | None = None) -> None:
     kwargs: dict[str, Any] = {
         "endpoint_url": url,
         "region_name": region or os.environ.get("AWS_REGION") or "eu-west-1",
-        "aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID") or "testing",
-        "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or "testing",
+        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     }
     sns, sqs = boto3.client("sns", **kwargs), boto3.client("sqs", **kwargs)
     for page in sns.get_paginator("list_topics").paginate():

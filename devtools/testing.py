@@ -105,7 +105,7 @@ def child_env(moto_url: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DATABASE_URL=database_url(),
-        AWS_ENDPOINT_URL=moto_url,
+        **emulators.client_env(moto_url),
         DATA_DIR=str(settings.DATA_DIR),
         CELERY_BROKER_URL="filesystem://",
         CONSUMER_WAIT_SECONDS="1",
