@@ -16,6 +16,14 @@ from events import aws, relay, topology
 from events.consumer import Consumer, Stats
 
 
+def pytest_configure(config) -> None:
+    """Tests never reach AWS: they run moto in-process or start an emulator themselves, so the
+    test processes (and the processes they start) hold the emulator's credentials and no other."""
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        os.environ.pop(name, None)
+    os.environ.update(emulators.CREDENTIALS)
+
+
 @dataclass
 class BusDriver:
     services: list[str]

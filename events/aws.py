@@ -8,7 +8,7 @@ boto3's own endpoint resolution (AWS itself, in ``AWS_REGION``) and credential c
 (environment, profile, container or instance role, web identity); with one, that endpoint
 (an emulator, a VPC endpoint) with whatever credentials the same chain finds. Nothing here
 invents credentials: whoever starts an emulator hands its processes the emulator's
-(``events.emulators.client_env``). Endpoints configured outside this setting (boto3's own
+(``devtools.emulators.client_env``). Endpoints configured outside this setting (boto3's own
 ``AWS_ENDPOINT_URL_*`` variables, a profile's ``endpoint_url``) are ignored, so the setting
 is the one place that says where the bus is.
 

@@ -14,12 +14,20 @@ class Command(BaseCommand):
     def handle(self, *args, check: bool, service: list[str] | None, **options):
         try:
             if check:
-                drift = topology.check(service)
+                unverified: list[str] = []
+                drift = topology.check(service, unverified)
+                for line in drift:
+                    self.stdout.write(f"DRIFT       {line}")
+                for line in unverified:
+                    self.stdout.write(f"UNVERIFIED  {line}")
                 if drift:
-                    for line in drift:
-                        self.stdout.write(f"DRIFT  {line}")
                     raise CommandError(
                         f"{len(drift)} difference(s) from the wanted topology. Run `manage.py setup_bus`."
+                    )
+                if unverified:
+                    raise CommandError(
+                        f"{len(unverified)} part(s) could not be verified with these credentials: "
+                        "check with the setup role (`manage.py iam_policy all --role setup`)."
                     )
                 self.stdout.write(self.style.SUCCESS("The bus topology matches."))
                 return
