@@ -48,6 +48,7 @@ def client_env(url: str) -> dict[str, str]:
     """The environment of a process that talks to the emulator at ``url`` started here:
     its endpoint and the emulator's credentials (first in boto3's chain; no session token)."""
     return {"AWS_ENDPOINT_URL": url, **CREDENTIALS, "AWS_SESSION_TOKEN": ""}
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOCALSTACK_REQUIREMENTS = BASE_DIR / "requirements-localstack.txt"
 
@@ -102,8 +103,11 @@ def install_localstack(*, out: IO[str] = sys.stdout) -> Path:
 
 
 # --------------------------------------------------------------------------------- start
-def command(kind: str, port: int, *, data_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
-    """The argv and extra environment that start ``kind`` on 127.0.0.1:``port``."""
+def command(
+    kind: str, port: int, *, data_dir: Path | None = None, services: tuple[str, ...] = ()
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and extra environment that start ``kind`` on 127.0.0.1:``port`` (LocalStack
+    with SNS and SQS, and ``services`` besides, e.g. ``cloudformation``)."""
     if kind == "moto":
         exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
         return [exe, "-H", "127.0.0.1", "-p", str(port)], {}
@@ -115,7 +119,7 @@ def command(kind: str, port: int, *, data_dir: Path | None = None) -> tuple[list
         env = {
             "GATEWAY_LISTEN": f"127.0.0.1:{port}",
             "GATEWAY_SERVER": "hypercorn",
-            "SERVICES": "sns,sqs",
+            "SERVICES": ",".join(("sns", "sqs", *services)),
             "OVERRIDE_IN_DOCKER": "0",
             "FILESYSTEM_ROOT": str(root),
             "DNS_ADDRESS": "0",
@@ -180,10 +184,11 @@ def start(
     log: IO[Any] | int | None = subprocess.DEVNULL,
     data_dir: Path | None = None,
     timeout: float = 90.0,
+    services: tuple[str, ...] = (),
 ) -> Emulator:
     """Start ``kind`` on loopback and return once SNS and SQS answer."""
     port = port or free_port()
-    argv, extra = command(kind, port, data_dir=data_dir)
+    argv, extra = command(kind, port, data_dir=data_dir, services=services)
     proc = subprocess.Popen(argv, env={**os.environ, **extra}, stdout=log, stderr=subprocess.STDOUT)
     emulator = Emulator(kind, port, proc)
     try:

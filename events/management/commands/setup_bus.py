@@ -10,8 +10,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--check", action="store_true", help="Only report drift; exit 1 if any.")
         parser.add_argument("--service", action="append", help="Limit to these services' queues (repeatable).")
+        parser.add_argument(
+            "--format",
+            choices=["cloudformation"],
+            help="Make nothing: print what setup_bus makes, and each process's IAM role, as a template.",
+        )
 
-    def handle(self, *args, check: bool, service: list[str] | None, **options):
+    def handle(self, *args, check: bool, service: list[str] | None, format: str | None = None, **options):
+        if format == "cloudformation":
+            from events import cloudformation
+
+            self.stdout.write(cloudformation.render())
+            return
         try:
             if check:
                 unverified: list[str] = []
