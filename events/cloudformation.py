@@ -145,4 +145,6 @@ def template() -> dict[str, Any]:
 
 
 def render() -> str:
-    return json.dumps(template(), indent=2, sort_keys=False)
+    """Compact JSON: CloudFormation takes a template body of at most 51,200 bytes inline
+    (the indented one is larger); ``python -m json.tool`` shows it indented."""
+    return json.dumps(template(), separators=(",", ":"))

@@ -27,7 +27,9 @@ def rendered(tmp_path) -> Path:
 
 @pytest.mark.django_db
 def test_the_template_holds_everything_setup_bus_makes(tmp_path):
-    resources = json.loads(rendered(tmp_path).read_text())["Resources"]
+    body = rendered(tmp_path).read_text()
+    assert len(body.encode()) <= 51_200, "CloudFormation's limit for a template body passed inline"
+    resources = json.loads(body)["Resources"]
     by_type: dict[str, list[dict]] = {}
     for resource in resources.values():
         by_type.setdefault(resource["Type"], []).append(resource["Properties"])
