@@ -15,7 +15,7 @@ import pytest
 from django.core.management import call_command
 
 from devtools import emulators
-from events import aws, cloudformation, iam, topology
+from events import aws, iam, topology
 
 
 def rendered(tmp_path) -> Path:
