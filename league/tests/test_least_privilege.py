@@ -205,3 +205,29 @@ def test_check_says_what_it_cannot_verify_with_a_runtime_role(bus_as, capsys):
     out = capsys.readouterr().out
     assert "UNVERIFIED  queue leaguemanager-teams: cannot verify, these credentials lack sqs:" in out
     assert "DRIFT" not in out
+
+
+def test_iam_policy_prints_a_role_s_policy(capsys):
+    call_command("iam_policy", "teams", "--role", "relay", "--account", "123456789012")
+    document = json.loads(capsys.readouterr().out)
+    publish = next(s for s in document["Statement"] if s["Action"] == ["sns:Publish"])
+    teams_types = sorted(t for t, et in iam.catalogue.EVENT_TYPES.items() if et.source == "teams" and not et.retired)
+    prefix = "arn:aws:sns:eu-west-1:123456789012:"
+    assert publish["Resource"] == sorted(prefix + aws.topic_name(t) for t in teams_types)
+    actions = {a for s in document["Statement"] for a in s["Action"]}
+    assert actions == {"sns:Publish", "sns:ListTopics"}
+
+
+def test_iam_policy_refuses_an_unknown_service():
+    with pytest.raises(CommandError, match="unknown service 'scouting': one of"):
+        call_command("iam_policy", "scouting", "--role", "relay")
+
+
+@pytest.mark.parametrize("role", RUNTIME)
+@pytest.mark.parametrize("service", (*SERVICES, iam.ALL))
+def test_only_a_consumer_sends_and_only_to_its_own_dead_letter_queue(service, role):
+    sends = [
+        r for s in iam.statements(service, role) for r in s["Resource"] if {"sqs:SendMessage", "sqs:*"} & set(s["Action"])
+    ]
+    assert all(r.endswith("-dlq") for r in sends)
+    assert bool(sends) == (role == "consumer")
