@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -386,3 +387,19 @@ def test_aws_override_names_no_emulator(profile, tmp_path):
         assert not env["AWS_ACCESS_KEY_ID"] and not env["AWS_SECRET_ACCESS_KEY"], name
     given = merged_config("docker-compose.aws.yml", profile, tmp_path, AWS_ACCESS_KEY_ID="AKIAEXAMPLE")
     assert {given[name]["environment"]["AWS_ACCESS_KEY_ID"] for name in APP_SERVICES} == {"AKIAEXAMPLE"}
+
+
+def test_the_aws_gate_is_unhealthy_without_credentials(tmp_path):
+    """docker-compose.aws.yml's bus gate (healthcheck.py aws): no credentials is a one-line "no"."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(tmp_path / "none"))
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "healthcheck.py"), "aws"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("unhealthy: NoCredentialsError"), done.stderr
