@@ -48,6 +48,7 @@ def test_the_template_holds_everything_setup_bus_makes(tmp_path):
     assert "League Manager: the relay processes of teams" in roles
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_cfn_lint_passes(tmp_path):
     lint = shutil.which("cfn-lint", path=str(Path(sys.executable).parent))
@@ -57,6 +58,7 @@ def test_cfn_lint_passes(tmp_path):
 
 
 @pytest.mark.localstack
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_the_stack_deployed_to_localstack_is_what_setup_bus_makes(tmp_path, settings, capsys):
     template = rendered(tmp_path).read_text()

@@ -40,11 +40,13 @@ def probe(tmp_path, **env: str) -> list[str]:
     return done.stdout.strip().splitlines()[-1].split()
 
 
+@pytest.mark.slow  # a fresh process
 def test_no_endpoint_is_aws_itself(tmp_path):
     assert probe(tmp_path) == ["https://sns.eu-west-1.amazonaws.com", "None"]
     assert probe(tmp_path, AWS_ENDPOINT_URL="", AWS_REGION="us-east-2")[0] == "https://sns.us-east-2.amazonaws.com"
 
 
+@pytest.mark.slow  # a fresh process
 def test_credentials_come_from_the_chain_with_or_without_an_endpoint(tmp_path):
     """A profile's keys (as a role's would be) are used as found, also behind an endpoint such
     as a VPC endpoint; nothing replaces them with an emulator's."""
@@ -57,6 +59,7 @@ def test_credentials_come_from_the_chain_with_or_without_an_endpoint(tmp_path):
     assert probe(tmp_path, AWS_ENDPOINT_URL=vpce) == [vpce, "None"]
 
 
+@pytest.mark.slow  # a fresh process
 def test_only_the_setting_says_where_the_bus_is(tmp_path):
     """boto3's own per-service endpoint variables do not move the bus."""
     assert probe(tmp_path, AWS_ENDPOINT_URL_SNS="http://127.0.0.1:9")[0] == "https://sns.eu-west-1.amazonaws.com"

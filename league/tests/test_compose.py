@@ -370,6 +370,7 @@ def test_localstack_override_swaps_the_emulator_only(profile, tmp_path):
     assert apps and {s["environment"]["AWS_ENDPOINT_URL"] for s in apps} == {"http://bus:5000"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile", PROFILES)
 def test_aws_override_names_no_emulator(profile, tmp_path):
     """docker-compose.aws.yml: no emulator image or command, no endpoint, and credentials only
@@ -389,6 +390,7 @@ def test_aws_override_names_no_emulator(profile, tmp_path):
     assert {given[name]["environment"]["AWS_ACCESS_KEY_ID"] for name in APP_SERVICES} == {"AKIAEXAMPLE"}
 
 
+@pytest.mark.slow
 def test_the_aws_gate_is_unhealthy_without_credentials(tmp_path):
     """docker-compose.aws.yml's bus gate (healthcheck.py aws): no credentials is a one-line "no"."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

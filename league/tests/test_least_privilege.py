@@ -27,6 +27,7 @@ from events.models import OutboxFailure, OutboxMessage, OutboxState
 from events.relay import relay
 
 pytestmark = pytest.mark.django_db
+slow = pytest.mark.slow  # each starts (or shares) a moto_server process
 
 SERVICES = ("teams", "transfers", "fixtures")
 RUNTIME = ("relay", "consumer", "web")
@@ -119,6 +120,7 @@ def consume_as(bus_as, service: str) -> int:
         return Consumer(service, wait_seconds=0).run(drain=True).handled
 
 
+@slow
 def test_the_whole_flow_runs_with_each_process_s_own_keys(bus_as, auth_client):
     from fixtures.models import TeamReplica as FixturesTeam
     from transfers.models import TeamReplica as TransfersTeam
@@ -151,6 +153,7 @@ def _denied(call) -> None:
     assert iam.is_access_denied(caught.value), caught.value
 
 
+@slow
 def test_a_relay_cannot_publish_another_service_s_events(bus_as):
     with bus_as("teams", "relay"):
         sns = aws.client("sns")
@@ -160,6 +163,7 @@ def test_a_relay_cannot_publish_another_service_s_events(bus_as):
         assert sns.publish(TopicArn=own, Message="{}")["MessageId"]
 
 
+@slow
 def test_the_relay_fails_a_denied_row_naming_the_missing_permission(bus_as):
     from events import publisher
 
@@ -174,6 +178,7 @@ def test_the_relay_fails_a_denied_row_naming_the_missing_permission(bus_as):
     assert f"lacks sns:Publish on {topic}" in row.last_error
 
 
+@slow
 def test_a_consumer_cannot_read_another_service_s_queue(bus_as):
     with bus_as(iam.ALL, "setup"):
         teams_queue = aws.queue_url(aws.queue_name("teams"))
@@ -183,6 +188,7 @@ def test_a_consumer_cannot_read_another_service_s_queue(bus_as):
         _denied(lambda: sqs.get_queue_url(QueueName=aws.queue_name("teams")))
 
 
+@slow
 @pytest.mark.parametrize("role", RUNTIME)
 @pytest.mark.parametrize("service", (*SERVICES, iam.ALL))
 def test_no_runtime_role_sends_to_a_queue_or_creates_a_topic(bus_as, service, role):
@@ -197,6 +203,7 @@ def test_no_runtime_role_sends_to_a_queue_or_creates_a_topic(bus_as, service, ro
         _denied(lambda: sns.create_topic(Name=f"{django_settings.BUS_PREFIX}-forged"))
 
 
+@slow
 def test_check_says_what_it_cannot_verify_with_a_runtime_role(bus_as, capsys):
     with bus_as(iam.ALL, "setup"):
         call_command("setup_bus", "--check")
