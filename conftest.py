@@ -62,6 +62,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if "browser" in item.keywords:
             item.add_marker(pytest.mark.slow)
+    # LocalStack's CloudFormation is installed and started only for the run that asks for it
+    # (CI: pytest -m localstack, after `python -m devtools.emulators install`).
+    if "localstack" not in (config.getoption("-m") or ""):
+        kept = [i for i in items if "localstack" not in i.keywords]
+        if len(kept) != len(items):
+            config.hook.pytest_deselected(items=[i for i in items if "localstack" in i.keywords])
+            items[:] = kept
     on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
     if os.environ.get("REQUIRE_POSTGRES") == "1" and not on_postgres:
         raise pytest.UsageError("REQUIRE_POSTGRES=1 but DATABASE_URL does not point at PostgreSQL.")

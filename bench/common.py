@@ -160,7 +160,7 @@ def configure(emulator: str = "moto", db_name: str | None = None) -> Env:
 
     os.environ.update(
         DATABASE_URL=f"postgres://{PG['user']}@{PG['host']}:{PG['port']}/{db_name}",
-        AWS_ENDPOINT_URL=_env.endpoint,
+        **emulators.client_env(_env.endpoint),
         DATA_DIR=str(data_dir),
         BUS_PREFIX=f"bench{suffix}",
         # Production-like: DEBUG off (no query log on every cursor), quiet logs.

@@ -14,6 +14,8 @@ Guarantees:
   devtools.emulators install``) builds it from the pinned ``requirements-localstack.txt``;
   nothing downloads when it starts (no DNS server, no certificate download, no telemetry,
   its files under ``LOCALSTACK_HOME``).
+- Who starts an emulator gives its clients the emulator's credentials explicitly
+  (``client_env``): the bus itself never invents credentials.
 - ``reset()`` empties SNS and SQS through the AWS API itself, so it works on either
   emulator (and would on any account): no emulator-specific reset endpoint, no account id
   or URL shape assumed.
@@ -36,6 +38,17 @@ import requests
 from .netutil import free_port
 
 KINDS = ("moto", "localstack")
+# The credentials a process talking to an emulator that this project started is given
+# explicitly (emulators accept any). Nothing else ever defaults to them: with an endpoint
+# set and no emulator of ours, the bus takes whatever boto3's credential chain finds.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def client_env(url: str) -> dict[str, str]:
+    """The environment of a process that talks to the emulator at ``url`` started here:
+    its endpoint and the emulator's credentials (first in boto3's chain; no session token)."""
+    return {"AWS_ENDPOINT_URL": url, **CREDENTIALS, "AWS_SESSION_TOKEN": ""}
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOCALSTACK_REQUIREMENTS = BASE_DIR / "requirements-localstack.txt"
 
@@ -90,8 +103,11 @@ def install_localstack(*, out: IO[str] = sys.stdout) -> Path:
 
 
 # --------------------------------------------------------------------------------- start
-def command(kind: str, port: int, *, data_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
-    """The argv and extra environment that start ``kind`` on 127.0.0.1:``port``."""
+def command(
+    kind: str, port: int, *, data_dir: Path | None = None, services: tuple[str, ...] = ()
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and extra environment that start ``kind`` on 127.0.0.1:``port`` (LocalStack
+    with SNS and SQS, and ``services`` besides, e.g. ``cloudformation``)."""
     if kind == "moto":
         exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
         return [exe, "-H", "127.0.0.1", "-p", str(port)], {}
@@ -103,7 +119,7 @@ def command(kind: str, port: int, *, data_dir: Path | None = None) -> tuple[list
         env = {
             "GATEWAY_LISTEN": f"127.0.0.1:{port}",
             "GATEWAY_SERVER": "hypercorn",
-            "SERVICES": "sns,sqs",
+            "SERVICES": ",".join(("sns", "sqs", *services)),
             "OVERRIDE_IN_DOCKER": "0",
             "FILESYSTEM_ROOT": str(root),
             "DNS_ADDRESS": "0",
@@ -168,10 +184,11 @@ def start(
     log: IO[Any] | int | None = subprocess.DEVNULL,
     data_dir: Path | None = None,
     timeout: float = 90.0,
+    services: tuple[str, ...] = (),
 ) -> Emulator:
     """Start ``kind`` on loopback and return once SNS and SQS answer."""
     port = port or free_port()
-    argv, extra = command(kind, port, data_dir=data_dir)
+    argv, extra = command(kind, port, data_dir=data_dir, services=services)
     proc = subprocess.Popen(argv, env={**os.environ, **extra}, stdout=log, stderr=subprocess.STDOUT)
     emulator = Emulator(kind, port, proc)
     try:
@@ -190,8 +207,8 @@ def reset(url: str, *, region: str | None = None) -> None:
     kwargs: dict[str, Any] = {
         "endpoint_url": url,
         "region_name": region or os.environ.get("AWS_REGION") or "eu-west-1",
-        "aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID") or "testing",
-        "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or "testing",
+        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     }
     sns, sqs = boto3.client("sns", **kwargs), boto3.client("sqs", **kwargs)
     for page in sns.get_paginator("list_topics").paginate():

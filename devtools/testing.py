@@ -16,6 +16,14 @@ from events import aws, relay, topology
 from events.consumer import Consumer, Stats
 
 
+def pytest_configure(config) -> None:
+    """Tests never reach AWS: they run moto in-process or start an emulator themselves, so the
+    test processes (and the processes they start) hold the emulator's credentials and no other."""
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        os.environ.pop(name, None)
+    os.environ.update(emulators.CREDENTIALS)
+
+
 @dataclass
 class BusDriver:
     services: list[str]
@@ -105,7 +113,7 @@ def child_env(moto_url: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DATABASE_URL=database_url(),
-        AWS_ENDPOINT_URL=moto_url,
+        **emulators.client_env(moto_url),
         DATA_DIR=str(settings.DATA_DIR),
         CELERY_BROKER_URL="filesystem://",
         CONSUMER_WAIT_SECONDS="1",

@@ -4,6 +4,7 @@
     python docker/healthcheck.py worker            # Celery worker on this host answers a ping
     python docker/healthcheck.py broker            # beat: the Celery broker is reachable
     python docker/healthcheck.py consumer [NAME]   # consumer: database and its SQS queue answer
+    python docker/healthcheck.py aws               # AWS answers with this process's credentials
 
 Exit 0 when healthy, 1 otherwise, with one line saying why. HEALTHCHECK_PORT (default
 8000) is the web port, for a host that runs several webs side by side.
@@ -68,7 +69,26 @@ def check_consumer(service: str | None = None) -> str:
     return f"database and queue {aws.queue_name(service)} reachable"
 
 
-CHECKS = {"http": check_http, "worker": check_worker, "broker": check_broker, "consumer": check_consumer}
+def check_aws() -> str:
+    """AWS answers with the credentials boto3's chain finds here (STS needs no permission)."""
+    import boto3
+    from botocore.config import Config
+
+    sts = boto3.client(
+        "sts",
+        region_name=os.environ.get("AWS_REGION") or "eu-west-1",
+        config=Config(ignore_configured_endpoint_urls=True, connect_timeout=3, read_timeout=5),
+    )
+    return f"AWS answers as {sts.get_caller_identity()['Arn']}"
+
+
+CHECKS = {
+    "http": check_http,
+    "worker": check_worker,
+    "broker": check_broker,
+    "consumer": check_consumer,
+    "aws": check_aws,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -1,8 +1,16 @@
 """Clients and names for SNS/SQS.
 
 Names: a topic per event type ``{BUS_PREFIX}-{type with dots as dashes}``, a shared queue
-per service ``{BUS_PREFIX}-{service}`` with its dead-letter queue ``...-dlq``. Locally
-AWS is moto; in production real AWS: only ``AWS_ENDPOINT_URL`` differs.
+per service ``{BUS_PREFIX}-{service}`` with its dead-letter queue ``...-dlq``.
+
+Where the bus is, by configuration alone: with no ``AWS_ENDPOINT_URL`` the clients use
+boto3's own endpoint resolution (AWS itself, in ``AWS_REGION``) and credential chain
+(environment, profile, container or instance role, web identity); with one, that endpoint
+(an emulator, a VPC endpoint) with whatever credentials the same chain finds. Nothing here
+invents credentials: whoever starts an emulator hands its processes the emulator's
+(``devtools.emulators.client_env``). Endpoints configured outside this setting (boto3's own
+``AWS_ENDPOINT_URL_*`` variables, a profile's ``endpoint_url``) are ignored, so the setting
+is the one place that says where the bus is.
 
 Topic ARNs are resolved once per process by exact name and cached (SNS bills per
 request). Never by substring: ``...-team-created`` must not match ``...-team-created-v2``.
@@ -10,7 +18,6 @@ request). Never by substring: ``...-team-created`` must not match ``...-team-cre
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -23,6 +30,11 @@ _lock = threading.Lock()
 _topic_arns: dict[str, str] = {}
 
 
+def config(**options: Any) -> Config:
+    """A botocore ``Config`` that leaves where the bus is to ``AWS_ENDPOINT_URL`` alone."""
+    return Config(ignore_configured_endpoint_urls=True, **options)
+
+
 def bounded_config(budget: float) -> Config:
     """Timeouts and attempts such that one call, retries and their back-off included, ends
     within ``budget`` seconds (standard retry mode sleeps at most 1, 2, 4 ... s between
@@ -30,7 +42,7 @@ def bounded_config(budget: float) -> Config:
     attempts = 1 if budget < 6 else 2 if budget < 20 else 3
     per_attempt = (budget - (2 ** (attempts - 1) - 1)) / attempts
     connect = min(2.0, per_attempt / 4)
-    return Config(
+    return config(
         retries={"total_max_attempts": attempts, "mode": "standard"},
         connect_timeout=connect,
         read_timeout=per_attempt - connect,
@@ -42,14 +54,10 @@ def _client_kwargs(budget: float | None = None) -> dict[str, Any]:
         "region_name": settings.AWS_REGION,
         "config": bounded_config(budget)
         if budget is not None
-        else Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
+        else config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30),
     }
     if settings.AWS_ENDPOINT_URL:
         kwargs["endpoint_url"] = settings.AWS_ENDPOINT_URL
-        # moto accepts any credentials; real AWS takes them from the usual chain.
-        if not os.environ.get("AWS_ACCESS_KEY_ID"):
-            kwargs["aws_access_key_id"] = "testing"
-            kwargs["aws_secret_access_key"] = "testing"
     return kwargs
 
 
@@ -76,7 +84,7 @@ def quick_client(service: str) -> Any:
         cache = _local.quick_clients = {}
     if key not in cache:
         kwargs = _client_kwargs()
-        kwargs["config"] = Config(
+        kwargs["config"] = config(
             retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=timeout, read_timeout=timeout
         )
         cache[key] = boto3.session.Session().client(service, **kwargs)

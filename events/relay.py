@@ -29,7 +29,8 @@ Promises:
   sweep (and ``relay_outbox --once``) ends while SNS keeps failing. Errors that
   retrying cannot fix (topic missing, access denied, message too large, another request
   SNS rejects as the sender's fault) mark the row ``failed`` at once, and ``failure`` says
-  which. A failed row is shown in the admin and ``bus_status`` and requeued by an action
+  which. Access denied says which permission the process's role lacks (``sns:Publish on
+  <topic ARN>``; the roles are ``events/iam.py``'s). A failed row is shown in the admin and ``bus_status`` and requeued by an action
   or ``manage.py requeue_outbox``.
 """
 
@@ -53,7 +54,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.db.models.base import ModelState
 from django.utils import timezone
 
-from . import aws, metrics, telemetry, wakeup
+from . import aws, iam, metrics, telemetry, wakeup
 from .models import OutboxFailure, OutboxMessage, OutboxState
 
 log = logging.getLogger("events.relay")
@@ -81,6 +82,20 @@ class EntryFailed(Exception):
         self.code, self.message, self.sender_fault = code, message, sender_fault
 
 
+class PermissionMissing(Exception):
+    """AWS refused a call for want of a permission: this process's role lacks it (a
+    permanent failure until the role changes). The message names the permission."""
+
+    def __init__(self, permission: str, error: BaseException) -> None:
+        super().__init__(f"access denied: this process's AWS role lacks {permission} ({error})")
+        self.permission = permission
+
+
+def _denied(error: Exception, operation: str, resource: str) -> Exception:
+    permission = iam.missing_permission(error, service="sns", operation=operation, resource=resource)
+    return PermissionMissing(permission, error) if permission else error
+
+
 class SnsPublisher:
     """``PublishBatch`` to the type's topic, 10 entries a call, per-entry results. Its
     client gives up on a call within ``call_budget()``."""
@@ -90,7 +105,8 @@ class SnsPublisher:
         try:
             arn = aws.topic_arn(event_type, sns)
         except Exception as exc:
-            return {row.pk: exc for row in rows}
+            error = _denied(exc, "ListTopics", "*")
+            return {row.pk: error for row in rows}
         return self._publish_chunks(sns, arn, rows)
 
     def _publish_chunks(self, sns: Any, arn: str, rows: Sequence[OutboxMessage]) -> dict[int, str | Exception]:
@@ -101,7 +117,8 @@ class SnsPublisher:
             try:
                 response = sns.publish_batch(TopicArn=arn, PublishBatchRequestEntries=entries)
             except Exception as exc:
-                results.update({row.pk: exc for row in chunk})
+                error = _denied(exc, "PublishBatch", arn)
+                results.update({row.pk: error for row in chunk})
                 continue
             for ok in response.get("Successful", []):
                 results[int(ok["Id"])] = ok["MessageId"]
@@ -339,6 +356,8 @@ def classify(error: BaseException) -> Verdict:
     request as the sender's fault."""
     if isinstance(error, aws.TopicMissing):
         return Verdict(False, OutboxFailure.TOPIC_MISSING)
+    if isinstance(error, PermissionMissing):
+        return Verdict(False, OutboxFailure.ACCESS_DENIED)
     if isinstance(error, EntryFailed):
         if not error.sender_fault:
             return TRANSIENT

@@ -3,7 +3,12 @@
 - One topic per event type in the catalogue.
 - Per consuming service: a shared queue (competing consumers) with a dead-letter queue
   (``RedrivePolicy``, ``maxReceiveCount``), subscribed with raw message delivery to the
-  topics it has handlers for. The queue policy lets only those topics send to it.
+  topics it has handlers for. The queue policy lets only those topics send to it. Every
+  queue and DLQ is encrypted at rest with SQS-managed keys.
+- ``check`` reports drift; what the caller's credentials may not read is reported as
+  unverified, naming the permission (``setup_bus --check`` with a runtime role).
+- The same shape as a CloudFormation template: ``events/cloudformation.py``; each
+  process's rights: ``events/iam.py``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
 from django.conf import settings
 
 from . import aws, catalogue, registry, retention
@@ -50,6 +56,10 @@ def queue_specs(services: list[str] | None = None) -> list[QueueSpec]:
     ]
 
 
+# Encryption at rest on every queue and DLQ: SQS-managed keys (no KMS key to run or pay for).
+ENCRYPTION = {"SqsManagedSseEnabled": "true"}
+
+
 def queue_policy(queue_arn: str, topic_arns: list[str]) -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
@@ -75,6 +85,7 @@ def _queue_attrs(*, queue_arn: str, dlq_arn: str, topic_arns: list[str]) -> dict
             {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(settings.CONSUMER_MAX_RECEIVE_COUNT)}
         ),
         "Policy": json.dumps(queue_policy(queue_arn, topic_arns)),
+        **ENCRYPTION,
     }
     return attrs
 
@@ -155,7 +166,7 @@ def ensure_subscriptions(q_arn: str, wanted: dict[str, str], all_topics: dict[st
 def ensure(services: list[str] | None = None) -> Report:
     """Create or update topics, queues, DLQs, policies and subscriptions. Idempotent."""
     report = Report()
-    dlq_attrs = {"MessageRetentionPeriod": str(retention.dlq_retention())}  # validated before any change
+    dlq_attrs = {"MessageRetentionPeriod": str(retention.dlq_retention()), **ENCRYPTION}  # validated first
     topics = ensure_topics()
     for spec in queue_specs(services):
         dlq_url, created = _ensure_queue(spec.dlq_name, dlq_attrs)
@@ -175,10 +186,16 @@ def ensure(services: list[str] | None = None) -> Report:
     return report
 
 
-def check(services: list[str] | None = None) -> list[str]:
-    """What differs from the wanted shape; empty when all matches."""
+def check(services: list[str] | None = None, unverified: list[str] | None = None) -> list[str]:
+    """What differs from the wanted shape; empty when all matches. With ``unverified``, what
+    these credentials may not read is listed there (with the permission AWS refused) and
+    the check goes on; without, an access-denied error is raised."""
     drift: list[str] = []
-    existing = aws.list_topic_arns()
+    try:
+        existing = aws.list_topic_arns()
+    except ClientError as exc:
+        _unverifiable(exc, "the bus's topics", unverified, "sns", "ListTopics", "*")
+        return drift
     topics = {}
     for name, et in catalogue.EVENT_TYPES.items():
         if et.retired:
@@ -189,26 +206,44 @@ def check(services: list[str] | None = None) -> list[str]:
         else:
             topics[name] = existing[tname]
     for spec in queue_specs(services):
-        drift.extend(check_queue(spec, topics))
+        try:
+            drift.extend(check_queue(spec, topics, unverified))
+        except ClientError as exc:
+            _unverifiable(exc, f"queue {spec.name}", unverified, "sqs", "", spec.name)
     return drift
 
 
-def check_queue(spec: QueueSpec, topics: dict[str, str]) -> list[str]:
-    """Drift of one service's queue: missing queue or DLQ, redrive, policy, subscriptions."""
+def _unverifiable(
+    error: ClientError, what: str, unverified: list[str] | None, service: str, operation: str, resource: str
+) -> None:
+    """Record that ``what`` could not be read for want of a permission, or raise."""
+    from . import iam
+
+    permission = iam.missing_permission(error, service=service, operation=operation, resource=resource)
+    if unverified is None or permission is None:
+        raise error
+    unverified.append(f"{what}: cannot verify, these credentials lack {permission}")
+
+
+def check_queue(spec: QueueSpec, topics: dict[str, str], unverified: list[str] | None = None) -> list[str]:
+    """Drift of one service's queue: missing queue or DLQ, redrive, policy, subscriptions
+    (``unverified`` as in ``check``)."""
     drift: list[str] = []
     try:
         url = aws.queue_url(spec.name)
     except aws.QueueMissing:
         return [f"queue {spec.name} is missing"]
     try:
-        dlq_attrs = aws.queue_attributes(aws.queue_url(spec.dlq_name), "QueueArn", "MessageRetentionPeriod")
+        dlq_attrs = aws.queue_attributes(aws.queue_url(spec.dlq_name), "All")
         dlq_arn = dlq_attrs["QueueArn"]
         drift += _retention_drift(spec.dlq_name, dlq_attrs, retention.dlq_retention())
+        drift += _encryption_drift(spec.dlq_name, dlq_attrs)
     except aws.QueueMissing:
         drift.append(f"dead-letter queue {spec.dlq_name} is missing")
         dlq_arn = None
     attrs = aws.queue_attributes(url, "All")
     drift += _retention_drift(spec.name, attrs, retention.queue_retention())
+    drift += _encryption_drift(spec.name, attrs)
     q_arn = attrs["QueueArn"]
     redrive = json.loads(attrs.get("RedrivePolicy") or "{}")
     if not redrive:
@@ -227,23 +262,41 @@ def check_queue(spec: QueueSpec, topics: dict[str, str]) -> list[str]:
     for event_type in spec.event_types:
         if event_type not in topics:
             continue
-        mine = [s for s in subscriptions_of(topics[event_type]) if s["Endpoint"] == q_arn]
-        if not mine:
-            drift.append(f"queue {spec.name} is not subscribed to {aws.topic_name(event_type)}")
-            continue
-        sub_attrs = aws.client("sns").get_subscription_attributes(SubscriptionArn=mine[0]["SubscriptionArn"])[
-            "Attributes"
-        ]
-        if sub_attrs.get("RawMessageDelivery") != "true":
-            drift.append(f"subscription {aws.topic_name(event_type)} -> {spec.name} lacks raw delivery")
+        try:
+            drift += _check_subscription(spec, event_type, topics[event_type], q_arn)
+        except ClientError as exc:
+            what = f"subscription {aws.topic_name(event_type)} -> {spec.name}"
+            _unverifiable(exc, what, unverified, "sns", "ListSubscriptionsByTopic", topics[event_type])
     for event_type, t_arn in topics.items():
         if event_type in spec.event_types:
             continue
-        if any(s["Endpoint"] == q_arn for s in subscriptions_of(t_arn)):
-            drift.append(f"queue {spec.name} is subscribed to {aws.topic_name(event_type)}, which it does not handle")
+        try:
+            if any(s["Endpoint"] == q_arn for s in subscriptions_of(t_arn)):
+                drift.append(
+                    f"queue {spec.name} is subscribed to {aws.topic_name(event_type)}, which it does not handle"
+                )
+        except ClientError as exc:
+            what = f"no stray subscription {aws.topic_name(event_type)} -> {spec.name}"
+            _unverifiable(exc, what, unverified, "sns", "ListSubscriptionsByTopic", t_arn)
+    return drift
+
+
+def _check_subscription(spec: QueueSpec, event_type: str, topic_arn: str, q_arn: str) -> list[str]:
+    drift: list[str] = []
+    mine = [s for s in subscriptions_of(topic_arn) if s["Endpoint"] == q_arn]
+    if not mine:
+        return [f"queue {spec.name} is not subscribed to {aws.topic_name(event_type)}"]
+    sub_attrs = aws.client("sns").get_subscription_attributes(SubscriptionArn=mine[0]["SubscriptionArn"])["Attributes"]
+    if sub_attrs.get("RawMessageDelivery") != "true":
+        drift.append(f"subscription {aws.topic_name(event_type)} -> {spec.name} lacks raw delivery")
     return drift
 
 
 def _retention_drift(name: str, attrs: dict[str, str], wanted: int) -> list[str]:
     have = int(attrs.get("MessageRetentionPeriod") or 0)
     return [] if have == wanted else [f"queue {name} retention is {have} s, not {wanted} s"]
+
+
+def _encryption_drift(name: str, attrs: dict[str, str]) -> list[str]:
+    encrypted = attrs.get("SqsManagedSseEnabled") == "true" or bool(attrs.get("KmsMasterKeyId"))
+    return [] if encrypted else [f"queue {name} is not encrypted at rest (SqsManagedSseEnabled)"]

@@ -56,7 +56,6 @@ class Stack:
             DJANGO_SETTINGS_MODULE="league.settings",
             DATABASE_URL=self.db_url,
             CONN_MAX_AGE="60",
-            AWS_ENDPOINT_URL=self.moto_url,
             BUS_PREFIX="faults",
             EVENTS_HANDLER_MODULES="faults.probe",
             DATA_DIR=str(self.run_dir / "data"),
@@ -81,6 +80,7 @@ class Stack:
             TRANSFER_TIMEOUT_SECONDS="10",
             CONSUMER_DB_BACKOFF_MAX_SECONDS="5",
         )
+        env.update(emulators.client_env(self.moto_url))
         return env
 
     # ------------------------------------------------------------------ lifecycle

@@ -1,8 +1,9 @@
 """League Manager settings: the one place that reads the environment.
 
 Every setting comes from an environment variable (12-factor) through django-environ.
-With nothing set, the project runs on embedded parts: a SQLite file, moto for AWS and
-a Celery broker on the local filesystem. Docs: https://docs.djangoproject.com/en/5.2/ref/settings/
+With nothing set, the project runs on embedded parts: a SQLite file, a Celery broker on
+the local filesystem, and for AWS real AWS (``runstack`` starts moto and points its
+children at it). Docs: https://docs.djangoproject.com/en/5.2/ref/settings/
 """
 
 from __future__ import annotations
@@ -296,10 +297,12 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --------------------------------------------------------------------------------------
-# The event bus (SNS/SQS). Locally moto; in production real AWS, only the endpoint differs.
+# The event bus (SNS/SQS). No endpoint: AWS itself, credentials from boto3's chain; an
+# endpoint: that one (an emulator, a VPC endpoint). See events/aws.py.
 # --------------------------------------------------------------------------------------
-#: The SNS/SQS endpoint: the local emulator (moto or LocalStack).
-AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="http://127.0.0.1:5005")
+#: The SNS/SQS endpoint: unset, AWS itself (boto3's endpoint resolution and credential
+#: chain); set, that endpoint (an emulator, a VPC endpoint) with the same chain.
+AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="") or None
 #: The AWS region of the topics and queues.
 AWS_REGION = env.str("AWS_REGION", default="eu-west-1")
 #: Prefix of every topic and queue name: two installs on one account keep apart.

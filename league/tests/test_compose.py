@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,8 @@ SERVICES = COMPOSE["services"]
 APP_SERVICES = {name: spec for name, spec in SERVICES.items() if "build" in spec}
 PROFILES = ("monolith", "microservices")
 ENTRY_POINTS = ("python", "celery", "gunicorn", "uvicorn", "sh")
+# Read by boto3's credential chain, not by the settings (events/aws.py).
+BOTO3_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
 
 
 def compose_binary() -> list[str] | None:
@@ -123,13 +126,13 @@ def test_compose_refuses_to_run_without_secrets(tmp_path):
 def test_profiles_hold_the_whole_system():
     for profile in PROFILES:
         names = {n for n, s in SERVICES.items() if profile in s.get("profiles", [])}
-        assert {"postgres", "redis", "moto"} <= names
+        assert {"postgres", "redis", "bus"} <= names
     assert {"setup", "web", "worker", "beat", "consumer-teams", "consumer-transfers", "consumer-fixtures"} == set(
         in_profile("monolith")
     )
     roles = ("setup", "web", "worker", "beat", "consumer")
     assert {f"{s}-{r}" for s in settings.SERVICES for r in roles} == set(in_profile("microservices"))
-    assert SERVICES["moto"]["image"].startswith("motoserver/moto")
+    assert SERVICES["bus"]["image"].startswith("motoserver/moto")
 
 
 @pytest.mark.parametrize("name", sorted(APP_SERVICES))
@@ -159,7 +162,7 @@ def test_command_is_an_entry_point_of_this_repository(name):
 
 @pytest.mark.parametrize("name", sorted(APP_SERVICES))
 def test_environment_is_read_by_the_settings(name):
-    known = settings_variables()
+    known = settings_variables() | BOTO3_VARIABLES
     unknown = set(interpolated_environment(APP_SERVICES[name])) - known
     assert not unknown, f"{name} sets {sorted(unknown)}, which league/settings.py never reads"
 
@@ -278,7 +281,7 @@ def test_official_images_are_pinned():
         assert repository and tag and tag != "latest", f"{name}: pin the image tag ({spec['image']})"
         assert re.match(r"\d", tag), f"{name}: a version tag, not {tag!r}"
     moto = re.search(r"^moto\[server\]==(\S+)", (ROOT / "requirements.txt").read_text(), flags=re.M).group(1)
-    assert SERVICES["moto"]["image"] == f"motoserver/moto:${{MOTO_TAG:-{moto}}}"
+    assert SERVICES["bus"]["image"] == f"motoserver/moto:${{MOTO_TAG:-{moto}}}"
 
 
 def test_app_containers_run_with_an_init_and_restart():
@@ -301,7 +304,7 @@ def test_offline_override_builds_every_pulled_image_locally():
         assert set(spec) == {"image"}, f"{name}: the override changes only the image"
         image = re.sub(r"\$\{[A-Z_]+:-([^}]+)\}", r"\1", spec["image"])
         assert image.startswith("local/"), image
-        built = image.replace(image.rpartition(":")[2], "$moto_version") if name == "moto" else image
+        built = image.replace(image.rpartition(":")[2], "$moto_version") if name == "bus" else image
         assert re.search(rf"(?:^|&&)\s*build \w+ \"?{re.escape(built)}\"? ", script, flags=re.M), (
             f"{image} is not built"
         )
@@ -320,16 +323,16 @@ def test_offline_build_names_no_mirror_or_registry_host():
             assert not hosts, f"{path.relative_to(ROOT)} names {hosts}"
 
 
-def merged_config(override: str, profile: str, tmp_path) -> dict:
+def merged_config(override: str, profile: str, tmp_path, **variables: str) -> dict:
     """``docker-compose config`` of docker-compose.yml plus ``override`` for ``profile``, with
-    every required variable given a value; the merged services."""
+    every required variable given a value (and ``variables`` set); the merged services."""
     binary = compose_binary()
     if binary is None:
         pytest.skip("no docker-compose here (CI installs it: apt-get install -y docker-compose)")
     empty = tmp_path / "empty.env"
     empty.write_text("")
     required = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "docker-compose.yml").read_text()))
-    env = {**os.environ, **dict.fromkeys(required, "config-check")}
+    env = {**os.environ, **dict.fromkeys(required, "config-check"), **variables}
     files = ["-f", "docker-compose.yml", "-f", override]
     done = subprocess.run(
         [*binary, "--env-file", str(empty), *files, "--profile", profile, "config"],
@@ -346,7 +349,7 @@ def merged_config(override: str, profile: str, tmp_path) -> dict:
 @pytest.mark.parametrize("profile", PROFILES)
 def test_offline_override_is_valid_compose(profile, tmp_path):
     merged = merged_config("docker-compose.offline.yml", profile, tmp_path)
-    assert {merged[name]["image"].split(":")[0] for name in ("postgres", "redis", "moto")} == {
+    assert {merged[name]["image"].split(":")[0] for name in ("postgres", "redis", "bus")} == {
         "local/postgres",
         "local/redis",
         "local/moto",
@@ -360,8 +363,45 @@ def test_localstack_override_swaps_the_emulator_only(profile, tmp_path):
     in the emulator's place; every app keeps its AWS_ENDPOINT_URL."""
     merged = merged_config("docker-compose.localstack.yml", profile, tmp_path)
     pinned = re.search(r"^localstack-core==(\S+)$", (ROOT / "requirements-localstack.txt").read_text(), re.M)
-    assert merged["moto"]["image"] == f"localstack/localstack:{pinned.group(1)}"
-    assert merged["moto"]["environment"]["GATEWAY_LISTEN"] == "0.0.0.0:5000"
-    assert merged["moto"]["environment"]["SERVICES"] == "sns,sqs"
+    assert merged["bus"]["image"] == f"localstack/localstack:{pinned.group(1)}"
+    assert merged["bus"]["environment"]["GATEWAY_LISTEN"] == "0.0.0.0:5000"
+    assert merged["bus"]["environment"]["SERVICES"] == "sns,sqs"
     apps = [s for name, s in merged.items() if "AWS_ENDPOINT_URL" in (s.get("environment") or {})]
-    assert apps and {s["environment"]["AWS_ENDPOINT_URL"] for s in apps} == {"http://moto:5000"}
+    assert apps and {s["environment"]["AWS_ENDPOINT_URL"] for s in apps} == {"http://bus:5000"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", PROFILES)
+def test_aws_override_names_no_emulator(profile, tmp_path):
+    """docker-compose.aws.yml: no emulator image or command, no endpoint, and credentials only
+    from the environment (or, empty, the host's role): every app service of the profile, and
+    the gate it waits for, which checks that AWS answers."""
+    merged = merged_config("docker-compose.aws.yml", profile, tmp_path, AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="")
+    text = yaml.safe_dump(merged).lower()
+    for emulator in ("moto", "localstack", "testing", ":5000"):
+        assert emulator not in text, f"the merged configuration still names {emulator!r}"
+    assert merged["bus"]["image"].startswith("league-manager")
+    assert merged["bus"]["healthcheck"]["test"] == ["CMD", "python", "docker/healthcheck.py", "aws"]
+    for name in APP_SERVICES:
+        env = merged[name]["environment"]
+        assert env["AWS_ENDPOINT_URL"] in ("", None), name
+        assert not env["AWS_ACCESS_KEY_ID"] and not env["AWS_SECRET_ACCESS_KEY"], name
+    given = merged_config("docker-compose.aws.yml", profile, tmp_path, AWS_ACCESS_KEY_ID="AKIAEXAMPLE")
+    assert {given[name]["environment"]["AWS_ACCESS_KEY_ID"] for name in APP_SERVICES} == {"AKIAEXAMPLE"}
+
+
+@pytest.mark.slow
+def test_the_aws_gate_is_unhealthy_without_credentials(tmp_path):
+    """docker-compose.aws.yml's bus gate (healthcheck.py aws): no credentials is a one-line "no"."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=str(tmp_path / "none"))
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "healthcheck.py"), "aws"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("unhealthy: NoCredentialsError"), done.stderr

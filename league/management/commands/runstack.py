@@ -1,9 +1,10 @@
 """``manage.py runstack``: the whole system on one machine, one command.
 
 With nothing configured it uses embedded parts: SQLite, ``moto_server`` on loopback (or
-LocalStack with ``--emulator localstack``, installed into its own environment on first use),
-a Celery broker on the filesystem. With ``DATABASE_URL``, ``CELERY_BROKER_URL`` or
-``AWS_ENDPOINT_URL`` set it uses those instead. It migrates, sets up the bus, makes sure
+LocalStack with ``--emulator localstack``, installed into its own environment on first use)
+whose endpoint and credentials it hands to every child, a Celery broker on the filesystem.
+With ``DATABASE_URL``, ``CELERY_BROKER_URL`` or ``AWS_ENDPOINT_URL`` set it uses those
+instead (``AWS_ENDPOINT_URL`` set and empty: real AWS, credentials from boto3's chain). It migrates, sets up the bus, makes sure
 an admin exists (a superuser: its API token is printed with its role; a new admin's
 password is kept in ``DATA_DIR/admin-password``, mode 0600, and the path is printed on
 every run) and a service account for the transfers service's export reads
@@ -189,7 +190,9 @@ class Command(BaseCommand):
                 except emulators.EmulatorError as exc:
                     raise CommandError(f"{exc}: see {settings.DATA_DIR / f'{emulator}.log'}") from exc
                 self.emulator = (emulator, endpoint)
-                env["AWS_ENDPOINT_URL"] = endpoint
+                # Its endpoint and credentials, to this process and to every child explicitly.
+                env.update(emulators.client_env(endpoint))
+                os.environ.update(emulators.client_env(endpoint))
                 settings.AWS_ENDPOINT_URL = endpoint
             self.say(
                 f"database  {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} {settings.DATABASES['default']['NAME']}"

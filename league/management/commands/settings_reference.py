@@ -32,7 +32,7 @@ OUTSIDE_SETTINGS: dict[str, tuple[str, str]] = {
     "DJANGO_SETTINGS_MODULE": ("manage.py, league/asgi.py, league/wsgi.py, league/celery.py", "the settings module; `league.settings` unless set"),
     "CONN_MAX_AGE": ("league/asgi.py", "forced to 0 under ASGI: a connection is opened and closed per request (no thread keeps one)"),
     "PROMETHEUS_MULTIPROC_DIR": ("events/metrics.py", "a directory shared by the worker processes of one server; set, `/metrics` adds up every process's counters"),
-    "AWS_ACCESS_KEY_ID": ("events/aws.py, boto3", "AWS credentials (with `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`): read by boto3's credential chain"),
+    "AWS_ACCESS_KEY_ID": ("boto3", "AWS credentials (with `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`): read by boto3's credential chain"),
     "AWS_SECRET_ACCESS_KEY": ("boto3", "see `AWS_ACCESS_KEY_ID`"),
     "DJANGO_SUPERUSER_USERNAME": ("runstack", "the admin user runstack creates on its first run (default `admin`)"),
     "DJANGO_SUPERUSER_PASSWORD": ("runstack", "its password; unset, runstack generates one and keeps it in `DATA_DIR/admin-password` (0600)"),
