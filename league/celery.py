@@ -1,7 +1,9 @@
 """The Celery app. Beat runs the outbox relay every second as the sweeper for anything
 the on-commit kick missed, hourly purges published outbox rows past their retention and
 inbox rows past the redelivery horizon (events/retention.py), and (where the transfers
-service is installed) runs the transfer saga's clock every 5 seconds."""
+service is installed) runs the transfer saga's clock every 5 seconds and heals the teams
+replica: marked teams every ``TEAMS_HEAL_INTERVAL_SECONDS``, a reconciliation with the teams
+service every ``TEAMS_RECONCILE_SECONDS`` (transfers/replica.py, "Healing")."""
 
 import os
 from datetime import timedelta
@@ -48,4 +50,14 @@ def _schedule(sender: Celery, **_: object) -> None:
             "task": "transfers.expire_transfers",
             "schedule": timedelta(seconds=5),
             "options": {"expires": 30},
+        }
+        sender.conf.beat_schedule["heal-replica"] = {
+            "task": "transfers.heal_replica",
+            "schedule": timedelta(seconds=settings.TEAMS_HEAL_INTERVAL_SECONDS),
+            "options": {"expires": 30},
+        }
+        sender.conf.beat_schedule["reconcile-teams"] = {
+            "task": "transfers.reconcile_teams",
+            "schedule": timedelta(seconds=settings.TEAMS_RECONCILE_SECONDS),
+            "options": {"expires": settings.TEAMS_RECONCILE_SECONDS},
         }

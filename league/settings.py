@@ -438,6 +438,11 @@ TEAMS_SERVICE_RETRIES = env.int("TEAMS_SERVICE_RETRIES", default=3)
 # The transfers consumer re-syncs its replica at start when it is older than this.
 #: The transfers consumer re-reads the teams snapshot at start when its replica is older than this.
 TEAMS_CACHE_MAX_AGE = timedelta(seconds=env.int("TEAMS_CACHE_MAX_AGE_SECONDS", default=3600))
+# Healing the replica (transfers/replica.py): marked teams are fetched this often, and the
+# replica is reconciled with the teams service's digest (buckets of this many teams) this often.
+TEAMS_HEAL_INTERVAL_SECONDS = env.float("TEAMS_HEAL_INTERVAL_SECONDS", default=5.0)
+TEAMS_RECONCILE_SECONDS = env.float("TEAMS_RECONCILE_SECONDS", default=60.0)
+TEAMS_RECONCILE_BUCKET = env.int("TEAMS_RECONCILE_BUCKET", default=500)
 
 # Event traces (events/trace.py): the admin's trace page asks each of these base URLs for its
 # part (microservices: every service's web, e.g. http://teams-web:8000,...); empty: this

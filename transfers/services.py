@@ -36,9 +36,19 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import events
+from events import gate
 
 from . import metrics, replica, selectors, teams_client
-from .models import IN_FLIGHT, TeamReplica, TeamsSync, Transfer, TransferState
+from .models import (
+    IN_FLIGHT,
+    PlayerReplica,
+    RepairCause,
+    ReplicaRepair,
+    TeamReplica,
+    TeamsSync,
+    Transfer,
+    TransferState,
+)
 from .teams_client import TeamNotFound
 
 log = logging.getLogger("transfers.services")
@@ -415,3 +425,127 @@ def teams_sync_if_stale() -> SyncResult | None:
     result = teams_sync()
     log.info("teams replica synced: %s teams", result.sync.teams)
     return result
+
+
+# ---------------------------------------------------------------------------------------
+# Healing the replica (transfers/replica.py, "Healing")
+# ---------------------------------------------------------------------------------------
+
+SERVICE = "transfers"
+CHANGED = (replica.Action.CREATED, replica.Action.UPDATED, replica.Action.DELETED)
+
+
+def _figures(team_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """(sequence, players present) per team id, as the replica holds them now."""
+    sequences = dict(TeamReplica.objects.filter(team_id__in=team_ids).values_list("team_id", "sequence"))
+    players: dict[int, int] = {}
+    for team_id in PlayerReplica.objects.filter(team__team_id__in=team_ids, present=True).values_list(
+        "team__team_id", flat=True
+    ):
+        players[team_id] = players.get(team_id, 0) + 1
+    return {t: (sequences.get(t, 0), players.get(t, 0)) for t in team_ids}
+
+
+def _record(
+    outcome: replica.TeamOutcome, *, cause: str, detail: str, found_at: datetime, before: tuple[int, int]
+) -> ReplicaRepair | None:
+    if outcome.action not in CHANGED:
+        return None
+    repair = ReplicaRepair.objects.create(
+        team_id=outcome.team_id,
+        cause=cause,
+        detail=detail[:300],
+        action=outcome.action,
+        sequence_before=before[0],
+        sequence_after=outcome.sequence,
+        players_before=before[1],
+        players_after=outcome.players,
+        found_at=found_at,
+    )
+    transaction.on_commit(lambda: metrics.replica_repaired(cause))
+    log.warning("replica: team %s repaired (%s, %s): %s", outcome.team_id, cause, outcome.action, detail)
+    return repair
+
+
+def teams_heal(*, limit: int = 100) -> list[ReplicaRepair]:
+    """Fetch every team the replica marked (a gap, or an event about state it lacks) and
+    apply it as a snapshot; a 404 makes it a tombstone. One HTTP call per team, each
+    applied in its own transaction, none open during a call. ``TeamsServiceUnavailable``
+    stops the round (the marks stay for the next)."""
+    marked = list(
+        TeamReplica.objects.live()
+        .filter(heal_wanted_at__isnull=False)
+        .order_by("heal_wanted_at")
+        .values_list("team_id", "heal_wanted_at", "heal_cause")[:limit]
+    )
+    repairs = []
+    for team_id, found_at, detail in marked:
+        before = _figures([team_id])[team_id]
+        try:
+            state: dict[str, Any] | None = teams_client.fetch_team(team_id)
+        except TeamNotFound:
+            state = None
+        cause = RepairCause.GAP if "gap" in detail else RepairCause.UNKNOWN
+        with transaction.atomic():
+            gate.check_writable(SERVICE)
+            outcome = replica.apply_team_state(state) if state is not None else replica.team_gone(team_id)
+            repair = _record(outcome, cause=cause, detail=detail, found_at=found_at, before=before)
+        if repair is not None:
+            repairs.append(repair)
+    return repairs
+
+
+@dataclass
+class ReconcileResult:
+    buckets: int
+    differing: int
+    repairs: list[ReplicaRepair]
+
+
+def teams_reconcile() -> ReconcileResult:
+    """Compare the replica with the teams service's digest, bucket by bucket, and read in
+    full and apply only the buckets that differ (``replica.apply_range``). Raises
+    ``TeamsServiceUnavailable`` when the teams service cannot answer (nothing is written for
+    a bucket it could not read)."""
+    requested_at = timezone.now()
+    try:
+        buckets = teams_client.fetch_digest(bucket=settings.TEAMS_RECONCILE_BUCKET)
+    except teams_client.TeamsServiceError:
+        metrics.replica_reconciled("failed")
+        raise
+    differing = [b for b in buckets if not replica.digest(after=b.after, last=b.last).same(b)]
+    repairs: list[ReplicaRepair] = []
+    for bucket in differing:
+        try:
+            teams = teams_client.fetch_export(id_after=bucket.after, id_upto=bucket.last)
+        except teams_client.TeamsServiceError:
+            metrics.replica_reconciled("failed")
+            raise
+        held = replica.digest(after=bucket.after, last=bucket.last)
+        detail = (
+            f"bucket ({bucket.after}, {bucket.last if bucket.last is not None else '∞'}]: the teams service has "
+            f"{bucket.count} teams up to sequence {bucket.max_sequence}, the replica {held.count} up to {held.max_sequence}"
+        )
+        ids = sorted({t["id"] for t in teams} | set(_live_ids(bucket.after, bucket.last)))
+        before = _figures(ids)
+        with transaction.atomic():
+            gate.check_writable(SERVICE)
+            for outcome in replica.apply_range(teams=teams, after=bucket.after, last=bucket.last, requested_at=requested_at):
+                repair = _record(
+                    outcome,
+                    cause=RepairCause.RECONCILIATION,
+                    detail=detail,
+                    found_at=requested_at,
+                    before=before.get(outcome.team_id, (0, 0)),
+                )
+                if repair is not None:
+                    repairs.append(repair)
+    metrics.replica_reconciled("repaired" if repairs else "clean")
+    return ReconcileResult(buckets=len(buckets), differing=len(differing), repairs=repairs)
+
+
+def _live_ids(after: int, last: int | None) -> list[int]:
+    teams = TeamReplica.objects.live().filter(team_id__gt=after)
+    if last is not None:
+        teams = teams.filter(team_id__lte=last)
+    return list(teams.values_list("team_id", flat=True))

@@ -1,8 +1,10 @@
 """The one sanctioned HTTP call between services: transfers reads the teams REST API.
 
-Two reads only: the full export (``GET /api/teams/export/``, for ``sync_teams``; paginated
-by a cursor, followed page by page, with the service account's ``TEAMS_SERVICE_TOKEN``:
-it needs ``teams.export_team``) and one team (``GET /api/teams/{id}/``, on a replica miss). Retries are urllib3's (connect errors
+Three reads only: the export (``GET /api/teams/export/``, for ``sync_teams``, or one bucket
+of ids of it for reconciliation; paginated by a cursor, followed page by page, with the
+service account's ``TEAMS_SERVICE_TOKEN``: it needs ``teams.export_team``), its digest
+(``GET /api/teams/export/digest/``, same permission) and one team (``GET /api/teams/{id}/``,
+on a replica miss or a gap). Retries are urllib3's (connect errors
 and 502/503/504, exponential back-off), never a hand loop. Settings are read on each call,
 not at import, so tests and deployments can change them.
 
@@ -19,6 +21,8 @@ import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+from events import antientropy
 
 BACKOFF_FACTOR = 0.2  # seconds; urllib3 doubles it on each consecutive retry
 RETRY_STATUSES = (502, 503, 504)
@@ -101,11 +105,37 @@ def _check_team(team: Any, url: str) -> dict[str, Any]:
     return team
 
 
-def fetch_export() -> list[dict[str, Any]]:
+def _refused(response: requests.Response, what: str) -> TeamsServiceUnavailable:
+    return TeamsServiceUnavailable(
+        f"The teams service at {response.url} refused the {what} ({response.status_code}): it needs "
+        "a token with the permission teams.export_team (role Service accounts). Create one with "
+        "`manage.py service_account transfers-service` on the teams service and set TEAMS_SERVICE_TOKEN."
+    )
+
+
+def fetch_digest(*, bucket: int) -> list[antientropy.Bucket]:
+    """The export's digest (events/antientropy.py), ``bucket`` teams a bucket."""
+    response = _get(f"/api/teams/export/digest/?bucket={int(bucket)}")
+    if response.status_code in (401, 403):
+        raise _refused(response, "digest")
+    if response.status_code != 200:
+        raise TeamsServiceUnavailable(f"The teams service at {response.url} answered {response.status_code} to the digest.")
+    try:
+        return antientropy.parse(_json(response))
+    except ValueError as exc:
+        raise TeamsServiceUnavailable(f"The teams service at {response.url} answered a bad digest: {exc}") from None
+
+
+def fetch_export(*, id_after: int | None = None, id_upto: int | None = None) -> list[dict[str, Any]]:
     """All teams with their players and sequences: every page of the export, following
-    ``next`` (``TEAMS_EXPORT_PAGE_SIZE`` teams a request)."""
+    ``next`` (``TEAMS_EXPORT_PAGE_SIZE`` teams a request); only ids in ``(id_after, id_upto]``
+    when given (a bucket of the digest)."""
     teams: list[dict[str, Any]] = []
     path: str | None = f"/api/teams/export/?limit={int(settings.TEAMS_EXPORT_PAGE_SIZE)}"
+    if id_after is not None:
+        path += f"&id_after={int(id_after)}"
+    if id_upto is not None:
+        path += f"&id_upto={int(id_upto)}"
     seen: set[str] = set()
     while path is not None:
         if path in seen:  # a cursor that does not advance would loop forever
@@ -113,11 +143,7 @@ def fetch_export() -> list[dict[str, Any]]:
         seen.add(path)
         response = _get(path)
         if response.status_code in (401, 403):
-            raise TeamsServiceUnavailable(
-                f"The teams service at {response.url} refused the export ({response.status_code}): it needs "
-                "a token with the permission teams.export_team (role Service accounts). Create one with "
-                "`manage.py service_account transfers-service` on the teams service and set TEAMS_SERVICE_TOKEN."
-            )
+            raise _refused(response, "export")
         if response.status_code != 200:
             raise TeamsServiceUnavailable(
                 f"The teams service at {response.url} answered {response.status_code} to the export."
