@@ -1,6 +1,7 @@
 """The Celery app. Beat runs the outbox relay every second as the sweeper for anything
 the on-commit kick missed, hourly purges published outbox rows past their retention and
-inbox rows past the redelivery horizon (events/retention.py), and (where the transfers
+inbox rows past the redelivery horizon and the services' records kept for as long
+(events/retention.py), and (where the transfers
 service is installed) runs the transfer saga's clock every 5 seconds and heals the teams
 replica: marked teams every ``TEAMS_HEAL_INTERVAL_SECONDS``, a reconciliation with the teams
 service every ``TEAMS_RECONCILE_SECONDS`` (transfers/replica.py, "Healing")."""
@@ -42,6 +43,10 @@ def _schedule(sender: Celery, **_: object) -> None:
         },
         "purge-inbox": {
             "task": "events.purge_inbox",
+            "schedule": timedelta(hours=1),
+        },
+        "purge-retained": {
+            "task": "events.purge_retained",
             "schedule": timedelta(hours=1),
         },
     }

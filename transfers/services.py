@@ -36,7 +36,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import events
-from events import gate
+from events import gate, retention
 
 from . import metrics, replica, selectors, teams_client
 from .models import (
@@ -549,3 +549,18 @@ def _live_ids(after: int, last: int | None) -> list[int]:
     if last is not None:
         teams = teams.filter(team_id__lte=last)
     return list(teams.values_list("team_id", flat=True))
+
+
+# ---------------------------------------------------------------------------------------
+# Retention (events/retention.py)
+# ---------------------------------------------------------------------------------------
+
+
+def transfer_sequences_purge(cutoff: datetime) -> int:
+    """Delete the sequences (``transfer:<id>``) of transfers that finished before ``cutoff``:
+    a finished transfer publishes nothing more, and its events are out of every outbox,
+    queue and DLQ by then. The transfers themselves stay."""
+    finished = (
+        Transfer.objects.exclude(state__in=IN_FLIGHT).filter(updated_at__lt=cutoff).values_list("pk", flat=True)
+    )
+    return retention.purge_sequences("transfer", finished.iterator(chunk_size=1000))
