@@ -12,16 +12,49 @@ bucket's ``last`` (0 for the first), and the last bucket is open above (``last``
 that a team the replica holds beyond the owner's highest id (deleted there) is compared too.
 An owner without teams answers one open bucket ``(0, ∞)`` holding nothing.
 
-Here only the arithmetic, shared by both sides; it imports no service.
+Here only the arithmetic, shared by both sides, and the metrics every healing replica counts
+in (``league_replica_repairs_total{service,cause}``: teams found drifted and repaired;
+``league_replica_reconciliations_total{service,result}``: ``clean``, ``repaired`` or
+``failed``); it imports no service.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
+log = logging.getLogger("events.antientropy")
+
 DEFAULT_BUCKET = 500
+# What a digest covers of each team: everything (the transfers replica: sequence, name,
+# players), or the names only (the fixtures replica, which keeps names and deletions).
+FULL, NAMES = "full", "names"
+CONTENTS = (FULL, NAMES)
+
+REPLICA_REPAIRS = Counter(
+    "league_replica_repairs_total", "Teams of a replica found drifted and repaired.", ["service", "cause"]
+)
+REPLICA_RECONCILIATIONS = Counter(
+    "league_replica_reconciliations_total", "Reconciliations of a replica with its owner.", ["service", "result"]
+)
+
+
+def repaired(service: str, cause: str) -> None:
+    try:
+        REPLICA_REPAIRS.labels(service=service, cause=cause).inc()
+    except Exception:  # a metric must never fail the healing
+        log.exception("metrics: repaired failed")
+
+
+def reconciled(service: str, result: str) -> None:
+    try:
+        REPLICA_RECONCILIATIONS.labels(service=service, result=result).inc()
+    except Exception:
+        log.exception("metrics: reconciled failed")
 
 
 @dataclass(frozen=True)
@@ -32,6 +65,10 @@ class TeamFacts:
     sequence: int
     name: str
     player_ids: tuple[int, ...]
+
+    def only(self, content: str) -> TeamFacts:
+        """What ``content`` covers of this team."""
+        return self if content == FULL else TeamFacts(self.id, 0, self.name, ())
 
 
 @dataclass

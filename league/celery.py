@@ -4,7 +4,8 @@ inbox rows past the redelivery horizon and the services' records kept for as lon
 (events/retention.py), and (where the transfers
 service is installed) runs the transfer saga's clock every 5 seconds and heals the teams
 replica: marked teams every ``TEAMS_HEAL_INTERVAL_SECONDS``, a reconciliation with the teams
-service every ``TEAMS_RECONCILE_SECONDS`` (transfers/replica.py, "Healing")."""
+service every ``TEAMS_RECONCILE_SECONDS`` (transfers/replica.py, "Healing"); where fixtures
+is, its replica's reconciliation as often (fixtures/services.py)."""
 
 import os
 from datetime import timedelta
@@ -18,7 +19,7 @@ broker.register()  # filesystem:// with atomic writes (league/broker.py)
 
 app = Celery("league")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(lambda: [a for a in ("events", "transfers") if a in _installed()])
+app.autodiscover_tasks(lambda: [a for a in ("events", "transfers", "fixtures") if a in _installed()])
 
 
 def _installed() -> list[str]:
@@ -63,6 +64,12 @@ def _schedule(sender: Celery, **_: object) -> None:
         }
         sender.conf.beat_schedule["reconcile-teams"] = {
             "task": "transfers.reconcile_teams",
+            "schedule": timedelta(seconds=settings.TEAMS_RECONCILE_SECONDS),
+            "options": {"expires": settings.TEAMS_RECONCILE_SECONDS},
+        }
+    if "fixtures" in settings.INSTALLED_APPS:
+        sender.conf.beat_schedule["reconcile-fixtures-teams"] = {
+            "task": "fixtures.reconcile_teams",
             "schedule": timedelta(seconds=settings.TEAMS_RECONCILE_SECONDS),
             "options": {"expires": settings.TEAMS_RECONCILE_SECONDS},
         }

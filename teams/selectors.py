@@ -42,14 +42,14 @@ def team_export(*, id_after: int | None = None, id_upto: int | None = None) -> Q
     return teams
 
 
-def team_digest(*, size: int) -> list[antientropy.Bucket]:
-    """The digest of every team (events/antientropy.py): two statements, ids and sequences
-    of the teams, then the ids of their players; no row leaves this service."""
+def team_digest(*, size: int, content: str = antientropy.FULL) -> list[antientropy.Bucket]:
+    """The digest of every team (events/antientropy.py) over ``content``: two statements, ids
+    and sequences of the teams, then the ids of their players; no row leaves this service."""
     teams = list(team_list().order_by("id").values_list("id", "sequence", "name"))
     squads: dict[int, list[int]] = {}
     for team_id, player_id in Player.objects.values_list("team_id", "id"):
         squads.setdefault(team_id, []).append(player_id)
-    facts = [antientropy.TeamFacts(i, seq, name, tuple(squads.get(i, ()))) for i, seq, name in teams]
+    facts = [antientropy.TeamFacts(i, seq, name, tuple(squads.get(i, ()))).only(content) for i, seq, name in teams]
     return antientropy.buckets(facts, size=size)
 
 

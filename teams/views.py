@@ -239,7 +239,14 @@ class TeamDigestApi(GenericAPIView):
                 "bucket",
                 int,
                 description=f"Teams per bucket (1 to {MAX_LIMIT}, default {antientropy.DEFAULT_BUCKET}).",
-            )
+            ),
+            OpenApiParameter(
+                "content",
+                str,
+                enum=list(antientropy.CONTENTS),
+                description="What the hash covers: `full` (id, sequence, name, players; the default) or "
+                "`names` (id and name: a replica that keeps names only).",
+            ),
         ],
         responses={
             200: OpenApiTypes.OBJECT,
@@ -261,8 +268,11 @@ class TeamDigestApi(GenericAPIView):
         teams, their highest sequence and a hash of their ids, sequences, names and players.
         Read a bucket in full with the export's ``id_after`` / ``id_upto``."""
         size = bounded_int(request, "bucket", default=antientropy.DEFAULT_BUCKET, minimum=1, maximum=MAX_LIMIT)
-        buckets = selectors.team_digest(size=size)
-        return Response({"bucket": size, "buckets": [b.as_dict() for b in buckets]})
+        content = request.query_params.get("content", antientropy.FULL)
+        if content not in antientropy.CONTENTS:
+            raise ValidationError({"content": [f"Must be one of {', '.join(antientropy.CONTENTS)}."]})
+        buckets = selectors.team_digest(size=size, content=content)
+        return Response({"bucket": size, "content": content, "buckets": [b.as_dict() for b in buckets]})
 
 
 class TeamDetailApi(GenericAPIView):

@@ -5,11 +5,11 @@
   than a sweep means teams is not answering: look at its queue and DLQ.
 - ``league_transfers_expired_total``: transfers the sweeper found past their deadline and
   asked teams to cancel (counted in the process that runs the sweeper).
-- ``league_replica_repairs_total{cause}``: teams of the replica that healing found wrong and
-  repaired (``cause``: ``gap``, ``unknown``, ``reconciliation``; transfers/replica.py).
-  Anything above zero means an event was lost or not applied: look at the DLQ.
-- ``league_replica_reconciliations_total{result}``: reconciliation runs, by ``clean``,
-  ``repaired`` or ``failed`` (the teams service did not answer).
+- ``league_replica_repairs_total{service="transfers",cause}`` (events/antientropy.py): teams
+  of the replica that healing found wrong and repaired (``cause``: ``gap``, ``unknown``,
+  ``reconciliation``; transfers/replica.py). Anything above zero means an event was lost or
+  not applied: look at the DLQ. ``league_replica_reconciliations_total{service,result}``:
+  reconciliation runs, by ``clean``, ``repaired`` or ``failed`` (the teams service did not answer).
 - ``league_replica_heal_wanted``: teams marked for a fetch and not fetched yet (at scrape
   time, from the database). Staying above zero means the teams service is not answering.
 """
@@ -28,28 +28,6 @@ log = logging.getLogger("transfers.metrics")
 TRANSFERS_EXPIRED = Counter(
     "league_transfers_expired_total", "Transfers past their deadline that transfers asked teams to cancel."
 )
-
-
-REPLICA_REPAIRS = Counter(
-    "league_replica_repairs_total", "Teams of the replica found drifted and repaired.", ["cause"]
-)
-REPLICA_RECONCILIATIONS = Counter(
-    "league_replica_reconciliations_total", "Reconciliations of the replica with the teams service.", ["result"]
-)
-
-
-def replica_repaired(cause: str) -> None:
-    try:
-        REPLICA_REPAIRS.labels(cause=cause).inc()
-    except Exception:  # a metric must never fail the healing
-        log.exception("metrics: replica_repaired failed")
-
-
-def replica_reconciled(result: str) -> None:
-    try:
-        REPLICA_RECONCILIATIONS.labels(result=result).inc()
-    except Exception:
-        log.exception("metrics: replica_reconciled failed")
 
 
 def transfer_expired() -> None:

@@ -36,7 +36,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import events
-from events import gate, retention
+from events import antientropy, gate, retention
 
 from . import metrics, replica, selectors, teams_client
 from .models import (
@@ -462,7 +462,7 @@ def _record(
         players_after=outcome.players,
         found_at=found_at,
     )
-    transaction.on_commit(lambda: metrics.replica_repaired(cause))
+    transaction.on_commit(lambda: antientropy.repaired(SERVICE, cause))
     log.warning("replica: team %s repaired (%s, %s): %s", outcome.team_id, cause, outcome.action, detail)
     return repair
 
@@ -511,7 +511,7 @@ def teams_reconcile() -> ReconcileResult:
     try:
         buckets = teams_client.fetch_digest(bucket=settings.TEAMS_RECONCILE_BUCKET)
     except teams_client.TeamsServiceError:
-        metrics.replica_reconciled("failed")
+        antientropy.reconciled(SERVICE, "failed")
         raise
     differing = [b for b in buckets if not replica.digest(after=b.after, last=b.last).same(b)]
     repairs: list[ReplicaRepair] = []
@@ -519,7 +519,7 @@ def teams_reconcile() -> ReconcileResult:
         try:
             teams = teams_client.fetch_export(id_after=bucket.after, id_upto=bucket.last)
         except teams_client.TeamsServiceError:
-            metrics.replica_reconciled("failed")
+            antientropy.reconciled(SERVICE, "failed")
             raise
         held = replica.digest(after=bucket.after, last=bucket.last)
         detail = (
@@ -540,7 +540,7 @@ def teams_reconcile() -> ReconcileResult:
                 )
                 if repair is not None:
                     repairs.append(repair)
-    metrics.replica_reconciled("repaired" if repairs else "clean")
+    antientropy.reconciled(SERVICE, "repaired" if repairs else "clean")
     return ReconcileResult(buckets=len(buckets), differing=len(differing), repairs=repairs)
 
 

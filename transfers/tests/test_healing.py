@@ -28,7 +28,7 @@ def squad(team_id: int) -> set[str]:
 
 
 def repairs(cause: str) -> float:
-    return REGISTRY.get_sample_value("league_replica_repairs_total", {"cause": cause}) or 0.0
+    return REGISTRY.get_sample_value("league_replica_repairs_total", {"service": "transfers", "cause": cause}) or 0.0
 
 
 @pytest.fixture
@@ -258,9 +258,12 @@ def test_the_digest_needs_the_export_permission_and_a_good_bucket(teams_service,
     headers = {"Authorization": f"Token {settings.TEAMS_SERVICE_TOKEN}"}
     bad = requests.get(url + "?bucket=0", headers=headers, timeout=10)
     assert bad.status_code == 400 and "bucket" in json.dumps(bad.json())
+    bad = requests.get(url + "?content=everything", headers=headers, timeout=10)
+    assert bad.status_code == 400 and "content" in json.dumps(bad.json())
     ok = requests.get(url, headers=headers, timeout=10).json()
     assert ok == {
         "bucket": 500,
+        "content": "full",
         "buckets": [{"after": 0, "last": None, "count": 0, "max_sequence": 0, "hash": ok["buckets"][0]["hash"]}],
     }
 
