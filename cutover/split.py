@@ -497,7 +497,9 @@ class Split:
         self.paused_at = time.monotonic()
 
     def copy_back(self) -> None:
-        reports = copying.copy(self.service, source=TARGET, target="default", shared_target=True)
+        # As on the way out, the published outbox rows (history) follow after the pause
+        # (close_moved): nothing needs them to publish or handle an event.
+        reports = copying.copy(self.service, source=TARGET, target="default", shared_target=True, history=False)
         width = max(len(r.label) for r in reports)
         for r in reports:
             self.say(f"    {r.label.ljust(width)}  {r.rows:>8} rows  {r.checksum[:16]}")
@@ -527,7 +529,10 @@ class Split:
             self.pause_seconds = time.monotonic() - self.paused_at
 
     def close_moved(self) -> None:
-        """After the pause: the service's own processes stop, its database is closed."""
+        """After the pause: the service's published outbox history is copied back (rows the
+        monolith already holds are skipped), its own processes stop, its database is closed."""
+        report = copying.copy_history(self.service, source=TARGET, target="default")
+        self.say(f"    {report.label}  {report.rows:>8} rows  {report.checksum[:16]} (copied after the pause)")
         self.wait_stack(
             lambda s: self.service not in s.get("services", {}), f"runstack to stop the own processes of {self.service}"
         )
