@@ -438,9 +438,11 @@ TEAMS_SERVICE_RETRIES = env.int("TEAMS_SERVICE_RETRIES", default=3)
 # The transfers consumer re-syncs its replica at start when it is older than this.
 #: The transfers consumer re-reads the teams snapshot at start when its replica is older than this.
 TEAMS_CACHE_MAX_AGE = timedelta(seconds=env.int("TEAMS_CACHE_MAX_AGE_SECONDS", default=3600))
-# Healing the replica (transfers/replica.py): marked teams are fetched this often, and the
+# Healing the replica (transfers/replica.py): marked teams are fetched this often (once marked
+# for the grace: an event on its way may clear the mark), and the
 # replica is reconciled with the teams service's digest (buckets of this many teams) this often.
 TEAMS_HEAL_INTERVAL_SECONDS = env.float("TEAMS_HEAL_INTERVAL_SECONDS", default=5.0)
+TEAMS_HEAL_GRACE_SECONDS = env.float("TEAMS_HEAL_GRACE_SECONDS", default=2.0)
 TEAMS_RECONCILE_SECONDS = env.float("TEAMS_RECONCILE_SECONDS", default=60.0)
 TEAMS_RECONCILE_BUCKET = env.int("TEAMS_RECONCILE_BUCKET", default=500)
 

@@ -35,6 +35,9 @@ class TeamReplica(ReplicatedTeam):
     # player it does not hold); the replica's healing fetches the team and clears it.
     heal_wanted_at = models.DateTimeField(null=True, blank=True)
     heal_cause = models.CharField(max_length=200, blank=True)
+    # The sequences whose events the gap is waiting for (arriving, each one is taken off; 0:
+    # none can clear the mark, only a fetch).
+    heal_missing = models.JSONField(default=list, blank=True)
 
     class Meta(ReplicatedTeam.Meta):
         pass

@@ -27,10 +27,13 @@ event dead-lettered, a row lost) would leave the replica wrong until the next fu
   (``team.*``, ``player.*``, and both teams' sequences in ``player.transferred``), so a fact at
   a sequence above the next one (``sequence > team.sequence + 1``) shows a gap, and an event
   about a player the replica does not hold where the event says he was shows state it lacks.
-  Either marks the team (``heal_wanted_at``, ``heal_cause``); ``services.teams_heal`` (Celery
-  beat, every ``TEAMS_HEAL_INTERVAL_SECONDS``) fetches each marked team
-  (``GET /api/teams/{id}/``) and applies it as a snapshot, which clears the mark once the
-  snapshot is as new as everything the replica has seen;
+  Either marks the team (``heal_wanted_at``, ``heal_cause``). Events arrive in any order, so a
+  gap may be an event still on its way: the mark lists the sequences it waits for
+  (``heal_missing``, up to ``MAX_MISSING``) and each that arrives is taken off; the last one
+  clears the mark with no fetch. ``services.teams_heal`` (Celery beat, every
+  ``TEAMS_HEAL_INTERVAL_SECONDS``) fetches each team still marked after
+  ``TEAMS_HEAL_GRACE_SECONDS`` (``GET /api/teams/{id}/``) and applies it as a snapshot, which
+  clears the mark once the snapshot is as new as everything the replica has seen;
 - ``services.teams_reconcile`` (beat, every ``TEAMS_RECONCILE_SECONDS``) compares the
   replica with the teams service's digest (events/antientropy.py: count, highest sequence
   and hash per bucket of team ids) and reads in full only the buckets that differ, applied
@@ -38,8 +41,7 @@ event dead-lettered, a row lost) would leave the replica wrong until the next fu
   repairs what no later fact would show (a dropped event on a team that changes no more).
 
 Every team a healing changed is recorded (``ReplicaRepair``, in the admin) and counted
-(``league_replica_repairs_total``, transfers/metrics.py). A gap only marks: a gap may be an
-event still on its way (events arrive in any order), and a fetch then costs one request.
+(``league_replica_repairs_total``, events/antientropy.py).
 
 Everything here writes the database only (no network) and must run inside a transaction:
 handlers are run by the consumer inside ``transaction.atomic()``; snapshots are applied by
@@ -160,18 +162,37 @@ def _squad(team: TeamReplica, players: Iterable[dict[str, Any]], *, sequence: in
         )
 
 
-def _wants_heal(team: TeamReplica, cause: str) -> None:
-    """Mark ``team`` for a fetch (the caller saves)."""
+MAX_MISSING = 20  # a wider gap is not waited for event by event: only a fetch clears it
+UNFILLABLE = 0  # in ``heal_missing``: no event can clear the mark
+
+
+def _wants_heal(team: TeamReplica, cause: str, missing: range | None = None) -> None:
+    """Mark ``team`` for a fetch (the caller saves); ``missing``: the sequences whose
+    arrival would make the fetch needless."""
     if team.heal_wanted_at is None:
         team.heal_wanted_at = timezone.now()
     team.heal_cause = cause[:200]
-    log.warning("team %s: %s; it will be fetched from the teams service", team.team_id, cause)
+    waiting = set(team.heal_missing or [])
+    waiting |= set(missing) if missing is not None and len(missing) <= MAX_MISSING else {UNFILLABLE}
+    team.heal_missing = sorted(waiting)
+    log.info("team %s: %s; marked for a fetch from the teams service", team.team_id, cause)
 
 
-def _check_gap(team: TeamReplica, sequence: int, what: str) -> None:
-    """A fact at ``sequence``: anything above the next sequence leaves a gap behind it."""
+def _check_gap(team: TeamReplica, sequence: int, what: str) -> bool:
+    """A fact at ``sequence``: anything above the next sequence leaves a gap behind it; one
+    the mark waits for fills its place. True if the mark changed."""
     if sequence > team.sequence + 1:
-        _wants_heal(team, f"{what} at sequence {sequence} after {team.sequence}: a gap")
+        _wants_heal(
+            team, f"{what} at sequence {sequence} after {team.sequence}: a gap", range(team.sequence + 1, sequence)
+        )
+        return True
+    if team.heal_wanted_at is not None and sequence in (team.heal_missing or []):
+        team.heal_missing = [s for s in team.heal_missing if s != sequence]
+        if not team.heal_missing:
+            team.heal_wanted_at, team.heal_cause = None, ""
+            log.info("team %s: the events its gap waited for arrived; no fetch", team.team_id)
+        return True
+    return False
 
 
 def _check_holds(team: TeamReplica, player_id: int, sequence: int, what: str) -> None:
@@ -196,6 +217,9 @@ def _save(team: TeamReplica, *, synced: bool = False) -> None:
 def team_created(*, team_id: int, name: str, players: Iterable[dict[str, Any]], sequence: int) -> None:
     """The shared rule for the team (kernel/replica.py), then its squad, each player a
     membership at the event's sequence."""
+    team, _ = _team_locked(team_id)
+    if not team.deleted and _check_gap(team, sequence, "team.created"):
+        _save(team)
     shared.team_created(TeamReplica, team_id=team_id, name=name, sequence=sequence)
     team = TeamReplica.objects.get(team_id=team_id)  # locked above, in this transaction
     if team.deleted:
@@ -205,8 +229,7 @@ def team_created(*, team_id: int, name: str, players: Iterable[dict[str, Any]], 
 
 def team_renamed(*, team_id: int, name: str, sequence: int) -> None:
     team, _ = _team_locked(team_id)
-    if not team.deleted and sequence > team.sequence + 1:
-        _check_gap(team, sequence, "team.renamed")
+    if not team.deleted and _check_gap(team, sequence, "team.renamed"):
         _save(team)
     shared.team_renamed(TeamReplica, team_id=team_id, name=name, sequence=sequence)
 
@@ -304,7 +327,7 @@ def apply_team_state(snapshot: dict[str, Any]) -> TeamOutcome:
     changed |= left.update(present=False, sequence=sequence) > 0
     stale = sequence < team.sequence
     if sequence >= team.sequence:  # as new as every fact seen: nothing is missing any more
-        team.heal_wanted_at, team.heal_cause = None, ""
+        team.heal_wanted_at, team.heal_cause, team.heal_missing = None, "", []
     _bump(team, sequence)
     _save(team, synced=True)
     if created or was_stub:
@@ -394,7 +417,7 @@ def team_gone(team_id: int) -> TeamOutcome:
     if team.deleted:
         return TeamOutcome(team_id, team.name, team.sequence, 0, Action.STALE)
     team.deleted_at = timezone.now()
-    team.heal_wanted_at, team.heal_cause = None, ""
+    team.heal_wanted_at, team.heal_cause, team.heal_missing = None, "", []
     team.players.filter(present=True).update(present=False, sequence=team.sequence)
     _save(team, synced=True)
     return TeamOutcome(team_id, team.name, team.sequence, 0, Action.DELETED)

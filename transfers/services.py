@@ -25,6 +25,7 @@ service first, then write in a transaction of their own.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -467,19 +468,25 @@ def _record(
     return repair
 
 
-def teams_heal(*, limit: int = 100) -> list[ReplicaRepair]:
-    """Fetch every team the replica marked (a gap, or an event about state it lacks) and
-    apply it as a snapshot; a 404 makes it a tombstone. One HTTP call per team, each
-    applied in its own transaction, none open during a call. ``TeamsServiceUnavailable``
-    stops the round (the marks stay for the next)."""
+def teams_heal(*, limit: int = 100, max_seconds: float = 2.0) -> list[ReplicaRepair]:
+    """Fetch the teams the replica marked (a gap, or an event about state it lacks) at least
+    ``TEAMS_HEAL_GRACE_SECONDS`` ago (an event still on its way may clear a mark first) and
+    apply each as a snapshot; a 404 makes it a tombstone. One HTTP call per team, each
+    applied in its own transaction, none open during a call; the round stops after
+    ``max_seconds`` (the worker also runs the relay), the rest waits for the next.
+    ``TeamsServiceUnavailable`` stops the round (the marks stay for the next)."""
+    started = time.monotonic()
+    grace = timedelta(seconds=settings.TEAMS_HEAL_GRACE_SECONDS)
     marked = list(
         TeamReplica.objects.live()
-        .filter(heal_wanted_at__isnull=False)
+        .filter(heal_wanted_at__lte=timezone.now() - grace)
         .order_by("heal_wanted_at")
         .values_list("team_id", "heal_wanted_at", "heal_cause")[:limit]
     )
     repairs = []
     for team_id, found_at, detail in marked:
+        if time.monotonic() - started > max_seconds:
+            break
         before = _figures([team_id])[team_id]
         try:
             state: dict[str, Any] | None = teams_client.fetch_team(team_id)
@@ -530,7 +537,9 @@ def teams_reconcile() -> ReconcileResult:
         before = _figures(ids)
         with transaction.atomic():
             gate.check_writable(SERVICE)
-            for outcome in replica.apply_range(teams=teams, after=bucket.after, last=bucket.last, requested_at=requested_at):
+            for outcome in replica.apply_range(
+                teams=teams, after=bucket.after, last=bucket.last, requested_at=requested_at
+            ):
                 repair = _record(
                     outcome,
                     cause=RepairCause.RECONCILIATION,
@@ -560,7 +569,5 @@ def transfer_sequences_purge(cutoff: datetime) -> int:
     """Delete the sequences (``transfer:<id>``) of transfers that finished before ``cutoff``:
     a finished transfer publishes nothing more, and its events are out of every outbox,
     queue and DLQ by then. The transfers themselves stay."""
-    finished = (
-        Transfer.objects.exclude(state__in=IN_FLIGHT).filter(updated_at__lt=cutoff).values_list("pk", flat=True)
-    )
+    finished = Transfer.objects.exclude(state__in=IN_FLIGHT).filter(updated_at__lt=cutoff).values_list("pk", flat=True)
     return retention.purge_sequences("transfer", finished.iterator(chunk_size=1000))

@@ -184,7 +184,9 @@ def test_a_gap_marks_the_team_and_the_heal_fetches_it(bus, teams_service, auth_c
     before = repairs("gap")
 
     settings.TEAMS_HEAL_INTERVAL_SECONDS = 0.5
-    run_beat_entry("heal-replica", settings, until=lambda: squad(reds["id"]) == {"Bob", "Cid"}, budget=3)
+    settings.TEAMS_HEAL_GRACE_SECONDS = 1.0
+    took = run_beat_entry("heal-replica", settings, until=lambda: squad(reds["id"]) == {"Bob", "Cid"}, budget=4)
+    assert took >= settings.TEAMS_HEAL_GRACE_SECONDS  # not before the grace: an event on its way may close the gap
 
     team.refresh_from_db()
     assert team.heal_wanted_at is None and team.sequence == teams_service.team(reds["id"])["sequence"]
@@ -199,6 +201,36 @@ def test_a_gap_marks_the_team_and_the_heal_fetches_it(bus, teams_service, auth_c
     assert repairs("gap") == before + 1
 
 
+def test_an_event_arriving_late_closes_its_gap_without_a_fetch(teams_service, fetches, settings):
+    """Out of order, not lost: #S+2 marks the team waiting for #S+1; #S+1 arriving clears it."""
+    reds = teams_service.create_team("Reds", [("Ann", "GK")])
+    services.teams_sync()
+    s = teams_service.team(reds["id"])["sequence"]
+    first = make_event(
+        "player.added",
+        {"id": 901, "team_id": reds["id"], "name": "Bob", "position": "ST"},
+        sequence=s + 2,
+        subject=reds["id"],
+    )
+    late = make_event(
+        "player.added",
+        {"id": 900, "team_id": reds["id"], "name": "Cid", "position": "GK"},
+        sequence=s + 1,
+        subject=reds["id"],
+    )
+    with transaction.atomic():
+        handlers.on_player_added(first)
+    team = TeamReplica.objects.get(team_id=reds["id"])
+    assert team.heal_wanted_at is not None and team.heal_missing == [s + 1]
+    with transaction.atomic():
+        handlers.on_player_added(late)
+    team.refresh_from_db()
+    assert (team.heal_wanted_at, team.heal_missing, team.heal_cause) == (None, [], "")
+    fetches.clear()
+    settings.TEAMS_HEAL_GRACE_SECONDS = 0
+    assert services.teams_heal() == [] and fetches == []
+
+
 def test_events_in_order_mark_nothing(bus, teams_service):
     reds = teams_service.create_team("Reds", [("Ann", "GK")])
     teams_service.add_player(reds["id"], "Bob")
@@ -208,7 +240,8 @@ def test_events_in_order_mark_nothing(bus, teams_service):
     assert not TeamReplica.objects.filter(heal_wanted_at__isnull=False).exists()
 
 
-def test_an_event_about_a_player_the_replica_lacks_marks_the_team(teams_service):
+def test_an_event_about_a_player_the_replica_lacks_marks_the_team(teams_service, fetches, settings):
+    settings.TEAMS_HEAL_GRACE_SECONDS = 0
     reds = teams_service.create_team("Reds", [("Ann", "GK")])
     services.teams_sync()
     team = teams_service.team(reds["id"])
@@ -223,19 +256,23 @@ def test_an_event_about_a_player_the_replica_lacks_marks_the_team(teams_service)
     marked = TeamReplica.objects.get(team_id=reds["id"])
     assert marked.heal_wanted_at is not None and "player 999 is not in this team" in marked.heal_cause
 
+    fetches.clear()
     services.teams_heal()  # the teams service has Reds at an older sequence: nothing to repair
+    assert fetches == [f"/api/teams/{reds['id']}/"]
 
     marked.refresh_from_db()
     assert marked.heal_wanted_at is not None  # the replica has seen newer than the snapshot: kept
     assert not ReplicaRepair.objects.exists()
 
 
-def test_heal_with_the_teams_service_down_keeps_the_mark(teams_down):
+def test_heal_with_the_teams_service_down_keeps_the_mark(teams_down, settings, fetches):
+    settings.TEAMS_HEAL_GRACE_SECONDS = 0
     TeamReplica.objects.create(team_id=7, name="Reds", sequence=3, name_sequence=1, heal_cause="gap")
     TeamReplica.objects.filter(team_id=7).update(heal_wanted_at=TeamReplica.objects.get().created_at)
-    from transfers.tasks import heal_replica, reconcile_teams
 
-    assert heal_replica() == 0 and reconcile_teams() == 0
+    assert tasks.heal_replica() == 0 and tasks.reconcile_teams() == 0  # logged, not raised
+
+    assert fetches == ["/api/teams/7/", "/api/teams/export/digest/?bucket=500"]  # both were tried
     assert TeamReplica.objects.get(team_id=7).heal_wanted_at is not None
 
 
