@@ -945,7 +945,8 @@ class Suite:
                 seen.append(time.monotonic() - started)
                 row.faults = (
                     f"player {victim.player_id} removed from the transfers replica of team {team_id}; "
-                    f"repaired by beat's reconciliation {seen[0]:.1f} s after beat started (every {period:g} s)"
+                    f"repaired by beat's reconciliation {seen[0]:.1f} s after the worker and beat were spawned "
+                    f"(their start included; every {period:g} s)"
                 )
             return []
 
