@@ -297,6 +297,9 @@ def test_the_digest_needs_the_export_permission_and_a_good_bucket(teams_service,
     assert bad.status_code == 400 and "bucket" in json.dumps(bad.json())
     bad = requests.get(url + "?content=everything", headers=headers, timeout=10)
     assert bad.status_code == 400 and "content" in json.dumps(bad.json())
+    export = f"{teams_service.url}/api/teams/export/"
+    bad = requests.get(export + "?id_after=abc", headers=headers, timeout=10)
+    assert bad.status_code == 400 and "id_after" in json.dumps(bad.json())
     ok = requests.get(url, headers=headers, timeout=10).json()
     assert ok == {
         "bucket": 500,
