@@ -472,10 +472,14 @@ def teams_heal(*, limit: int = 100, max_seconds: float = 2.0) -> list[ReplicaRep
     """Fetch the teams the replica marked (a gap, or an event about state it lacks) at least
     ``TEAMS_HEAL_GRACE_SECONDS`` ago (an event still on its way may clear a mark first) and
     apply each as a snapshot; a 404 makes it a tombstone. One HTTP call per team, each
-    applied in its own transaction, none open during a call; the round stops after
-    ``max_seconds`` (the worker also runs the relay), the rest waits for the next.
+    applied in its own transaction, none open during a call, each short
+    (``teams_client.healing``); the round stops after ``max_seconds`` (the worker also runs
+    the relay), the rest waits for the next; nothing is fetched while the service is being
+    moved (its gate is not open).
     ``TeamsServiceUnavailable`` stops the round (the marks stay for the next)."""
     started = time.monotonic()
+    if gate.current(SERVICE) != gate.OPEN:  # being moved: the replica waits, the relay goes first
+        return []
     grace = timedelta(seconds=settings.TEAMS_HEAL_GRACE_SECONDS)
     marked = list(
         TeamReplica.objects.live()
@@ -489,7 +493,8 @@ def teams_heal(*, limit: int = 100, max_seconds: float = 2.0) -> list[ReplicaRep
             break
         before = _figures([team_id])[team_id]
         try:
-            state: dict[str, Any] | None = teams_client.fetch_team(team_id)
+            with teams_client.healing():
+                state: dict[str, Any] | None = teams_client.fetch_team(team_id)
         except TeamNotFound:
             state = None
         cause = RepairCause.GAP if "gap" in detail else RepairCause.UNKNOWN
@@ -515,8 +520,11 @@ def teams_reconcile() -> ReconcileResult:
     ``TeamsServiceUnavailable`` when the teams service cannot answer (nothing is written for
     a bucket it could not read)."""
     requested_at = timezone.now()
+    if gate.current(SERVICE) != gate.OPEN:  # being moved: the replica waits, the relay goes first
+        return ReconcileResult(buckets=0, differing=0, repairs=[])
     try:
-        buckets = teams_client.fetch_digest(bucket=settings.TEAMS_RECONCILE_BUCKET)
+        with teams_client.healing():
+            buckets = teams_client.fetch_digest(bucket=settings.TEAMS_RECONCILE_BUCKET)
     except teams_client.TeamsServiceError:
         antientropy.reconciled(SERVICE, "failed")
         raise
@@ -524,7 +532,8 @@ def teams_reconcile() -> ReconcileResult:
     repairs: list[ReplicaRepair] = []
     for bucket in differing:
         try:
-            teams = teams_client.fetch_export(id_after=bucket.after, id_upto=bucket.last)
+            with teams_client.healing():
+                teams = teams_client.fetch_export(id_after=bucket.after, id_upto=bucket.last)
         except teams_client.TeamsServiceError:
             antientropy.reconciled(SERVICE, "failed")
             raise

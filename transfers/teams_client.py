@@ -14,6 +14,9 @@ hold the transaction (and its locks) open for the whole wait.
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +28,25 @@ from urllib3.util.retry import Retry
 from events import antientropy
 
 BACKOFF_FACTOR = 0.2  # seconds; urllib3 doubles it on each consecutive retry
+# The replica's healing runs in the Celery worker that also relays the outbox: its calls are
+# short (no retry, at most this many seconds); the next beat run tries again.
+HEALING_TIMEOUT = 2.0
+_healing: contextvars.ContextVar[bool] = contextvars.ContextVar("teams_client_healing", default=False)
+
+
+@contextmanager
+def healing() -> Iterator[None]:
+    """Calls made inside are the healing's: no retry, ``HEALING_TIMEOUT`` at most."""
+    token = _healing.set(True)
+    try:
+        yield
+    finally:
+        _healing.reset(token)
+
+
+def _timeout() -> float:
+    timeout = float(settings.TEAMS_SERVICE_TIMEOUT)
+    return min(timeout, HEALING_TIMEOUT) if _healing.get() else timeout
 RETRY_STATUSES = (502, 503, 504)
 
 
@@ -45,7 +67,7 @@ class TeamNotFound(TeamsServiceError):
 
 
 def _session() -> requests.Session:
-    retries = settings.TEAMS_SERVICE_RETRIES
+    retries = 0 if _healing.get() else settings.TEAMS_SERVICE_RETRIES
     retry = Retry(
         total=retries,
         connect=retries,
@@ -74,7 +96,7 @@ def _get(path: str) -> requests.Response:
     url = _url(path)
     with _session() as session:
         try:
-            response = session.get(url, timeout=settings.TEAMS_SERVICE_TIMEOUT)
+            response = session.get(url, timeout=_timeout())
         except requests.RequestException as exc:
             raise TeamsServiceUnavailable(
                 f"The teams service at {url} is unavailable ({type(exc).__name__}). Try again later."

@@ -313,3 +313,20 @@ def test_no_outbox_row_is_written_by_healing(bus, teams_service, auth_client):
     published = OutboxMessage.objects.count()
     services.teams_reconcile()
     assert OutboxMessage.objects.count() == published
+
+
+def test_no_healing_call_while_the_service_is_being_moved(teams_service, fetches, settings):
+    """During split_service's pause the worker's relay must drain the outbox: the healing waits."""
+    from events import gate
+
+    settings.TEAMS_HEAL_GRACE_SECONDS = 0
+    reds = teams_service.create_team("Reds")
+    TeamReplica.objects.create(team_id=reds["id"], name="Reds", sequence=1, name_sequence=1, heal_cause="gap")
+    TeamReplica.objects.filter(team_id=reds["id"]).update(heal_wanted_at=TeamReplica.objects.get().created_at)
+    gate.pause("transfers")
+    try:
+        assert services.teams_heal() == [] and services.teams_reconcile().buckets == 0
+        assert fetches == []
+    finally:
+        gate.open_("transfers")
+    assert len(services.teams_heal()) == 0 and fetches == [f"/api/teams/{reds['id']}/"]  # open: fetched
