@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('teams', '0006_roles'),
+        ('teams', '0007_nfkc_name_key'),
     ]
 
     operations = [
