@@ -7,8 +7,11 @@ Two small JSON files in ``DATA_DIR``, each with one writer:
   not listed runs in the monolith. States, in order: ``starting`` (start NAME's processes on
   its database, idle behind its closed gate), ``switching`` (route NAME's paths to them),
   ``moved`` (the monolith drops NAME from ``LEAGUE_SERVICE``), and on the way back
-  ``returning`` (the monolith serves NAME again, then NAME's own processes stop). No entry:
-  stop NAME's own processes (a rollback, or the end of the way back).
+  ``rejoining`` (the monolith is restarted with NAME in ``LEAGUE_SERVICE``, idle behind its
+  gate there, while NAME's own processes keep serving: before the pause, so that the pause
+  includes no process start) and ``returning`` (the front door routes NAME's paths to the
+  monolith again, then NAME's own processes stop). No entry: stop NAME's own processes (a
+  rollback, or the end of the way back).
 - ``stack.json`` (written by ``runstack``): what runs now, ``{"pid", "front_door",
   "monolith": {"web", "services"}, "services": {NAME: {"web", "state"}}}`` with state
   ``standby`` (up, not routed) or ``serving`` (routed).
@@ -28,7 +31,7 @@ from typing import Any
 DEPLOYMENT = "deployment.json"
 STACK = "stack.json"
 
-STARTING, SWITCHING, MOVED, RETURNING = "starting", "switching", "moved", "returning"
+STARTING, SWITCHING, MOVED, REJOINING, RETURNING = "starting", "switching", "moved", "rejoining", "returning"
 STANDBY, SERVING = "standby", "serving"
 
 

@@ -70,6 +70,7 @@ STEPS = [
     "resume: the monolith drops {service}",
 ]
 BACK_STEPS = [
+    "start {service} in the monolith again, behind its gate",
     "pause the writes of {service} in its own database",
     "publish the last outbox rows of {service} there",
     "copy and verify the rows of {service} back into the monolith",
@@ -446,11 +447,15 @@ class Split:
     # ------------------------------------------------------------- the way back
     def back(self) -> None:
         """Bring a moved service back into the monolith: the same steps in the other
-        direction (its own database pauses, drains and is copied back; the monolith serves it
-        again; its own processes stop). Before step 4 a failure reopens the service where it
-        is; from step 4 on, running ``--back`` again finishes."""
+        direction. As on the way out, the processes that take over start before the pause:
+        step 1 restarts the monolith with the service (idle behind its ``moved`` gate there,
+        while its own processes keep serving); then its own database pauses, drains and is
+        copied back, and the switch only opens the monolith's gate and routes the paths (no
+        process starts or stops inside the pause); its own processes stop after it. Before
+        step 5 a failure reopens the service where it is (and the monolith drops it again);
+        from step 5 on, running ``--back`` again finishes."""
         placed = deployment.placement(self.data_dir, self.service)
-        if not placed or placed.get("state") not in (deployment.MOVED, deployment.RETURNING):
+        if not placed or placed.get("state") not in (deployment.MOVED, deployment.REJOINING, deployment.RETURNING):
             raise SplitError(f"{self.service} has not moved out of this monolith: nothing to bring back")
         if placed.get("cleaned_up_at"):
             raise SplitError(
@@ -462,38 +467,54 @@ class Split:
         if stack is None or not stack.get("front_door"):
             raise SplitError(f"no runstack with a front door supervises DATA_DIR {self.data_dir}: start it first")
         connect_target(self.url)
-        if placed.get("state") == deployment.MOVED:
+        if placed.get("state") in (deployment.MOVED, deployment.REJOINING):
             try:
-                self.step(1, self.pause_moved, BACK_STEPS)
-                self.step(2, lambda: self.drain(using=TARGET), BACK_STEPS)
-                self.step(3, self.copy_back, BACK_STEPS)
+                self.step(1, self.rejoin, BACK_STEPS)
+                self.step(2, self.pause_moved, BACK_STEPS)
+                self.step(3, lambda: self.drain(using=TARGET), BACK_STEPS)
+                self.step(4, self.copy_back, BACK_STEPS)
             except BaseException as exc:
                 self.say(f"failed before the switch back: {exc}")
                 gate.open_(self.service, using=TARGET)
+                deployment.place(self.data_dir, self.service, state=deployment.MOVED)  # the monolith drops it again
                 self.say(f"{self.service} keeps running on its own database; its writes are open again.")
                 raise
-        self.step(4, self.switch_back, BACK_STEPS)
-        self.step(5, self.close_moved, BACK_STEPS)
+        self.step(5, self.switch_back, BACK_STEPS)
+        self.step(6, self.close_moved, BACK_STEPS)
         self.summary(back=True)
+
+    def rejoin(self) -> None:
+        """Before the pause: the monolith runs the service again (its gate there stays
+        ``moved``: it takes no write and its consumer receives nothing)."""
+        deployment.place(self.data_dir, self.service, state=deployment.REJOINING)
+        self.wait_stack(
+            lambda s: self.service in s.get("monolith", {}).get("services", []),
+            f"runstack to restart the monolith with {self.service}, behind its gate",
+        )
 
     def pause_moved(self) -> None:
         gate.pause(self.service, using=TARGET, note="split_service --back: moving back to the monolith")
         self.paused_at = time.monotonic()
 
     def copy_back(self) -> None:
-        reports = copying.copy(self.service, source=TARGET, target="default", shared_target=True)
+        # As on the way out, the published outbox rows (history) follow after the pause
+        # (close_moved): nothing needs them to publish or handle an event.
+        reports = copying.copy(self.service, source=TARGET, target="default", shared_target=True, history=False)
         width = max(len(r.label) for r in reports)
         for r in reports:
             self.say(f"    {r.label.ljust(width)}  {r.rows:>8} rows  {r.checksum[:16]}")
 
     def switch_back(self) -> None:
+        """Open the monolith's gate and route the paths there: the monolith already runs the
+        service (step 1), so this waits for a route switch only, not for a process."""
         gate.open_(self.service)
         deployment.place(self.data_dir, self.service, state=deployment.RETURNING)
         stack = self.wait_stack(
             lambda s: (
-                self.service in s.get("monolith", {}).get("services", []) and self.service not in s.get("services", {})
+                self.service in s.get("monolith", {}).get("services", [])
+                and s.get("services", {}).get(self.service, {}).get("state") != deployment.SERVING
             ),
-            f"runstack to serve {self.service} in the monolith again and stop its own processes",
+            f"runstack to route {self.service} to the monolith again",
         )
         from frontdoor.routes import ROUTES
 
@@ -508,6 +529,13 @@ class Split:
             self.pause_seconds = time.monotonic() - self.paused_at
 
     def close_moved(self) -> None:
+        """After the pause: the service's published outbox history is copied back (rows the
+        monolith already holds are skipped), its own processes stop, its database is closed."""
+        report = copying.copy_history(self.service, source=TARGET, target="default")
+        self.say(f"    {report.label}  {report.rows:>8} rows  {report.checksum[:16]} (copied after the pause)")
+        self.wait_stack(
+            lambda s: self.service not in s.get("services", {}), f"runstack to stop the own processes of {self.service}"
+        )
         gate.mark_moved(self.service, using=TARGET, note="split_service --back: moved back to the monolith")
         deployment.unplace(self.data_dir, self.service)
 
@@ -533,7 +561,7 @@ class Split:
             self.say(f"  {t.step.ljust(width)}  {t.seconds:7.2f}")
         if back:
             if self.pause_seconds is not None:
-                self.say(f"\n  The writes of {self.service} were paused for {self.pause_seconds:.2f} s (steps 1 to 4).")
+                self.say(f"\n  The writes of {self.service} were paused for {self.pause_seconds:.2f} s (steps 2 to 5).")
             self.say(
                 f"  {self.service} runs in the monolith again; {mask(self.url)} is no longer used (drop it when satisfied)."
             )

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import gate
+
 QueryFunc = Callable[..., Any]
 
 
@@ -65,7 +67,9 @@ def available(name: str) -> bool:
 
 
 def ask(name: str, **kwargs: Any) -> Any:
-    """Run the query ``name``; ``QueryUnavailable`` when no installed service answers it."""
+    """Run the query ``name``; ``QueryUnavailable`` when no installed service answers it, or
+    when its service has moved out of this database (its gate is ``moved``: its tables here
+    are leftovers, e.g. while ``split_service --back`` runs it here again before the switch)."""
     try:
         q = _queries[name]
     except KeyError:
@@ -73,6 +77,8 @@ def ask(name: str, **kwargs: Any) -> Any:
         raise QueryUnavailable(
             f"No installed service answers {name!r}: the {service} service does not run in this process."
         ) from None
+    if gate.current(q.service) == gate.MOVED:
+        raise QueryUnavailable(f"The {q.service} service runs on its own database, not in this process.")
     return q.func(**kwargs)
 
 

@@ -20,3 +20,8 @@ def purge_outbox() -> int:
 @shared_task(name="events.purge_inbox", ignore_result=True)
 def purge_inbox() -> int:
     return retention.purge_inbox()
+
+
+@shared_task(name="events.purge_retained", ignore_result=True)
+def purge_retained() -> int:
+    return sum(retention.purge_registered().values())

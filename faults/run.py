@@ -893,6 +893,66 @@ class Suite:
             self.stack.resume(paused)
         return None
 
+    def replica_drift(self, row: Row):
+        """An applied event removed from the transfers replica (a player that ``player.added``
+        put there, with the team's sequence set back, as if the event had never been handled),
+        then Celery beat and a worker started as the transfers service runs them: the
+        reconciliation (``transfers.reconcile_teams``, every ``TEAMS_RECONCILE_SECONDS``, 3 s
+        here) must find the drift and repair it with nobody running a command."""
+        from league.management.commands.service_account import ensure_service_account
+        from transfers.models import PlayerReplica, ReplicaRepair, TeamReplica
+
+        period = 3.0
+        lo = self.last_outbox_id()
+        team_id = self.writer.create_team(players=3)
+        if team_id is None:
+            raise RuntimeError("could not create the drifting team")
+        self.writer.teams.pop(team_id)  # the random writer leaves it alone
+        self.writer.write(self.plan.baseline // 4)
+        _, _, problems = self.wait_drained(lo, time.monotonic())
+        if problems:
+            row.problems += [f"before the drift: {p}" for p in problems]
+            return None
+        # The drift: the last player.added of the team never happened, as far as the replica knows.
+        team = TeamReplica.objects.get(team_id=team_id)
+        victim = PlayerReplica.objects.filter(team=team, present=True).order_by("-player_id").first()
+        victim.delete()
+        TeamReplica.objects.filter(pk=team.pk).update(sequence=team.sequence - 1)
+        repairs_before = ReplicaRepair.objects.count()
+        env = {
+            "TEAMS_SERVICE_URL": self.stack.web_url,
+            "TEAMS_SERVICE_TOKEN": ensure_service_account("transfers-service").key,
+            "TEAMS_RECONCILE_SECONDS": str(period),
+            "CELERY_TASK_DEFAULT_QUEUE": f"faults-drift-{self.tag}",
+        }
+        celery = os.path.join(os.path.dirname(sys.executable), "celery")
+        self.stack.spawn(
+            "drift-beat",
+            [celery, "-A", "league", "worker", "-B", "-P", "solo", "-l", "warning",
+             "-s", str(self.stack.run_dir / "drift-beat-schedule")],
+            **env,
+        )  # fmt: skip
+        started = time.monotonic()
+        seen: list[float] = []
+
+        self.after_drain.append(lambda: self.stack.stop("drift-beat"))
+
+        def repaired() -> list[str]:
+            holds = PlayerReplica.objects.filter(team=team, player_id=victim.player_id, present=True).exists()
+            if not holds or ReplicaRepair.objects.count() == repairs_before:
+                return [f"the transfers replica of team {team_id} still lacks player {victim.player_id}"]
+            if not seen:
+                seen.append(time.monotonic() - started)
+                row.faults = (
+                    f"player {victim.player_id} removed from the transfers replica of team {team_id}; "
+                    f"repaired by beat's reconciliation {seen[0]:.1f} s after the worker and beat were spawned "
+                    f"(their start included; every {period:g} s)"
+                )
+            return []
+
+        row.faults = f"player removed from the transfers replica of team {team_id}; not repaired"
+        return repaired
+
     def split_kill(self, row: Row):
         """`manage.py split_service transfers` killed with -9 at each step under traffic
         (faults/split.py), on a runstack of its own; the suite's relays and consumers are
@@ -1010,6 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
             ("poison+garbage", suite.poison),
             ("relay stalled", suite.relay_stall),
             ("runstack moto -9", suite.runstack_moto_kill),
+            ("replica drift", suite.replica_drift),
             ("split kill -9", suite.split_kill),
         ]
         for name, body in scenarios:

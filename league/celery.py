@@ -1,7 +1,11 @@
 """The Celery app. Beat runs the outbox relay every second as the sweeper for anything
 the on-commit kick missed, hourly purges published outbox rows past their retention and
-inbox rows past the redelivery horizon (events/retention.py), and (where the transfers
-service is installed) runs the transfer saga's clock every 5 seconds."""
+inbox rows past the redelivery horizon and the services' records kept for as long
+(events/retention.py), and (where the transfers
+service is installed) runs the transfer saga's clock every 5 seconds and heals the teams
+replica: marked teams every ``TEAMS_HEAL_INTERVAL_SECONDS``, a reconciliation with the teams
+service every ``TEAMS_RECONCILE_SECONDS`` (transfers/replica.py, "Healing"); where fixtures
+is, its replica's reconciliation as often (fixtures/services.py)."""
 
 import os
 from datetime import timedelta
@@ -15,7 +19,7 @@ broker.register()  # filesystem:// with atomic writes (league/broker.py)
 
 app = Celery("league")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(lambda: [a for a in ("events", "transfers") if a in _installed()])
+app.autodiscover_tasks(lambda: [a for a in ("events", "transfers", "fixtures") if a in _installed()])
 
 
 def _installed() -> list[str]:
@@ -42,10 +46,30 @@ def _schedule(sender: Celery, **_: object) -> None:
             "task": "events.purge_inbox",
             "schedule": timedelta(hours=1),
         },
+        "purge-retained": {
+            "task": "events.purge_retained",
+            "schedule": timedelta(hours=1),
+        },
     }
     if "transfers" in settings.INSTALLED_APPS:
         sender.conf.beat_schedule["expire-transfers"] = {
             "task": "transfers.expire_transfers",
             "schedule": timedelta(seconds=5),
             "options": {"expires": 30},
+        }
+        sender.conf.beat_schedule["heal-replica"] = {
+            "task": "transfers.heal_replica",
+            "schedule": timedelta(seconds=settings.TEAMS_HEAL_INTERVAL_SECONDS),
+            "options": {"expires": 30},
+        }
+        sender.conf.beat_schedule["reconcile-teams"] = {
+            "task": "transfers.reconcile_teams",
+            "schedule": timedelta(seconds=settings.TEAMS_RECONCILE_SECONDS),
+            "options": {"expires": settings.TEAMS_RECONCILE_SECONDS},
+        }
+    if "fixtures" in settings.INSTALLED_APPS:
+        sender.conf.beat_schedule["reconcile-fixtures-teams"] = {
+            "task": "fixtures.reconcile_teams",
+            "schedule": timedelta(seconds=settings.TEAMS_RECONCILE_SECONDS),
+            "options": {"expires": settings.TEAMS_RECONCILE_SECONDS},
         }

@@ -13,6 +13,11 @@
   first, the front door switched to it, then the old one stopped gracefully (no request is
   dropped), then worker, beat and consumers; the moved service's monolith consumer is not
   started again;
+- on the way back, at ``rejoining`` the monolith is restarted *with* the service (its gate
+  there is still ``moved``: its consumer receives nothing, its writes are refused) while the
+  service's own processes keep serving; at ``returning`` the front door routes the service's
+  paths to the monolith (``stack.json`` says so at once), and only then are its own processes
+  stopped. So the way back's pause holds no process start and no process stop, as the way out's;
 - a service removed from the file (a rollback) has its processes stopped and its route removed.
 
 What runs is reported in ``DATA_DIR/stack.json`` (``cutover/deployment.py``), which
@@ -36,8 +41,10 @@ if TYPE_CHECKING:
     from league.management.commands.runstack import Child, Command
 
 # Before ``starting`` the new database is being prepared: nothing to run yet.
-RUN_STATES = {deployment.STARTING, "paused", "copied", deployment.SWITCHING, deployment.MOVED}
-ROUTED_STATES = {deployment.SWITCHING, deployment.MOVED}
+RUN_STATES = {deployment.STARTING, "paused", "copied", deployment.SWITCHING, deployment.MOVED, deployment.REJOINING}
+ROUTED_STATES = {deployment.SWITCHING, deployment.MOVED, deployment.REJOINING}
+# The way back: the monolith serves the service again from these states on.
+BACK_STATES = {deployment.REJOINING, deployment.RETURNING}
 
 
 def monolith_consumers(services: list[str]) -> list[str]:
@@ -88,12 +95,23 @@ class Placements:
     def reconcile(self) -> None:
         wanted = self.wanted()
         # Coming back (split_service --back): the monolith serves it again *before* its own
-        # processes stop (stopping them routes its paths back to the monolith).
-        returning = [s for s, p in wanted.items() if p.get("state") == deployment.RETURNING]
+        # processes stop (normally at ``rejoining``, before the pause).
+        returning = [s for s, p in wanted.items() if p.get("state") in BACK_STATES]
         back = [s for s in returning if s not in self.monolith_services]
         if back:
             self.monolith_services = [s for s in settings.SERVICES if s in self.monolith_services or s in back]
             self.stack.restart_monolith(self.monolith_services)
+            self.stack.write_stack()
+        # Routes first, reported at once: the pause of the way back ends when the monolith
+        # takes the paths, not when the service's own processes have stopped.
+        unrouted = [
+            s
+            for s, r in self.running.items()
+            if r["state"] == deployment.SERVING and wanted.get(s, {}).get("state") not in ROUTED_STATES
+        ]
+        if unrouted:
+            self.route()
+            self.stack.write_stack()
         for service in list(self.running):
             if service not in wanted or wanted[service].get("state") not in RUN_STATES:
                 self.stop(service)
@@ -151,9 +169,9 @@ class Placements:
 
     def stop(self, service: str) -> None:
         running = self.running.pop(service)
-        self.stack.stop_children(running["children"])
-        if running["state"] == deployment.SERVING:
+        if running["state"] == deployment.SERVING:  # its paths to the monolith before it stops
             self.route()
+        self.stack.stop_children(running["children"])
         self.stack.say(f"removed   the own processes of {service}")
 
     def route(self) -> None:

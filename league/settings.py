@@ -438,6 +438,14 @@ TEAMS_SERVICE_RETRIES = env.int("TEAMS_SERVICE_RETRIES", default=3)
 # The transfers consumer re-syncs its replica at start when it is older than this.
 #: The transfers consumer re-reads the teams snapshot at start when its replica is older than this.
 TEAMS_CACHE_MAX_AGE = timedelta(seconds=env.int("TEAMS_CACHE_MAX_AGE_SECONDS", default=3600))
+#: Seconds between beat's fetches of the teams the transfers replica marked (a gap, a player it lacks).
+TEAMS_HEAL_INTERVAL_SECONDS = env.float("TEAMS_HEAL_INTERVAL_SECONDS", default=5.0)
+#: Seconds a mark waits before its fetch: an event only late may clear it first.
+TEAMS_HEAL_GRACE_SECONDS = env.float("TEAMS_HEAL_GRACE_SECONDS", default=2.0)
+#: Seconds between reconciliations of the team replicas with the teams service's digest.
+TEAMS_RECONCILE_SECONDS = env.float("TEAMS_RECONCILE_SECONDS", default=60.0)
+#: Teams per bucket of that digest: a bucket that differs is read in full.
+TEAMS_RECONCILE_BUCKET = env.int("TEAMS_RECONCILE_BUCKET", default=500)
 
 # Event traces (events/trace.py): the admin's trace page asks each of these base URLs for its
 # part (microservices: every service's web, e.g. http://teams-web:8000,...); empty: this

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 
 from kernel.names import clean_name, name_key
 
@@ -125,7 +126,8 @@ class Move(models.Model):
     decides it for good; every later message about the same transfer is answered from this
     row, so a late request after a cancellation moves nobody, and a cancellation after the
     move is answered "moved". The team and player ids are plain values: the row outlives
-    them.
+    them. ``asked_at`` is when the last message about the transfer reached teams: the row is
+    kept the redelivery window after it (events/retention.py), then purged.
     """
 
     transfer_id = models.PositiveBigIntegerField(unique=True, help_text="The transfer's id in the transfers service.")
@@ -135,6 +137,7 @@ class Move(models.Model):
     outcome = models.CharField(max_length=10, choices=MoveOutcome.choices)
     reason = models.TextField(blank=True)
     decided_at = models.DateTimeField(auto_now_add=True)
+    asked_at = models.DateTimeField(default=timezone.now, db_index=True, help_text="When the last message about it arrived.")
 
     class Meta:
         ordering = ["-decided_at", "-id"]

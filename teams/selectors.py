@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.db.models import CharField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Cast, Coalesce, Concat
 
+from events import antientropy
 from events.models import SubjectSequence
 
 from .models import Player, Team
@@ -29,10 +30,27 @@ def team_get(*, team_id: int) -> Team | None:
     return team_list().filter(pk=team_id).first()
 
 
-def team_export() -> QuerySet[Team]:
+def team_export(*, id_after: int | None = None, id_upto: int | None = None) -> QuerySet[Team]:
     """All teams with players and ``sequence`` for a snapshot, to read a page at a time
-    (by id): per page, the teams and their sequences in one statement, then their players."""
-    return team_list()
+    (by id): per page, the teams and their sequences in one statement, then their players.
+    ``id_after`` / ``id_upto`` keep the ids in ``(id_after, id_upto]`` (a digest's bucket)."""
+    teams = team_list()
+    if id_after is not None:
+        teams = teams.filter(id__gt=id_after)
+    if id_upto is not None:
+        teams = teams.filter(id__lte=id_upto)
+    return teams
+
+
+def team_digest(*, size: int, content: str = antientropy.FULL) -> list[antientropy.Bucket]:
+    """The digest of every team (events/antientropy.py) over ``content``: two statements, ids
+    and sequences of the teams, then the ids of their players; no row leaves this service."""
+    teams = list(team_list().order_by("id").values_list("id", "sequence", "name"))
+    squads: dict[int, list[int]] = {}
+    for team_id, player_id in Player.objects.values_list("team_id", "id"):
+        squads.setdefault(team_id, []).append(player_id)
+    facts = [antientropy.TeamFacts(i, seq, name, tuple(squads.get(i, ()))).only(content) for i, seq, name in teams]
+    return antientropy.buckets(facts, size=size)
 
 
 def player_list(*, team: Team) -> QuerySet[Player]:

@@ -20,13 +20,16 @@ the same transfer is answered from that record.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 import events
+from events import retention
 from kernel.names import name_key
 
 from .models import (
@@ -259,7 +262,30 @@ def _lock_saga(from_team_id: int, to_team_id: int) -> None:
 
 
 def _decided(transfer_id: int) -> Move | None:
-    return Move.objects.select_for_update().filter(transfer_id=transfer_id).first()
+    """The decision about ``transfer_id``, locked; a message about it arrived, so the row is
+    kept the redelivery window from now (``moves_purge``)."""
+    move = Move.objects.select_for_update().filter(transfer_id=transfer_id).first()
+    if move is not None:
+        move.asked_at = timezone.now()
+        move.save(update_fields=["asked_at"])
+    return move
+
+
+def moves_purge(cutoff: datetime) -> int:
+    """Delete the decisions no message has asked about since ``cutoff`` (events/retention.py
+    gives it: the redelivery window), and the sequences of their answers (``move:<id>``)."""
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                Move.objects.select_for_update(skip_locked=True)
+                .filter(asked_at__lt=cutoff)
+                .values_list("transfer_id", flat=True)[:1000]
+            )
+            if not ids:
+                return deleted
+            deleted += Move.objects.filter(transfer_id__in=ids).delete()[0]
+            retention.purge_sequences("move", ids)
 
 
 def _answer(move: Move) -> None:

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.http import Http404
-from drf_spectacular.utils import OpenApiExample, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView, ListAPIView
@@ -18,6 +19,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from events import antientropy
 from kernel.api import MAX_LIMIT, bounded_int
 from kernel.openapi import errors
 
@@ -119,6 +121,16 @@ class ExportPagination(CursorPagination):
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
         return [
+            *(
+                {
+                    "name": name,
+                    "required": False,
+                    "in": "query",
+                    "description": f"Only teams whose id is {what} (a digest bucket's bounds).",
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+                for name, what in (("id_after", "greater than this"), ("id_upto", "at most this"))
+            ),
             {
                 "name": "cursor",
                 "required": False,
@@ -170,7 +182,9 @@ class TeamExportApi(ListAPIView):
     read_permissions = ["teams.export_team"]
 
     def get_queryset(self):
-        return selectors.team_export()
+        return selectors.team_export(
+            id_after=_optional_id(self.request, "id_after"), id_upto=_optional_id(self.request, "id_upto")
+        )
 
     @extend_schema(
         operation_id="teams_export",
@@ -199,6 +213,66 @@ class TeamExportApi(ListAPIView):
         """Every team with its players and sequence, a page at a time (cursor by id; follow
         ``next`` until it is null): the snapshot the transfers replica loads."""
         return super().get(request, *args, **kwargs)
+
+
+MAX_ID = 2**63 - 1
+
+
+def _optional_id(request: Request, name: str) -> int | None:
+    if request.query_params.get(name) is None:
+        return None
+    return bounded_int(request, name, default=0, minimum=0, maximum=MAX_ID)
+
+
+class TeamDigestApi(GenericAPIView):
+    """Service to service, like the export (``teams.export_team``): the export's digest for
+    anti-entropy (events/antientropy.py), so that a replica reads in full only the buckets
+    where it differs."""
+
+    read_permissions = ["teams.export_team"]
+    pagination_class = None
+
+    @extend_schema(
+        operation_id="teams_export_digest",
+        parameters=[
+            OpenApiParameter(
+                "bucket",
+                int,
+                description=f"Teams per bucket (1 to {MAX_LIMIT}, default {antientropy.DEFAULT_BUCKET}).",
+            ),
+            OpenApiParameter(
+                "content",
+                str,
+                enum=list(antientropy.CONTENTS),
+                description="What the hash covers: `full` (id, sequence, name, players; the default) or "
+                "`names` (id and name: a replica that keeps names only).",
+            ),
+        ],
+        responses={
+            200: OpenApiTypes.OBJECT,
+            **errors(400, 401, 403, e400={"bucket": [f"Must be a whole number from 1 to {MAX_LIMIT}."]}),
+        },
+        examples=[
+            OpenApiExample(
+                "Digest",
+                value={
+                    "bucket": 500,
+                    "buckets": [{"after": 0, "last": None, "count": 1, "max_sequence": 2, "hash": "9f86d08…"}],
+                },
+                response_only=True,
+            )
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        """Per bucket of consecutive team ids (``(after, last]``, the last open above): how many
+        teams, their highest sequence and a hash of their ids, sequences, names and players.
+        Read a bucket in full with the export's ``id_after`` / ``id_upto``."""
+        size = bounded_int(request, "bucket", default=antientropy.DEFAULT_BUCKET, minimum=1, maximum=MAX_LIMIT)
+        content = request.query_params.get("content", antientropy.FULL)
+        if content not in antientropy.CONTENTS:
+            raise ValidationError({"content": [f"Must be one of {', '.join(antientropy.CONTENTS)}."]})
+        buckets = selectors.team_digest(size=size, content=content)
+        return Response({"bucket": size, "content": content, "buckets": [b.as_dict() for b in buckets]})
 
 
 class TeamDetailApi(GenericAPIView):

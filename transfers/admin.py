@@ -7,7 +7,7 @@ from django.utils import timezone
 from kernel.replica import DeletedFilter, deleted_column
 
 from . import services
-from .models import IN_FLIGHT, PlayerReplica, TeamReplica, TeamsSync, Transfer
+from .models import IN_FLIGHT, PlayerReplica, ReplicaRepair, TeamReplica, TeamsSync, Transfer
 
 
 class _TeamFilter(admin.SimpleListFilter):
@@ -158,7 +158,7 @@ class _ReadOnly(admin.ModelAdmin):
 
 @admin.register(TeamReplica)
 class TeamReplicaAdmin(_ReadOnly):
-    list_display = ["team_id", "name", "sequence", "deleted", "synced_at", "updated_at"]
+    list_display = ["team_id", "name", "sequence", "deleted", "synced_at", "heal_wanted_at", "updated_at"]
     list_filter = [DeletedFilter]  # kernel/replica.py
     deleted = deleted_column
     search_fields = ["name", "=team_id"]
@@ -168,3 +168,24 @@ class TeamReplicaAdmin(_ReadOnly):
 @admin.register(TeamsSync)
 class TeamsSyncAdmin(_ReadOnly):
     list_display = ["finished_at", "started_at", "teams", "created", "updated", "unchanged", "stale", "deleted"]
+
+
+@admin.register(ReplicaRepair)
+class ReplicaRepairAdmin(_ReadOnly):
+    """Drift the replica's healing found and repaired (transfers/replica.py, "Healing")."""
+
+    list_display = [
+        "repaired_at",
+        "team_id",
+        "cause",
+        "action",
+        "sequence_before",
+        "sequence_after",
+        "players_before",
+        "players_after",
+        "found_at",
+        "detail",
+    ]
+    list_filter = ["cause", "action"]
+    search_fields = ["=team_id"]
+    date_hierarchy = "repaired_at"

@@ -5,6 +5,13 @@
   than a sweep means teams is not answering: look at its queue and DLQ.
 - ``league_transfers_expired_total``: transfers the sweeper found past their deadline and
   asked teams to cancel (counted in the process that runs the sweeper).
+- ``league_replica_repairs_total{service="transfers",cause}`` (events/antientropy.py): teams
+  of the replica that healing found wrong and repaired (``cause``: ``gap``, ``unknown``,
+  ``reconciliation``; transfers/replica.py). Anything above zero means an event was lost or
+  not applied: look at the DLQ. ``league_replica_reconciliations_total{service,result}``:
+  reconciliation runs, by ``clean``, ``repaired`` or ``failed`` (the teams service did not answer).
+- ``league_replica_heal_wanted``: teams marked for a fetch and not fetched yet (at scrape
+  time, from the database). Staying above zero means the teams service is not answering.
 """
 
 from __future__ import annotations
@@ -48,3 +55,11 @@ class OverdueCollector(Collector):
         for state in IN_FLIGHT:
             gauge.add_metric([str(state)], counts.get(state, 0))
         yield gauge
+
+        from .models import TeamReplica
+
+        wanted = GaugeMetricFamily(
+            "league_replica_heal_wanted", "Teams of the replica marked for a fetch from the teams service."
+        )
+        wanted.add_metric([], TeamReplica.objects.live().filter(heal_wanted_at__isnull=False).count())
+        yield wanted

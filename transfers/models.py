@@ -31,6 +31,13 @@ class TeamReplica(ReplicatedTeam):
 
     created_at = models.DateTimeField(auto_now_add=True)
     synced_at = models.DateTimeField(null=True, blank=True)
+    # Set when a fact showed the replica missing something of this team (a sequence gap, a
+    # player it does not hold); the replica's healing fetches the team and clears it.
+    heal_wanted_at = models.DateTimeField(null=True, blank=True)
+    heal_cause = models.CharField(max_length=200, blank=True)
+    # The sequences whose events the gap is waiting for (arriving, each one is taken off; 0:
+    # none can clear the mark, only a fetch).
+    heal_missing = models.JSONField(default=list, blank=True)
 
     class Meta(ReplicatedTeam.Meta):
         pass
@@ -61,6 +68,35 @@ class PlayerReplica(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} #{self.player_id}" + ("" if self.present else " (left)")
+
+
+class RepairCause(models.TextChoices):
+    GAP = "gap", "sequence gap"
+    UNKNOWN = "unknown", "event about state the replica lacks"
+    RECONCILIATION = "reconciliation", "periodic reconciliation"
+
+
+class ReplicaRepair(models.Model):
+    """One team the replica found drifted from the teams service and repaired
+    (transfers/replica.py, "Healing"): what showed it, and the team before and after."""
+
+    team_id = models.PositiveBigIntegerField(help_text="The team's id in the teams service.")
+    cause = models.CharField(max_length=20, choices=RepairCause.choices)
+    detail = models.CharField(max_length=300, blank=True)
+    action = models.CharField(max_length=20, help_text="What the repair did (created, updated, deleted).")
+    sequence_before = models.PositiveBigIntegerField(default=0)
+    sequence_after = models.PositiveBigIntegerField(default=0)
+    players_before = models.PositiveIntegerField(default=0)
+    players_after = models.PositiveIntegerField(default=0)
+    found_at = models.DateTimeField(help_text="When the drift was first seen.")
+    repaired_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-repaired_at", "-id"]
+        verbose_name = "replica repair"
+
+    def __str__(self) -> str:
+        return f"team {self.team_id}: {self.action} ({self.cause})"
 
 
 class TeamsSync(models.Model):

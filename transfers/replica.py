@@ -20,9 +20,33 @@ events of one team arrive out of order (a redelivery after a failure, a standard
 queue): with one sequence per team, ``player.added #2`` arriving after
 ``team.renamed #3`` would be dropped as stale and the player lost.
 
+Healing (anti-entropy). Converging needs every fact to arrive; a fact that never does (an
+event dead-lettered, a row lost) would leave the replica wrong until the next full sync. So:
+
+- every team sequence the teams service hands out is an event this replica consumes
+  (``team.*``, ``player.*``, and both teams' sequences in ``player.transferred``), so a fact at
+  a sequence above the next one (``sequence > team.sequence + 1``) shows a gap, and an event
+  about a player the replica does not hold where the event says he was shows state it lacks.
+  Either marks the team (``heal_wanted_at``, ``heal_cause``). Events arrive in any order, so a
+  gap may be an event still on its way: the mark lists the sequences it waits for
+  (``heal_missing``, up to ``MAX_MISSING``) and each that arrives is taken off; the last one
+  clears the mark with no fetch. ``services.teams_heal`` (Celery beat, every
+  ``TEAMS_HEAL_INTERVAL_SECONDS``) fetches each team still marked after
+  ``TEAMS_HEAL_GRACE_SECONDS`` (``GET /api/teams/{id}/``) and applies it as a snapshot, which
+  clears the mark once the snapshot is as new as everything the replica has seen;
+- ``services.teams_reconcile`` (beat, every ``TEAMS_RECONCILE_SECONDS``) compares the
+  replica with the teams service's digest (events/antientropy.py: count, highest sequence
+  and hash per bucket of team ids) and reads in full only the buckets that differ, applied
+  with ``apply_range`` (the snapshot rules, and the absence rule within the bucket). That
+  repairs what no later fact would show (a dropped event on a team that changes no more).
+
+Every team a healing changed is recorded (``ReplicaRepair``, in the admin) and counted
+(``league_replica_repairs_total``, events/antientropy.py).
+
 Everything here writes the database only (no network) and must run inside a transaction:
 handlers are run by the consumer inside ``transaction.atomic()``; snapshots are applied by
-``services.teams_sync`` and ``selectors.team_get`` after their HTTP call returned.
+``services.teams_sync``, ``services.teams_heal``, ``services.teams_reconcile`` and
+``selectors.team_get`` after their HTTP call returned.
 """
 
 from __future__ import annotations
@@ -36,6 +60,7 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
+from events import antientropy
 from kernel import replica as shared
 
 from .models import PlayerReplica, TeamReplica
@@ -137,6 +162,47 @@ def _squad(team: TeamReplica, players: Iterable[dict[str, Any]], *, sequence: in
         )
 
 
+MAX_MISSING = 20  # a wider gap is not waited for event by event: only a fetch clears it
+UNFILLABLE = 0  # in ``heal_missing``: no event can clear the mark
+
+
+def _wants_heal(team: TeamReplica, cause: str, missing: range | None = None) -> None:
+    """Mark ``team`` for a fetch (the caller saves); ``missing``: the sequences whose
+    arrival would make the fetch needless."""
+    if team.heal_wanted_at is None:
+        team.heal_wanted_at = timezone.now()
+    team.heal_cause = cause[:200]
+    waiting = set(team.heal_missing or [])
+    waiting |= set(missing) if missing is not None and len(missing) <= MAX_MISSING else {UNFILLABLE}
+    team.heal_missing = sorted(waiting)
+    log.info("team %s: %s; marked for a fetch from the teams service", team.team_id, cause)
+
+
+def _check_gap(team: TeamReplica, sequence: int, what: str) -> bool:
+    """A fact at ``sequence``: anything above the next sequence leaves a gap behind it; one
+    the mark waits for fills its place. True if the mark changed."""
+    if sequence > team.sequence + 1:
+        _wants_heal(
+            team, f"{what} at sequence {sequence} after {team.sequence}: a gap", range(team.sequence + 1, sequence)
+        )
+        return True
+    if team.heal_wanted_at is not None and sequence in (team.heal_missing or []):
+        team.heal_missing = [s for s in team.heal_missing if s != sequence]
+        if not team.heal_missing:
+            team.heal_wanted_at, team.heal_cause = None, ""
+            log.info("team %s: the events its gap waited for arrived; no fetch", team.team_id)
+        return True
+    return False
+
+
+def _check_holds(team: TeamReplica, player_id: int, sequence: int, what: str) -> None:
+    """An event newer than the membership held says the player was in ``team``: if the
+    replica does not hold him there, it lacks what the event builds on."""
+    row = PlayerReplica.objects.filter(team=team, player_id=player_id).first()
+    if row is None or (not row.present and row.sequence < sequence):
+        _wants_heal(team, f"{what}: player {player_id} is not in this team's replica")
+
+
 def _save(team: TeamReplica, *, synced: bool = False) -> None:
     if synced:
         team.synced_at = timezone.now()
@@ -151,6 +217,9 @@ def _save(team: TeamReplica, *, synced: bool = False) -> None:
 def team_created(*, team_id: int, name: str, players: Iterable[dict[str, Any]], sequence: int) -> None:
     """The shared rule for the team (kernel/replica.py), then its squad, each player a
     membership at the event's sequence."""
+    team, _ = _team_locked(team_id)
+    if not team.deleted and _check_gap(team, sequence, "team.created"):
+        _save(team)
     shared.team_created(TeamReplica, team_id=team_id, name=name, sequence=sequence)
     team = TeamReplica.objects.get(team_id=team_id)  # locked above, in this transaction
     if team.deleted:
@@ -159,6 +228,9 @@ def team_created(*, team_id: int, name: str, players: Iterable[dict[str, Any]], 
 
 
 def team_renamed(*, team_id: int, name: str, sequence: int) -> None:
+    team, _ = _team_locked(team_id)
+    if not team.deleted and _check_gap(team, sequence, "team.renamed"):
+        _save(team)
     shared.team_renamed(TeamReplica, team_id=team_id, name=name, sequence=sequence)
 
 
@@ -173,6 +245,7 @@ def player_added(*, team_id: int, player_id: int, name: str, position: str, sequ
     team, _ = _team_locked(team_id)
     if team.deleted:
         return
+    _check_gap(team, sequence, "player.added")
     _membership(team, player_id=player_id, sequence=sequence, present=True, name=name, position=position)
     _bump(team, sequence)
     _save(team)
@@ -182,6 +255,8 @@ def player_removed(*, team_id: int, player_id: int, name: str, sequence: int) ->
     team, _ = _team_locked(team_id)
     if team.deleted:
         return
+    _check_gap(team, sequence, "player.removed")
+    _check_holds(team, player_id, sequence, "player.removed")
     _membership(team, player_id=player_id, sequence=sequence, present=False, name=name)
     _bump(team, sequence)
     _save(team)
@@ -209,6 +284,9 @@ def player_transferred(
         team, _ = _team_locked(team_id)
         if team.deleted:
             continue
+        _check_gap(team, sequence, "player.transferred")
+        if not present:
+            _check_holds(team, player_id, sequence, "player.transferred")
         _membership(team, player_id=player_id, sequence=sequence, present=present, name=name, position=position)
         _bump(team, sequence)
         _save(team)
@@ -248,6 +326,8 @@ def apply_team_state(snapshot: dict[str, Any]) -> TeamOutcome:
     left = team.players.filter(present=True, sequence__lte=sequence).exclude(player_id__in=listed)
     changed |= left.update(present=False, sequence=sequence) > 0
     stale = sequence < team.sequence
+    if sequence >= team.sequence:  # as new as every fact seen: nothing is missing any more
+        team.heal_wanted_at, team.heal_cause, team.heal_missing = None, "", []
     _bump(team, sequence)
     _save(team, synced=True)
     if created or was_stub:
@@ -279,10 +359,28 @@ def apply_export(*, teams: list[dict[str, Any]], requested_at: datetime) -> list
     ``ABSENCE_GRACE`` moves the cut-off earlier to absorb clock skew between processes.
     Sequences cannot decide this: a team's sequence says nothing about the export's moment.
     """
+    return _apply_listing(teams, requested_at, TeamReplica.objects.all())
+
+
+def apply_range(
+    *, teams: list[dict[str, Any]], after: int, last: int | None, requested_at: datetime
+) -> list[TeamOutcome]:
+    """``apply_export`` for one bucket of a digest: the teams with ids in ``(after, last]``
+    (``last`` None: open above), read after ``requested_at``. The absence rule holds within
+    the range: the bucket's listing is the export of those ids."""
+    return _apply_listing(teams, requested_at, _in_range(TeamReplica.objects.all(), after, last))
+
+
+def _in_range(teams: Any, after: int, last: int | None) -> Any:
+    teams = teams.filter(team_id__gt=after)
+    return teams if last is None else teams.filter(team_id__lte=last)
+
+
+def _apply_listing(teams: list[dict[str, Any]], requested_at: datetime, scope: Any) -> list[TeamOutcome]:
     outcomes = [apply_team_state(t) for t in sorted(teams, key=lambda t: t["id"])]
     listed = {t["id"] for t in teams}
     cutoff = requested_at - ABSENCE_GRACE
-    absent = TeamReplica.objects.select_for_update().live().exclude(team_id__in=listed).order_by("team_id")
+    absent = scope.select_for_update().live().exclude(team_id__in=listed).order_by("team_id")
     for team in absent:
         if team.created_at < cutoff:
             team.deleted_at = timezone.now()
@@ -293,3 +391,33 @@ def apply_export(*, teams: list[dict[str, Any]], requested_at: datetime) -> list
             players = team.players.filter(present=True).count()
             outcomes.append(TeamOutcome(team.team_id, team.name, team.sequence, players, Action.KEPT))
     return outcomes
+
+
+# ---------------------------------------------------------------------------------------
+# Healing: what the replica compares with the teams service's digest
+# ---------------------------------------------------------------------------------------
+
+
+def digest(*, after: int, last: int | None) -> antientropy.Bucket:
+    """This replica's figures for the bucket ``(after, last]`` (events/antientropy.py): its
+    known, live teams with the players present, as the teams service computes its own."""
+    teams = list(_in_range(TeamReplica.objects.visible(), after, last).values_list("pk", "team_id", "sequence", "name"))
+    squads: dict[int, list[int]] = {}
+    players = PlayerReplica.objects.filter(present=True, team_id__in=[pk for pk, *_ in teams])
+    for pk, player_id in players.values_list("team_id", "player_id"):
+        squads.setdefault(pk, []).append(player_id)
+    facts = [antientropy.TeamFacts(team_id, seq, name, tuple(squads.get(pk, ()))) for pk, team_id, seq, name in teams]
+    return antientropy.summarise(facts, after=after, last=last)
+
+
+def team_gone(team_id: int) -> TeamOutcome:
+    """The teams service answered 404 for a team the replica holds: ids are never reused, so
+    it was deleted (its ``team.deleted`` did not arrive); it becomes a tombstone."""
+    team, _ = _team_locked(team_id)
+    if team.deleted:
+        return TeamOutcome(team_id, team.name, team.sequence, 0, Action.STALE)
+    team.deleted_at = timezone.now()
+    team.heal_wanted_at, team.heal_cause, team.heal_missing = None, "", []
+    team.players.filter(present=True).update(present=False, sequence=team.sequence)
+    _save(team, synced=True)
+    return TeamOutcome(team_id, team.name, team.sequence, 0, Action.DELETED)

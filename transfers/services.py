@@ -25,6 +25,7 @@ service first, then write in a transaction of their own.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -36,9 +37,19 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import events
+from events import antientropy, gate, retention
 
 from . import metrics, replica, selectors, teams_client
-from .models import IN_FLIGHT, TeamReplica, TeamsSync, Transfer, TransferState
+from .models import (
+    IN_FLIGHT,
+    PlayerReplica,
+    RepairCause,
+    ReplicaRepair,
+    TeamReplica,
+    TeamsSync,
+    Transfer,
+    TransferState,
+)
 from .teams_client import TeamNotFound
 
 log = logging.getLogger("transfers.services")
@@ -415,3 +426,157 @@ def teams_sync_if_stale() -> SyncResult | None:
     result = teams_sync()
     log.info("teams replica synced: %s teams", result.sync.teams)
     return result
+
+
+# ---------------------------------------------------------------------------------------
+# Healing the replica (transfers/replica.py, "Healing")
+# ---------------------------------------------------------------------------------------
+
+SERVICE = "transfers"
+CHANGED = (replica.Action.CREATED, replica.Action.UPDATED, replica.Action.DELETED)
+
+
+def _figures(team_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """(sequence, players present) per team id, as the replica holds them now."""
+    sequences = dict(TeamReplica.objects.filter(team_id__in=team_ids).values_list("team_id", "sequence"))
+    players: dict[int, int] = {}
+    for team_id in PlayerReplica.objects.filter(team__team_id__in=team_ids, present=True).values_list(
+        "team__team_id", flat=True
+    ):
+        players[team_id] = players.get(team_id, 0) + 1
+    return {t: (sequences.get(t, 0), players.get(t, 0)) for t in team_ids}
+
+
+def _record(
+    outcome: replica.TeamOutcome, *, cause: str, detail: str, found_at: datetime, before: tuple[int, int]
+) -> ReplicaRepair | None:
+    if outcome.action not in CHANGED:
+        return None
+    repair = ReplicaRepair.objects.create(
+        team_id=outcome.team_id,
+        cause=cause,
+        detail=detail[:300],
+        action=outcome.action,
+        sequence_before=before[0],
+        sequence_after=outcome.sequence,
+        players_before=before[1],
+        players_after=outcome.players,
+        found_at=found_at,
+    )
+    transaction.on_commit(lambda: antientropy.repaired(SERVICE, cause))
+    log.warning("replica: team %s repaired (%s, %s): %s", outcome.team_id, cause, outcome.action, detail)
+    return repair
+
+
+def teams_heal(*, limit: int = 100, max_seconds: float = 2.0) -> list[ReplicaRepair]:
+    """Fetch the teams the replica marked (a gap, or an event about state it lacks) at least
+    ``TEAMS_HEAL_GRACE_SECONDS`` ago (an event still on its way may clear a mark first) and
+    apply each as a snapshot; a 404 makes it a tombstone. One HTTP call per team, each
+    applied in its own transaction, none open during a call, each short
+    (``teams_client.healing``); the round stops after ``max_seconds`` (the worker also runs
+    the relay), the rest waits for the next; nothing is fetched while the service is being
+    moved (its gate is not open).
+    ``TeamsServiceUnavailable`` stops the round (the marks stay for the next)."""
+    started = time.monotonic()
+    if gate.current(SERVICE) != gate.OPEN:  # being moved: the replica waits, the relay goes first
+        return []
+    grace = timedelta(seconds=settings.TEAMS_HEAL_GRACE_SECONDS)
+    marked = list(
+        TeamReplica.objects.live()
+        .filter(heal_wanted_at__lte=timezone.now() - grace)
+        .order_by("heal_wanted_at")
+        .values_list("team_id", "heal_wanted_at", "heal_cause")[:limit]
+    )
+    repairs = []
+    for team_id, found_at, detail in marked:
+        if time.monotonic() - started > max_seconds:
+            break
+        before = _figures([team_id])[team_id]
+        try:
+            with teams_client.healing():
+                state: dict[str, Any] | None = teams_client.fetch_team(team_id)
+        except TeamNotFound:
+            state = None
+        cause = RepairCause.GAP if "gap" in detail else RepairCause.UNKNOWN
+        with transaction.atomic():
+            gate.check_writable(SERVICE)
+            outcome = replica.apply_team_state(state) if state is not None else replica.team_gone(team_id)
+            repair = _record(outcome, cause=cause, detail=detail, found_at=found_at, before=before)
+        if repair is not None:
+            repairs.append(repair)
+    return repairs
+
+
+@dataclass
+class ReconcileResult:
+    buckets: int
+    differing: int
+    repairs: list[ReplicaRepair]
+
+
+def teams_reconcile() -> ReconcileResult:
+    """Compare the replica with the teams service's digest, bucket by bucket, and read in
+    full and apply only the buckets that differ (``replica.apply_range``). Raises
+    ``TeamsServiceUnavailable`` when the teams service cannot answer (nothing is written for
+    a bucket it could not read)."""
+    requested_at = timezone.now()
+    if gate.current(SERVICE) != gate.OPEN:  # being moved: the replica waits, the relay goes first
+        return ReconcileResult(buckets=0, differing=0, repairs=[])
+    try:
+        with teams_client.healing():
+            buckets = teams_client.fetch_digest(bucket=settings.TEAMS_RECONCILE_BUCKET)
+    except teams_client.TeamsServiceError:
+        antientropy.reconciled(SERVICE, "failed")
+        raise
+    differing = [b for b in buckets if not replica.digest(after=b.after, last=b.last).same(b)]
+    repairs: list[ReplicaRepair] = []
+    for bucket in differing:
+        try:
+            with teams_client.healing():
+                teams = teams_client.fetch_export(id_after=bucket.after, id_upto=bucket.last)
+        except teams_client.TeamsServiceError:
+            antientropy.reconciled(SERVICE, "failed")
+            raise
+        held = replica.digest(after=bucket.after, last=bucket.last)
+        detail = (
+            f"bucket ({bucket.after}, {bucket.last if bucket.last is not None else '∞'}]: the teams service has "
+            f"{bucket.count} teams up to sequence {bucket.max_sequence}, the replica {held.count} up to {held.max_sequence}"
+        )
+        ids = sorted({t["id"] for t in teams} | set(_live_ids(bucket.after, bucket.last)))
+        before = _figures(ids)
+        with transaction.atomic():
+            gate.check_writable(SERVICE)
+            for outcome in replica.apply_range(
+                teams=teams, after=bucket.after, last=bucket.last, requested_at=requested_at
+            ):
+                repair = _record(
+                    outcome,
+                    cause=RepairCause.RECONCILIATION,
+                    detail=detail,
+                    found_at=requested_at,
+                    before=before.get(outcome.team_id, (0, 0)),
+                )
+                if repair is not None:
+                    repairs.append(repair)
+    antientropy.reconciled(SERVICE, "repaired" if repairs else "clean")
+    return ReconcileResult(buckets=len(buckets), differing=len(differing), repairs=repairs)
+
+
+def _live_ids(after: int, last: int | None) -> list[int]:
+    teams = TeamReplica.objects.live().filter(team_id__gt=after)
+    if last is not None:
+        teams = teams.filter(team_id__lte=last)
+    return list(teams.values_list("team_id", flat=True))
+
+
+# ---------------------------------------------------------------------------------------
+# Retention (events/retention.py)
+# ---------------------------------------------------------------------------------------
+
+
+def transfer_sequences_purge(cutoff: datetime) -> int:
+    """Delete the sequences (``transfer:<id>``) of transfers that finished before ``cutoff``:
+    a finished transfer publishes nothing more, and its events are out of every outbox,
+    queue and DLQ by then. The transfers themselves stay."""
+    finished = Transfer.objects.exclude(state__in=IN_FLIGHT).filter(updated_at__lt=cutoff).values_list("pk", flat=True)
+    return retention.purge_sequences("transfer", finished.iterator(chunk_size=1000))

@@ -1,6 +1,9 @@
 """Celery entry points of the transfers service. ``transfers.expire_transfers`` is the
-saga's clock: Celery beat runs it every few seconds (league/celery.py). No retry policy:
-the next beat runs it again."""
+saga's clock: Celery beat runs it every few seconds (league/celery.py).
+``transfers.heal_replica`` (every ``TEAMS_HEAL_INTERVAL_SECONDS``) fetches the teams the
+replica marked, ``transfers.reconcile_teams`` (every ``TEAMS_RECONCILE_SECONDS``) compares
+the replica with the teams service's digest (transfers/replica.py, "Healing"). No retry
+policy: the next beat runs each again."""
 
 import logging
 
@@ -9,6 +12,7 @@ from celery import shared_task
 from events import gate
 
 from . import services
+from .teams_client import TeamsServiceError
 
 log = logging.getLogger(__name__)
 
@@ -21,3 +25,21 @@ def expire_transfers() -> int:
         log.info("expire_transfers: %s", exc)
         return 0
     return len(result.expired) + len(result.asked_again)
+
+
+@shared_task(name="transfers.heal_replica", ignore_result=True)
+def heal_replica() -> int:
+    try:
+        return len(services.teams_heal())
+    except (gate.ServicePaused, TeamsServiceError) as exc:  # the marks stay for the next run
+        log.info("heal_replica: %s", exc)
+        return 0
+
+
+@shared_task(name="transfers.reconcile_teams", ignore_result=True)
+def reconcile_teams() -> int:
+    try:
+        return len(services.teams_reconcile().repairs)
+    except (gate.ServicePaused, TeamsServiceError) as exc:
+        log.warning("reconcile_teams: %s", exc)
+        return 0

@@ -1,8 +1,10 @@
 """The one sanctioned HTTP call between services: transfers reads the teams REST API.
 
-Two reads only: the full export (``GET /api/teams/export/``, for ``sync_teams``; paginated
-by a cursor, followed page by page, with the service account's ``TEAMS_SERVICE_TOKEN``:
-it needs ``teams.export_team``) and one team (``GET /api/teams/{id}/``, on a replica miss). Retries are urllib3's (connect errors
+Three reads only: the export (``GET /api/teams/export/``, for ``sync_teams``, or one bucket
+of ids of it for reconciliation; paginated by a cursor, followed page by page, with the
+service account's ``TEAMS_SERVICE_TOKEN``: it needs ``teams.export_team``), its digest
+(``GET /api/teams/export/digest/``, same permission) and one team (``GET /api/teams/{id}/``,
+on a replica miss or a gap). Retries are urllib3's (connect errors
 and 502/503/504, exponential back-off), never a hand loop. Settings are read on each call,
 not at import, so tests and deployments can change them.
 
@@ -12,6 +14,9 @@ hold the transaction (and its locks) open for the whole wait.
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +25,28 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from events import antientropy
+
 BACKOFF_FACTOR = 0.2  # seconds; urllib3 doubles it on each consecutive retry
+# The replica's healing runs in the Celery worker that also relays the outbox: its calls are
+# short (no retry, at most this many seconds); the next beat run tries again.
+HEALING_TIMEOUT = 2.0
+_healing: contextvars.ContextVar[bool] = contextvars.ContextVar("teams_client_healing", default=False)
+
+
+@contextmanager
+def healing() -> Iterator[None]:
+    """Calls made inside are the healing's: no retry, ``HEALING_TIMEOUT`` at most."""
+    token = _healing.set(True)
+    try:
+        yield
+    finally:
+        _healing.reset(token)
+
+
+def _timeout() -> float:
+    timeout = float(settings.TEAMS_SERVICE_TIMEOUT)
+    return min(timeout, HEALING_TIMEOUT) if _healing.get() else timeout
 RETRY_STATUSES = (502, 503, 504)
 
 
@@ -41,7 +67,7 @@ class TeamNotFound(TeamsServiceError):
 
 
 def _session() -> requests.Session:
-    retries = settings.TEAMS_SERVICE_RETRIES
+    retries = 0 if _healing.get() else settings.TEAMS_SERVICE_RETRIES
     retry = Retry(
         total=retries,
         connect=retries,
@@ -70,7 +96,7 @@ def _get(path: str) -> requests.Response:
     url = _url(path)
     with _session() as session:
         try:
-            response = session.get(url, timeout=settings.TEAMS_SERVICE_TIMEOUT)
+            response = session.get(url, timeout=_timeout())
         except requests.RequestException as exc:
             raise TeamsServiceUnavailable(
                 f"The teams service at {url} is unavailable ({type(exc).__name__}). Try again later."
@@ -101,11 +127,37 @@ def _check_team(team: Any, url: str) -> dict[str, Any]:
     return team
 
 
-def fetch_export() -> list[dict[str, Any]]:
+def _refused(response: requests.Response, what: str) -> TeamsServiceUnavailable:
+    return TeamsServiceUnavailable(
+        f"The teams service at {response.url} refused the {what} ({response.status_code}): it needs "
+        "a token with the permission teams.export_team (role Service accounts). Create one with "
+        "`manage.py service_account transfers-service` on the teams service and set TEAMS_SERVICE_TOKEN."
+    )
+
+
+def fetch_digest(*, bucket: int) -> list[antientropy.Bucket]:
+    """The export's digest (events/antientropy.py), ``bucket`` teams a bucket."""
+    response = _get(f"/api/teams/export/digest/?bucket={int(bucket)}")
+    if response.status_code in (401, 403):
+        raise _refused(response, "digest")
+    if response.status_code != 200:
+        raise TeamsServiceUnavailable(f"The teams service at {response.url} answered {response.status_code} to the digest.")
+    try:
+        return antientropy.parse(_json(response))
+    except ValueError as exc:
+        raise TeamsServiceUnavailable(f"The teams service at {response.url} answered a bad digest: {exc}") from None
+
+
+def fetch_export(*, id_after: int | None = None, id_upto: int | None = None) -> list[dict[str, Any]]:
     """All teams with their players and sequences: every page of the export, following
-    ``next`` (``TEAMS_EXPORT_PAGE_SIZE`` teams a request)."""
+    ``next`` (``TEAMS_EXPORT_PAGE_SIZE`` teams a request); only ids in ``(id_after, id_upto]``
+    when given (a bucket of the digest)."""
     teams: list[dict[str, Any]] = []
     path: str | None = f"/api/teams/export/?limit={int(settings.TEAMS_EXPORT_PAGE_SIZE)}"
+    if id_after is not None:
+        path += f"&id_after={int(id_after)}"
+    if id_upto is not None:
+        path += f"&id_upto={int(id_upto)}"
     seen: set[str] = set()
     while path is not None:
         if path in seen:  # a cursor that does not advance would loop forever
@@ -113,11 +165,7 @@ def fetch_export() -> list[dict[str, Any]]:
         seen.add(path)
         response = _get(path)
         if response.status_code in (401, 403):
-            raise TeamsServiceUnavailable(
-                f"The teams service at {response.url} refused the export ({response.status_code}): it needs "
-                "a token with the permission teams.export_team (role Service accounts). Create one with "
-                "`manage.py service_account transfers-service` on the teams service and set TEAMS_SERVICE_TOKEN."
-            )
+            raise _refused(response, "export")
         if response.status_code != 200:
             raise TeamsServiceUnavailable(
                 f"The teams service at {response.url} answered {response.status_code} to the export."

@@ -269,3 +269,30 @@ def test_the_published_history_waits_for_after_the_pause_and_a_rerun_adds_nothin
 
     assert first.rows == again.rows == 2 and first.checksum == again.checksum
     assert OutboxMessage.objects.using(split.TARGET).count() == 3  # its own + the two published, once each
+
+
+def test_the_way_back_copies_the_published_history_after_the_pause_without_doubling_it(target):
+    """``split_service --back`` copies the service's rows in the pause without its published
+    outbox rows, then its history after the switch: the rows the monolith kept from before
+    the move are skipped, the ones the service published on its own arrive once."""
+    from events.models import OutboxMessage
+
+    _league()
+    OutboxMessage.objects.filter(aggregate_key__startswith="transfer:").update(state="published")
+    copying.copy("transfers", source="default", target=split.TARGET)
+    mine = OutboxMessage.objects.using(split.TARGET).filter(aggregate_key__startswith="transfer:").first()
+    mine.pk, mine.event_id = None, "8f0f0f0f-0000-0000-0000-000000000001"
+    mine.save(using=split.TARGET)
+    kept = set(OutboxMessage.objects.filter(aggregate_key__startswith="transfer:").values_list("event_id", flat=True))
+
+    paused = {r.label: r.rows for r in copying.copy(
+        "transfers", source=split.TARGET, target="default", shared_target=True, history=False
+    )}  # fmt: skip
+    assert paused["events.outboxmessage"] == 0  # nothing of the history in the pause
+    history = copying.copy_history("transfers", source=split.TARGET, target="default")
+
+    rows = [
+        str(e)
+        for e in OutboxMessage.objects.filter(aggregate_key__startswith="transfer:").values_list("event_id", flat=True)
+    ]
+    assert sorted(rows) == sorted({str(e) for e in kept} | {str(mine.event_id)}) and history.rows == len(rows)

@@ -24,7 +24,7 @@ from typing import TextIO
 import psycopg
 import requests
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+BASE_DIR = Path(__file__).resolve().parent.parent.parent  # devtools/cutover/stack.py -> the project
 PG_HOST = "postgres://postgres@127.0.0.1:5432"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONSUMERS = ("teams", "transfers", "fixtures")

@@ -215,11 +215,20 @@ def test_installs_registers_and_consumes_only_its_own_app(booted, service):
 @pytest.mark.parametrize("service", SERVICES)
 def test_beat_relays_the_services_own_outbox(booted, service):
     """The schedule runs the relay and the purges of whichever outbox and inbox the
-    process's DATABASE_URL holds (plus the transfer saga's clock where transfers is
-    installed), and every task exists in that service's worker."""
+    process's DATABASE_URL holds (plus the transfer saga's clock and the replicas' healing
+    where transfers or fixtures is installed), and every task exists in that service's worker."""
     facts = booted[service].facts
-    clock = ["transfers.expire_transfers"] if service == "transfers" else []
-    assert facts["beat"] == ["events.purge_inbox", "events.purge_outbox", "events.relay_outbox", *clock]
+    clock = {
+        "transfers": ["transfers.expire_transfers", "transfers.heal_replica", "transfers.reconcile_teams"],
+        "fixtures": ["fixtures.reconcile_teams"],
+    }.get(service, [])
+    assert facts["beat"] == [
+        "events.purge_inbox",
+        "events.purge_outbox",
+        "events.purge_retained",
+        "events.relay_outbox",
+        *clock,
+    ]
     assert set(facts["beat"]) <= set(facts["tasks"])
 
 

@@ -7,8 +7,8 @@ from events import relay, retention
 
 class Command(BaseCommand):
     help = (
-        "Delete published outbox rows past their retention and inbox rows past the redelivery horizon "
-        "(what Celery beat does hourly)."
+        "Delete published outbox rows past their retention, inbox rows past the redelivery horizon, and the "
+        "services' records kept as long (teams' moves, finished subjects' sequences): what Celery beat does hourly."
     )
 
     def add_arguments(self, parser):
@@ -29,4 +29,6 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(f"{exc}; pass --inbox-days {retention.redelivery_horizon().days} or more.") from None
         outbox = relay.purge(timedelta(days=outbox_days) if outbox_days is not None else None)
-        self.stdout.write(f"purged {outbox} outbox row(s) and {inbox} inbox row(s).")
+        others = retention.purge_registered()
+        more = "".join(f", {n} {name}" for name, n in others.items())
+        self.stdout.write(f"purged {outbox} outbox row(s) and {inbox} inbox row(s){more}.")

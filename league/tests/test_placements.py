@@ -1,0 +1,107 @@
+"""runstack's side of the way back (league/placements.py): the monolith takes the service
+back before the pause, and the switch back is a route change reported at once, with the
+service's own processes stopped after it. A stand-in for runstack's process handling records
+what the placements ask of it, in order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cutover import deployment
+from league.placements import Placements
+
+
+class Runstack:
+    """What ``Placements`` calls on ``runstack``, recorded."""
+
+    def __init__(self) -> None:
+        self.monolith = "127.0.0.1:8001"
+        self.base_env: dict[str, str] = {}
+        self.log: list[tuple[Any, ...]] = []
+        self.placements: Placements | None = None
+
+    def restart_monolith(self, services: list[str]) -> None:
+        self.log.append(("restart monolith", tuple(services)))
+
+    def switch_routes(self, routes: dict[str, str]) -> None:
+        self.log.append(("routes", dict(routes)))
+
+    def stop_children(self, children: list[str]) -> None:
+        self.log.append(("stop", tuple(children)))
+
+    def write_stack(self) -> None:
+        assert self.placements is not None
+        report = self.placements.report()
+        self.log.append(("stack.json", {s: r["state"] for s, r in report["services"].items()}))
+
+    def say(self, line: str) -> None:
+        pass
+
+
+@pytest.fixture
+def moved(settings, tmp_path) -> tuple[Placements, Runstack]:
+    """transfers moved out: the monolith runs without it, its own processes serve its paths."""
+    settings.DATA_DIR = tmp_path
+    deployment.place(tmp_path, "transfers", database_url="postgres://x/own", state=deployment.MOVED)
+    runstack = Runstack()
+    placements = Placements(runstack)  # type: ignore[arg-type]
+    runstack.placements = placements
+    placements.changed()
+    placements.running["transfers"] = {
+        "web": "127.0.0.1:9001",
+        "state": deployment.SERVING,
+        "children": ["transfers/web", "transfers/consume"],
+        "env": {},
+    }
+    assert "transfers" not in placements.monolith_services
+    return placements, runstack
+
+
+def test_the_monolith_takes_the_service_back_before_the_pause(moved, tmp_path):
+    placements, runstack = moved
+    deployment.place(tmp_path, "transfers", state=deployment.REJOINING)
+
+    placements.reconcile()
+
+    assert ("restart monolith", ("teams", "transfers", "fixtures")) in runstack.log
+    assert "transfers" in placements.report()["monolith"]["services"]
+    # Its own processes keep running and serving its paths until the switch.
+    assert not [e for e in runstack.log if e[0] == "stop"]
+    assert all("transfers" in e[1] for e in runstack.log if e[0] == "routes")
+    assert placements.running["transfers"]["state"] == deployment.SERVING
+
+
+def test_the_switch_back_is_a_route_change_reported_before_the_processes_stop(moved, tmp_path):
+    placements, runstack = moved
+    deployment.place(tmp_path, "transfers", state=deployment.REJOINING)
+    placements.reconcile()
+    runstack.log.clear()
+
+    deployment.place(tmp_path, "transfers", state=deployment.RETURNING)
+    placements.reconcile()
+
+    # No process starts inside the pause; the routes go to the monolith and stack.json says
+    # so (what split_service waits for) before the own processes are stopped.
+    assert runstack.log[:3] == [
+        ("routes", {}),
+        ("stack.json", {"transfers": deployment.STANDBY}),
+        ("stop", ("transfers/web", "transfers/consume")),
+    ]
+    assert not [e for e in runstack.log if e[0] == "restart monolith"]
+    assert runstack.log[-1] == ("stack.json", {})
+
+
+def test_a_failed_way_back_drops_the_service_from_the_monolith_again(moved, tmp_path):
+    placements, runstack = moved
+    deployment.place(tmp_path, "transfers", state=deployment.REJOINING)
+    placements.reconcile()
+    runstack.log.clear()
+
+    deployment.place(tmp_path, "transfers", state=deployment.MOVED)  # split_service --back failed before the switch
+    placements.reconcile()
+
+    assert runstack.log[0] == ("restart monolith", ("teams", "fixtures"))
+    assert placements.running["transfers"]["state"] == deployment.SERVING
+    assert not [e for e in runstack.log if e[0] == "stop"]
