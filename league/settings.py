@@ -317,6 +317,8 @@ OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=100)
 OUTBOX_SWEEP_BATCH_SIZE = env.int("OUTBOX_SWEEP_BATCH_SIZE", default=500)
 #: How long a claimed row is the claimer's; every SNS call gives up within half of it.
 OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=30)
+#: PostgreSQL: a sweep claims its next batch while it publishes a full one (two batches in flight).
+OUTBOX_RELAY_OVERLAP = env.bool("OUTBOX_RELAY_OVERLAP", default=True)
 #: How long a row failing with transient errors is retried before it is marked failed.
 OUTBOX_RETRY_FOR_SECONDS = env.int("OUTBOX_RETRY_FOR_SECONDS", default=24 * 3600)
 #: First back-off of a row whose publish failed; it doubles per attempt.
