@@ -21,7 +21,8 @@ HANDLER = "transfers:transfers.handlers.on_team_created"
 
 class Stack:
     """gunicorn (2 workers), Celery worker (-P solo) and beat, one consumer per service; with
-    ``kick``, ``relay_outbox`` woken by the writers' NOTIFY (``OUTBOX_WAKEUP=notify``)."""
+    ``kick``, the worker's relay thread woken by the writers' NOTIFY (``OUTBOX_WAKEUP=notify``,
+    the PostgreSQL default); without, beat's sweep every second alone."""
 
     def __init__(self, *, kick: bool, tag: str) -> None:
         self.kick, self.tag = kick, tag
@@ -70,8 +71,6 @@ class Stack:
                     log=logs / f"beat-{self.tag}.log",
                 )
             )
-            if self.kick:  # the long-running relay the writers' NOTIFY wakes
-                self.procs.append(common.spawn([*manage, "relay_outbox"], env=env, log=logs / f"relay-{self.tag}.log"))
             for service in topology.consuming_services():
                 self.procs.append(
                     common.spawn(

@@ -724,6 +724,45 @@ def _run(
         listener.close()
 
 
+_background: tuple[threading.Thread, threading.Event] | None = None
+
+
+def listen_in_background() -> bool:
+    """Start ``run`` in a daemon thread of this process, if writers wake the relay with
+    NOTIFY (``OUTBOX_KICK`` and ``wakeup.notify()``) and none runs yet: the Celery worker does
+    this when it is ready, so every stack with a worker has a LISTENing relay. Returns
+    whether one runs now."""
+    global _background
+    if _background is not None:
+        return True
+    if not (settings.OUTBOX_KICK and wakeup.notify()):
+        return False
+    stop = threading.Event()
+
+    def target() -> None:
+        try:
+            run(stop, interval=settings.CELERY_RELAY_INTERVAL_SECONDS)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=target, name="relay-listener", daemon=True)
+    thread.start()
+    _background = (thread, stop)
+    log.info("relay listening for the writers' wake-ups in this process")
+    return True
+
+
+def stop_background(timeout: float = 10) -> None:
+    """Stop the thread ``listen_in_background`` started (after its sweep under way)."""
+    global _background
+    if _background is None:
+        return
+    thread, stop = _background
+    _background = None
+    stop.set()
+    thread.join(timeout)
+
+
 def requeue(queryset: Any) -> int:
     """Put failed rows back to pending, due now."""
     return queryset.filter(state=OutboxState.FAILED).update(

@@ -332,12 +332,14 @@ OUTBOX_RETENTION = timedelta(days=env.int("OUTBOX_RETENTION_DAYS", default=7))
 #: Days inbox rows are kept; never less than a message can come back (events/retention.py).
 INBOX_RETENTION = timedelta(days=env.int("INBOX_RETENTION_DAYS", default=21))
 # Wake the relay after each commit that wrote an outbox row (events/wakeup.py): through a
-# Celery task ("celery"), or on PostgreSQL by a NOTIFY in the writer's own statement that a
-# long-running `manage.py relay_outbox` waits on ("notify"; SQLite falls back to Celery).
+# Celery task ("celery"), or on PostgreSQL by a NOTIFY in the writer's own statement that the
+# Celery worker (or a `manage.py relay_outbox`) waits on ("notify"; SQLite falls back to
+# Celery). The default follows the database: notify on PostgreSQL, celery on SQLite.
 #: Wake the relay after each commit that wrote an outbox row (off: beat's sweep alone).
 OUTBOX_KICK = env.bool("OUTBOX_KICK", default=True)
-#: How the relay is woken: `celery` (a task) or `notify` (PostgreSQL NOTIFY that `relay_outbox` waits on).
-OUTBOX_WAKEUP = env.str("OUTBOX_WAKEUP", default="celery").strip().lower()
+_ON_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+#: How the relay is woken: `celery` (a task) or `notify` (a PostgreSQL NOTIFY the Celery worker's relay thread, or `relay_outbox`, waits on); `notify` on PostgreSQL, `celery` on SQLite.
+OUTBOX_WAKEUP = env.str("OUTBOX_WAKEUP", default="notify" if _ON_POSTGRES else "celery").strip().lower()
 if OUTBOX_WAKEUP not in ("celery", "notify"):
     raise ImproperlyConfigured(f"OUTBOX_WAKEUP={OUTBOX_WAKEUP!r}: use 'celery' or 'notify'.")
 # Consumers.
