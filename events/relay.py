@@ -643,6 +643,8 @@ def relay(
     began = timezone.now()
     own_ahead = None
     pending: Future[Claim] | None = None
+    if max_batches is not None and max_batches <= 0:
+        return total
     try:
         current = _claim_batch(batch_size, began)
         while current.rows:
