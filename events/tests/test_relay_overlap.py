@@ -176,3 +176,26 @@ def test_on_postgres_a_batch_claimed_ahead_has_its_lease_renewed_from_its_claim(
     publisher = SlowFirstBatch(2.2)
     assert relay.relay(publisher).published == 20
     assert publisher.lease_left and min(publisher.lease_left) > 2, publisher.lease_left
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_on_postgres_a_sweep_that_stops_gives_back_the_batch_it_claimed_ahead(settings):
+    """A sweep bounded by ``max_seconds`` stops after the batch claimed ahead (it is not
+    wasted); one whose publish fails releases that batch at once instead of leaving it
+    leased until the lease runs out."""
+    settings.OUTBOX_SWEEP_BATCH_SIZE = 10
+    _write(40)
+
+    class Breaks(relay.NullPublisher):
+        def publish(self, event_type, rows):
+            deadline = time.monotonic() + 5  # let the claim ahead land, then fail
+            while _tokens_in_flight() < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            raise KeyboardInterrupt  # not an error the publisher reports per row: the sweep ends
+
+    with pytest.raises(KeyboardInterrupt):
+        relay.relay(Breaks())
+    leased = OutboxMessage.objects.filter(state=OutboxState.PENDING, claimed_until__gt=timezone.now())
+    assert leased.count() == 10  # the batch being published keeps its lease until it runs out
+    assert relay.relay(relay.NullPublisher()).published == 30  # the other 30 are due at once
