@@ -180,10 +180,9 @@ def test_on_postgres_a_batch_claimed_ahead_has_its_lease_renewed_from_its_claim(
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_on_postgres_a_sweep_that_stops_gives_back_the_batch_it_claimed_ahead(settings):
-    """A sweep bounded by ``max_seconds`` stops after the batch claimed ahead (it is not
-    wasted); one whose publish fails releases that batch at once instead of leaving it
-    leased until the lease runs out."""
+def test_on_postgres_a_sweep_that_fails_gives_back_the_batch_it_claimed_ahead(settings):
+    """A sweep whose publish fails releases the batch it claimed ahead at once, instead of
+    leaving it leased until the lease runs out."""
     settings.OUTBOX_SWEEP_BATCH_SIZE = 10
     _write(40)
 
