@@ -89,7 +89,7 @@ def _reset() -> None:
     common.truncate(OUTBOX, "events_subjectsequence")
 
 
-def warm_up(n: int = 200) -> float:
+def warm_up(n: int = 50) -> float:
     """A round before the emulator's first figure, not measured: topics, queues, connections
     and the emulator's own code paths are warm (LocalStack's first row measured cold was
     0.75 where later rows gave 0.95). ``n`` rows through the relay and the same through a bare
