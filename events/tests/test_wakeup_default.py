@@ -12,9 +12,9 @@ from django.conf import settings
 from django.db import transaction
 
 import events
+from devtools.testing import child_env, wait_until
 from events import topology
 from events.models import OutboxMessage, OutboxState
-from events.testing import child_env, wait_until
 
 
 def _default_wakeup(database_url: str, tmp_path, **extra: str) -> str:
