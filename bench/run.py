@@ -98,7 +98,9 @@ def table(results: list[common.Result]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run of the same code")
-    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(ORDER)}")
+    parser.add_argument(
+        "--only", action="append", help=f"a subset of: {', '.join(ORDER)} (comma-separated, or --only again)"
+    )
     parser.add_argument("--output", default=str(common.RESULTS / "latest.json"))
     parser.add_argument(
         "--db-name",
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--profile needs py-spy: .venv/bin/pip install -r requirements-dev.txt")
     if args.emulator == "both":
         return run_both(args)
-    names = args.only.split(",") if args.only else ORDER
+    names = [n for arg in args.only for n in arg.split(",") if n] if args.only else ORDER
     unknown = set(names) - set(ORDER)
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
@@ -135,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         print(f"database {e.db_name}, {e.emulator} {e.endpoint}, celery queue {e.queue}", flush=True)
         funcs = benchmarks()
+        try:
+            warm_up(e.emulator)
+        except Exception:  # the first figure will be cold; say so and measure anyway
+            traceback.print_exc()
+            print("   warm-up failed: the first figure may be measured on a cold emulator", flush=True)
         for name in names:
             t0 = time.monotonic()
             load_before = os.getloadavg()
@@ -156,9 +163,12 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(name)
                 continue
             out = out if isinstance(out, list) else [out]
-            # The machine is shared: each figure carries the load average around it.
+            # The machine is shared: each figure carries the load average around it, and the
+            # cores it had.
             for r in out:
-                r.extra.update(loadavg_before=list(load_before), loadavg_after=list(os.getloadavg()))
+                r.extra.update(
+                    loadavg_before=list(load_before), loadavg_after=list(os.getloadavg()), cores=os.cpu_count()
+                )
             results.extend(out)
             write(args, results, partial=True)  # a run stopped later keeps what it measured
             for r in out:
@@ -169,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         common.teardown()
     elapsed = time.monotonic() - started
-    print()
+    print(f"\non {args.emulator}:")
     print(table(results))
     print(f"\n{'quick' if args.quick else 'full'} run in {elapsed:.0f} s on {platform.python_version()}")
     out = write(args, results, partial=False)
@@ -178,6 +188,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def warm_up(emulator: str) -> None:
+    """One round before the emulator's first figure (relay_bench.warm_up), not measured."""
+    from bench import relay_bench
+
+    print(f"-- warm-up on {emulator} ...", flush=True)
+    seconds = relay_bench.warm_up()
+    print(f"   warm-up done in {seconds:.1f} s (not measured)", flush=True)
 
 
 def write(args: argparse.Namespace, results: list[common.Result], *, partial: bool) -> Path:
@@ -194,7 +213,7 @@ def run_both(args: argparse.Namespace) -> int:
     process), then one file with both: rows carry their ``emulator``."""
     import subprocess
 
-    base = (["--quick"] if args.quick else []) + (["--only", args.only] if args.only else [])
+    base = (["--quick"] if args.quick else []) + (["--only", ",".join(args.only)] if args.only else [])
     base += ["--profile"] if args.profile else []
     if args.db_name:  # one database per emulator run
         base += ["--db-name", f"{args.db_name}_{{emulator}}"]
@@ -210,6 +229,14 @@ def run_both(args: argparse.Namespace) -> int:
         if part.exists():
             rows += json.loads(part.read_text())
     out.write_text(json.dumps(rows, indent=2) + "\n")
+    # Reported apart: each emulator's rows in a table of their own (moto's end-to-end rows
+    # run at a lower rate than LocalStack's: bench/e2e_bench.py).
+    fields = set(common.Result.__dataclass_fields__)
+    for emulator in ("moto", "localstack"):
+        mine = [common.Result(**{k: v for k, v in r.items() if k in fields}) for r in rows if r["emulator"] == emulator]
+        if mine:
+            print(f"\non {emulator}:")
+            print(table(mine))
     print(f"\nwrote {out} ({len(rows)} rows, both emulators)")
     return code
 

@@ -49,7 +49,7 @@ OUTBOX_RETRIED = Counter(
 OUTBOX_FAILED = Counter("league_outbox_failed_total", "Outbox rows marked failed (an error retrying cannot fix, or past OUTBOX_RETRY_FOR_SECONDS).", ["type"])
 RELAY_BATCH_SECONDS = Histogram(
     "league_relay_batch_duration_seconds",
-    "One relay batch: claim, publish, record.",
+    "One relay batch: publish and record the outcome (on PostgreSQL its claim ran ahead of it).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 EVENTS_HANDLED = Counter("league_events_handled_total", "Events a handler handled (committed).", ["service", "type"])
@@ -88,7 +88,8 @@ R = TypeVar("R")
 
 
 def timed_relay_batch(func: Callable[..., R]) -> Callable[..., R]:
-    """Decorates ``relay_once``: observe the duration of batches that moved rows."""
+    """Decorates the relay's publish of a claimed batch: observe the duration (publish and
+    mark) of batches that moved rows."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> R:

@@ -22,6 +22,12 @@ Promises:
   ``PublishBatch`` once a third of it has passed; rows whose lease was lost are not sent.
 - Per-subject order: a row is not claimed while an older row of the same aggregate is
   unpublished (pending, leased or failed). Consumers also get a ``sequence``.
+- Overlap, bounded: on PostgreSQL a sweep claims its next batch while it publishes a full
+  one, never more than two batches in flight. The batch being published stays pending until
+  its mark commits, so the batch claimed ahead never holds a subject's next row: a subject's
+  row is published only after its previous one was marked. A batch claimed ahead keeps the
+  lease it took at its claim (renewed before its first ``PublishBatch`` if a third has
+  passed); one the sweep ends without publishing is given back.
 - Transient errors (network, timeouts, throttling, 5xx, anything unrecognised) back off
   exponentially with jitter up to ``OUTBOX_BACKOFF_MAX_SECONDS`` and are retried for
   ``OUTBOX_RETRY_FOR_SECONDS`` (a day by default) from the first of them. A sweep tries
@@ -43,13 +49,14 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.base import ModelState
 from django.utils import timezone
@@ -281,10 +288,12 @@ class Lease:
     publish the same rows again. Before each ``PublishBatch`` the lease is renewed once a
     third of it has passed; rows whose lease was lost meanwhile are dropped, not sent."""
 
-    def __init__(self, token: uuid.UUID, rows: Sequence[OutboxMessage]) -> None:
+    def __init__(self, token: uuid.UUID, rows: Sequence[OutboxMessage], *, since: float | None = None) -> None:
         self.token = token
         self.owned = {r.pk for r in rows}
-        self.renewed_at = time.monotonic()
+        # When the lease was taken (``time.monotonic()`` before the claim): a batch claimed
+        # ahead waits for the one before it, and its lease runs meanwhile.
+        self.renewed_at = time.monotonic() if since is None else since
 
     def keep(self, chunk: Sequence[OutboxMessage]) -> list[OutboxMessage]:
         seconds = settings.OUTBOX_LEASE_SECONDS
@@ -527,19 +536,26 @@ def _mark_published(rows: Sequence[OutboxMessage], now: Any, token: uuid.UUID) -
         return {pk for (pk,) in cursor.fetchall()}
 
 
+@dataclass
+class Claim:
+    """A claimed batch: its rows, its token, and when its lease began (monotonic)."""
+
+    token: uuid.UUID
+    rows: list[OutboxMessage]
+    at: float
+
+
+def _claim_batch(limit: int, retries_due_by: Any = None) -> Claim:
+    token, at = uuid.uuid4(), time.monotonic()
+    return Claim(token, claim(limit, token=token, retries_due_by=retries_due_by), at)
+
+
 @metrics.timed_relay_batch
-def relay_once(
-    publisher: Publisher | None = None, *, batch_size: int | None = None, retries_due_by: Any = None
-) -> RelayResult:
-    """Claim one batch, publish it, record the outcome."""
-    publisher = telemetry.traced(publisher or SnsPublisher())
-    token = uuid.uuid4()
-    rows = claim(batch_size or settings.OUTBOX_BATCH_SIZE, token=token, retries_due_by=retries_due_by)
-    if not rows:
-        return RelayResult()
-    lease = Lease(token, rows)
+def _publish_claim(batch: Claim, publisher: Publisher) -> RelayResult:
+    """Publish a claimed batch (per type, 10 a call, the lease kept) and record the outcome."""
+    lease = Lease(batch.token, batch.rows, since=batch.at)
     by_type: dict[str, list[OutboxMessage]] = defaultdict(list)
-    for row in rows:
+    for row in batch.rows:
         by_type[row.type].append(row)
     results: dict[int, str | Exception] = {}
     sent: list[OutboxMessage] = []
@@ -549,7 +565,54 @@ def relay_once(
             if chunk:
                 results.update(publisher.publish(event_type, chunk))
                 sent.extend(chunk)
-    return _mark(sent, results, token)
+    return _mark(sent, results, batch.token)
+
+
+def relay_once(
+    publisher: Publisher | None = None, *, batch_size: int | None = None, retries_due_by: Any = None
+) -> RelayResult:
+    """Claim one batch, publish it, record the outcome."""
+    publisher = telemetry.traced(publisher or SnsPublisher())
+    batch = _claim_batch(batch_size or settings.OUTBOX_BATCH_SIZE, retries_due_by)
+    if not batch.rows:
+        return RelayResult()
+    return _publish_claim(batch, publisher)
+
+
+class ClaimAhead:
+    """A thread of its own (and so a database connection of its own) that claims the next
+    batch while the caller publishes the current one. One claim at a time: with the batch
+    being published, at most two batches are in flight. PostgreSQL only (SQLite has one
+    writer at a time: nothing to overlap)."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-claim-ahead")
+
+    def submit(self, limit: int, retries_due_by: Any) -> Future[Claim]:
+        return self.pool.submit(_claim_batch, limit, retries_due_by)
+
+    def close(self) -> None:
+        """Close the thread's database connection, then the thread."""
+        try:
+            self.pool.submit(connections.close_all).result()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def overlap() -> bool:
+    """Does the sweep claim its next batch while publishing one (PostgreSQL, ``OUTBOX_RELAY_OVERLAP``)?"""
+    return settings.OUTBOX_RELAY_OVERLAP and connection.vendor == "postgresql"
+
+
+def _release(ahead: Future[Claim]) -> None:
+    """A batch claimed ahead that will not be published: give its rows back (best effort: a
+    lease that is not released runs out anyway)."""
+    try:
+        batch = ahead.result()
+        if batch.rows:
+            _claimed(batch.token).update(claimed_until=None)
+    except Exception as exc:  # the sweep is failing already; do not hide why
+        log.warning("relay could not release a batch claimed ahead: %s", exc)
 
 
 def relay(
@@ -558,22 +621,56 @@ def relay(
     batch_size: int | None = None,
     max_batches: int | None = None,
     max_seconds: float | None = None,
+    ahead: ClaimAhead | None = None,
 ) -> RelayResult:
     """One sweep: publish batches of ``batch_size`` (default ``OUTBOX_SWEEP_BATCH_SIZE``)
     until nothing is due (or a bound is reached). A row whose retry falls after the sweep
     began waits for the next sweep: each row is tried at most once per sweep, so a sweep
-    ends while SNS keeps failing (``relay_outbox --once`` returns)."""
+    ends while SNS keeps failing (``relay_outbox --once`` returns).
+
+    Overlap (``overlap()``): while a full batch is being published the next one is claimed
+    (by ``ahead``, or a ``ClaimAhead`` of this sweep's own), so at most two batches are in
+    flight. Per-subject order needs nothing more: the claim skips a row while an older row of
+    its subject is unpublished, and the batch being published stays pending until its mark
+    commits, so the batch claimed ahead never holds the next row of one of its subjects. The
+    lease of a batch claimed ahead runs from its claim (``Lease``'s ``since``). A batch that
+    was not full leaves nothing to claim ahead: the next claim comes after the mark, as
+    without overlap (a light load pays no extra claim)."""
     batch_size = batch_size or settings.OUTBOX_SWEEP_BATCH_SIZE
+    publisher = telemetry.traced(publisher or SnsPublisher())
     total = RelayResult()
     started = time.monotonic()
     began = timezone.now()
-    while max_batches is None or total.batches < max_batches:
-        result = relay_once(publisher, batch_size=batch_size, retries_due_by=began)
-        if not result.batches:
-            break
-        total += result
-        if max_seconds is not None and time.monotonic() - started > max_seconds:
-            break
+    own_ahead = None
+    pending: Future[Claim] | None = None
+    if max_batches is not None and max_batches <= 0:
+        return total
+    try:
+        current = _claim_batch(batch_size, began)
+        while current.rows:
+            last = (max_batches is not None and total.batches + 1 >= max_batches) or (
+                max_seconds is not None and time.monotonic() - started > max_seconds
+            )
+            if not last and len(current.rows) == batch_size and overlap():
+                if ahead is None:
+                    ahead = own_ahead = ClaimAhead()
+                pending = ahead.submit(batch_size, began)
+            total += _publish_claim(current, publisher)
+            if last:
+                break
+            if pending is None:
+                if max_seconds is not None and time.monotonic() - started > max_seconds:
+                    break
+                current = _claim_batch(batch_size, began)
+                continue
+            current, pending = pending.result(), None
+            if not current.rows:  # claimed before the mark: the rows it unblocked are due now
+                current = _claim_batch(batch_size, began)
+    finally:
+        if pending is not None:
+            _release(pending)
+        if own_ahead is not None:
+            own_ahead.close()
     return total
 
 
@@ -586,6 +683,22 @@ def run(
 ) -> None:
     """The long-running relay (``manage.py relay_outbox``): sweep, then wait for a writer's
     wake-up (``OUTBOX_WAKEUP=notify`` on PostgreSQL) or ``interval`` seconds, until ``stop``."""
+    ahead = ClaimAhead() if overlap() else None  # one claiming thread (and connection) for the process
+    try:
+        _run(stop, interval=interval, batch_size=batch_size, report=report, ahead=ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _run(
+    stop: threading.Event,
+    *,
+    interval: float,
+    batch_size: int | None,
+    report: Callable[[str], Any],
+    ahead: ClaimAhead | None,
+) -> None:
     listener = None
     while not stop.is_set():
         # Listen before sweeping: a commit between the sweep's last claim and the wait
@@ -596,7 +709,7 @@ def run(
             except Exception as exc:  # database down: sweep on the interval meanwhile
                 report(f"relay cannot listen for wake-ups: {exc}")
         try:
-            relay(batch_size=batch_size, max_seconds=30)
+            relay(batch_size=batch_size, max_seconds=30, ahead=ahead)
         except Exception as exc:  # database or AWS down: keep sweeping
             report(f"relay sweep failed: {exc}")
         if listener is None:
@@ -611,6 +724,45 @@ def run(
             stop.wait(interval)
     if listener is not None:
         listener.close()
+
+
+_background: tuple[threading.Thread, threading.Event] | None = None
+
+
+def listen_in_background() -> bool:
+    """Start ``run`` in a daemon thread of this process, if writers wake the relay with
+    NOTIFY (``OUTBOX_KICK`` and ``wakeup.notify()``) and none runs yet: the Celery worker does
+    this when it is ready, so every stack with a worker has a LISTENing relay. Returns
+    whether one runs now."""
+    global _background
+    if _background is not None:
+        return True
+    if not (settings.OUTBOX_KICK and wakeup.notify()):
+        return False
+    stop = threading.Event()
+
+    def target() -> None:
+        try:
+            run(stop, interval=settings.CELERY_RELAY_INTERVAL_SECONDS)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=target, name="relay-listener", daemon=True)
+    thread.start()
+    _background = (thread, stop)
+    log.info("relay listening for the writers' wake-ups in this process")
+    return True
+
+
+def stop_background(timeout: float = 10) -> None:
+    """Stop the thread ``listen_in_background`` started (after its sweep under way)."""
+    global _background
+    if _background is None:
+        return
+    thread, stop = _background
+    _background = None
+    stop.set()
+    thread.join(timeout)
 
 
 def requeue(queryset: Any) -> int:

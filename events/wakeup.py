@@ -1,8 +1,10 @@
 """Waking a long-running relay on PostgreSQL (``OUTBOX_WAKEUP=notify``).
 
 ``events.publish`` sends ``NOTIFY events_outbox`` in the statement that writes the outbox row;
-``manage.py relay_outbox`` LISTENs on its own connection and sweeps as soon as one arrives
-(and every ``--interval`` anyway). With ``OUTBOX_WAKEUP=celery`` (the default, and on SQLite
+the relay that the Celery worker runs in a thread (``relay.listen_in_background``, started when
+the worker is ready) and ``manage.py relay_outbox`` LISTEN on a connection of their own and
+sweep as soon as one arrives (and every interval anyway). ``notify`` is the default wherever
+the database is PostgreSQL. With ``OUTBOX_WAKEUP=celery`` (the default on SQLite, and there
 always) each commit that wrote events kicks the Celery task ``events.relay_outbox`` instead.
 
 Promises:

@@ -11,6 +11,7 @@ import os
 from datetime import timedelta
 
 from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
 
 from . import broker
 
@@ -73,3 +74,19 @@ def _schedule(sender: Celery, **_: object) -> None:
             "schedule": timedelta(seconds=settings.TEAMS_RECONCILE_SECONDS),
             "options": {"expires": settings.TEAMS_RECONCILE_SECONDS},
         }
+
+
+@worker_ready.connect
+def _listen_for_wakeups(**_: object) -> None:
+    """On PostgreSQL (``OUTBOX_WAKEUP=notify``) writers send a NOTIFY, no task: the worker
+    runs the LISTENing relay in a thread of its own (events/wakeup.py)."""
+    from events import relay
+
+    relay.listen_in_background()
+
+
+@worker_shutdown.connect
+def _stop_listening(**_: object) -> None:
+    from events import relay
+
+    relay.stop_background()

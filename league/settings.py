@@ -317,6 +317,8 @@ OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=100)
 OUTBOX_SWEEP_BATCH_SIZE = env.int("OUTBOX_SWEEP_BATCH_SIZE", default=500)
 #: How long a claimed row is the claimer's; every SNS call gives up within half of it.
 OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=30)
+#: PostgreSQL: a sweep claims its next batch while it publishes a full one (two batches in flight).
+OUTBOX_RELAY_OVERLAP = env.bool("OUTBOX_RELAY_OVERLAP", default=True)
 #: How long a row failing with transient errors is retried before it is marked failed.
 OUTBOX_RETRY_FOR_SECONDS = env.int("OUTBOX_RETRY_FOR_SECONDS", default=24 * 3600)
 #: First back-off of a row whose publish failed; it doubles per attempt.
@@ -330,12 +332,14 @@ OUTBOX_RETENTION = timedelta(days=env.int("OUTBOX_RETENTION_DAYS", default=7))
 #: Days inbox rows are kept; never less than a message can come back (events/retention.py).
 INBOX_RETENTION = timedelta(days=env.int("INBOX_RETENTION_DAYS", default=21))
 # Wake the relay after each commit that wrote an outbox row (events/wakeup.py): through a
-# Celery task ("celery"), or on PostgreSQL by a NOTIFY in the writer's own statement that a
-# long-running `manage.py relay_outbox` waits on ("notify"; SQLite falls back to Celery).
+# Celery task ("celery"), or on PostgreSQL by a NOTIFY in the writer's own statement that the
+# Celery worker (or a `manage.py relay_outbox`) waits on ("notify"; SQLite falls back to
+# Celery). The default follows the database: notify on PostgreSQL, celery on SQLite.
 #: Wake the relay after each commit that wrote an outbox row (off: beat's sweep alone).
 OUTBOX_KICK = env.bool("OUTBOX_KICK", default=True)
-#: How the relay is woken: `celery` (a task) or `notify` (PostgreSQL NOTIFY that `relay_outbox` waits on).
-OUTBOX_WAKEUP = env.str("OUTBOX_WAKEUP", default="celery").strip().lower()
+_ON_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+#: How the relay is woken: `celery` (a task) or `notify` (a PostgreSQL NOTIFY the Celery worker's relay thread, or `relay_outbox`, waits on); `notify` on PostgreSQL, `celery` on SQLite.
+OUTBOX_WAKEUP = env.str("OUTBOX_WAKEUP", default="notify" if _ON_POSTGRES else "celery").strip().lower()
 if OUTBOX_WAKEUP not in ("celery", "notify"):
     raise ImproperlyConfigured(f"OUTBOX_WAKEUP={OUTBOX_WAKEUP!r}: use 'celery' or 'notify'.")
 # Consumers.

@@ -86,11 +86,7 @@ def test_the_sweeper_moves_large_batches(settings):
 def test_the_celery_sweep_uses_the_sweep_batch_size(settings, monkeypatch):
     settings.OUTBOX_SWEEP_BATCH_SIZE = 40
     seen = []
-    monkeypatch.setattr(
-        relay,
-        "relay_once",
-        lambda publisher=None, *, batch_size=None, **_: seen.append(batch_size) or relay.RelayResult(),
-    )
+    monkeypatch.setattr(relay, "claim", lambda limit, **_: seen.append(limit) or [])
     tasks.relay_outbox()
     assert seen == [40]
 

@@ -1,0 +1,66 @@
+"""A fair bench: a warm-up round before the emulator's first figure, every ``--only`` run,
+end-to-end latency judged against the bare hop of the same emulator and run, moto's
+end-to-end rows at a rate it sustains, multi-process rows per core."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import common, e2e_bench, pipeline_bench, run
+
+
+def test_every_only_runs_after_one_warm_up(monkeypatch):
+    """Each ``--only`` counts (they were dropped but the last), and the warm-up comes before
+    the first figure. The bench's environment (a database and an emulator of its own) is
+    replaced here: the order is what is tested."""
+    calls: list[str] = []
+    env = common.Env("x", "bench_x", "http://127.0.0.1:1", common.RESULTS, queue="q", emulator="moto")
+    monkeypatch.setattr(common, "configure", lambda emulator, db_name=None: env)
+    monkeypatch.setattr(common, "teardown", lambda: None)
+    monkeypatch.setattr(common, "clean_slate", lambda: "")
+    monkeypatch.setattr(run, "warm_up", lambda emulator: calls.append(f"warm-up {emulator}"))
+
+    def bench(name):
+        return lambda quick: calls.append(name) or common.Result(name, "x", 1.0, 1.0, 1.0, "-")
+
+    monkeypatch.setattr(run, "benchmarks", lambda: {n: bench(n) for n in run.ORDER})
+    code = run.main(
+        ["--only", "relay_null_publisher", "--only", "relay_vs_boto3,write_overhead", "--output", "/dev/null"]
+    )
+    assert code == 0
+    assert calls == ["warm-up moto", "relay_null_publisher", "relay_vs_boto3", "write_overhead"]
+
+
+def test_moto_end_to_end_rows_run_at_a_rate_moto_sustains():
+    assert e2e_bench.e2e_rate("moto") == 20
+    assert e2e_bench.e2e_rate("localstack") == 50
+
+
+def test_end_to_end_latency_is_judged_against_the_bare_hop():
+    bare = [float(x) for x in range(30, 130)]  # p50 79.5, p99 128
+    near = [x * 1.4 for x in bare]
+    rows = {r.name: r for r in e2e_bench.judged(near, bare, note="", extra={})}
+    assert rows["bare_latency_p50"].value == pytest.approx(79.5)
+    assert rows["bare_latency_p99"].value == pytest.approx(common.pct(bare, 99))
+    assert rows["e2e_latency_p50"].met and rows["e2e_latency_p99"].met
+    assert rows["e2e_latency_p50"].baseline == pytest.approx(79.5)
+    slow = [x * 1.6 for x in bare]
+    rows = {r.name: r for r in e2e_bench.judged(slow, bare, note="", extra={})}
+    assert rows["e2e_latency_p50"].met is False and rows["e2e_latency_p99"].met is True
+    rows = {r.name: r for r in e2e_bench.judged(near, bare, note="", extra={"kick_unhandled": 3})}
+    assert rows["e2e_latency_p50"].met is False  # events left unhandled cannot meet a target
+
+
+def test_consumer_scaling_is_two_consumers_against_one_per_core():
+    result = pipeline_bench.scaling_result({1: 100.0, 2: 170.0, 4: 180.0}, 300, cores=2)
+    assert result.ratio == pytest.approx(1.7) and result.met
+    assert result.extra["per_core"] == {1: 100.0, 2: 85.0, 4: 90.0}
+    assert "2 cores" in result.note
+    assert pipeline_bench.scaling_result({1: 100.0, 2: 150.0}, 300, cores=2).met is False
+
+
+@pytest.mark.django_db
+def test_the_bare_hop_is_measured_publish_to_receive(bus):
+    samples = e2e_bench.bare_latency(rate=20, seconds=1)
+    assert len(samples) == 20
+    assert all(0 < s < 5000 for s in samples)
