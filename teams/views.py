@@ -1,5 +1,6 @@
 """The teams REST API: thin views that parse input, call a service or a selector, and
-shape the answer. Errors: service ``ValidationError`` -> 400 (kernel.api), unknown id -> 404,
+shape the answer. Errors: a body that does not match the schema -> 400, a service's
+``ValidationError`` -> 409 (a name taken, a full squad) or 422 (kernel.api), unknown id -> 404,
 also when the service finds the team or player gone inside its transaction (a request that
 lost a race: ``TeamNotFound`` / ``PlayerNotFound``)."""
 
@@ -106,6 +107,9 @@ class TeamListApi(ListAPIView):
         return Response(TeamSerializer(_team_or_404(team.id)).data, status=status.HTTP_201_CREATED)
 
 
+BAD_CURSOR = "No page at this cursor: follow the `next` link of the previous page."
+
+
 class ExportPagination(CursorPagination):
     """Pages by team id (stable while teams are created and deleted: each team that
     exists throughout the read is on exactly one page), ``limit`` per page: 1 to 1000 like
@@ -148,7 +152,8 @@ class ExportPagination(CursorPagination):
         ]
 
     def decode_cursor(self, request: Request):
-        """DRF's cursor, refused (400) unless it decodes and its position is a team id as
+        """DRF's cursor, refused (404: any string matches the schema; one the export did not
+        issue names no page) unless it decodes and its position is a team id as
         ``next`` links carry it: DRF answers 404 to an undecodable cursor and lets any
         position through to the query (``p=abc``: a ``ValueError``, a 500)."""
         try:
@@ -156,9 +161,7 @@ class ExportPagination(CursorPagination):
         except NotFound:
             cursor = False
         if cursor is False or (cursor is not None and not _is_team_id(cursor.position)):
-            raise ValidationError(
-                {"cursor": ["This cursor is not valid: follow the `next` link of the previous page."]}
-            ) from None
+            raise NotFound(BAD_CURSOR) from None
         return cursor
 
 
@@ -190,12 +193,7 @@ class TeamExportApi(ListAPIView):
         operation_id="teams_export",
         responses={
             200: TeamExportItemSerializer(many=True),
-            **errors(
-                400,
-                401,
-                403,
-                e400={"cursor": ["This cursor is not valid: follow the `next` link of the previous page."]},
-            ),
+            **errors(400, 401, 403, 404, e400={"limit": ["Must be a whole number from 1 to 1000."]}, e404={"detail": BAD_CURSOR}),
         },
         examples=[
             OpenApiExample(
