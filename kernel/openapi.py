@@ -28,7 +28,7 @@ VALIDATION_SCHEMA = DETAIL_SCHEMA
 
 _ERRORS: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {
     400: (
-        "The input is not valid: each message in `errors`, addressed by a JSON pointer into the body (or a query parameter).",
+        "The input does not match the schema: each message in `errors`, addressed by a JSON pointer into the body (or a query parameter).",
         VALIDATION_SCHEMA,
         {"name": ["Team name cannot be empty."]},
     ),
@@ -43,7 +43,18 @@ _ERRORS: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"detail": "You do not have permission to perform this action."},
     ),
     404: ("No such object.", DETAIL_SCHEMA, {"detail": "Not found."}),
-    409: ("The request conflicts with the current state.", DETAIL_SCHEMA, {"detail": "Conflict."}),
+    409: (
+        "Well formed, but the current state refuses it (code `conflict`): change the state and retry. "
+        "Each message in `errors`, addressed by a JSON pointer into the body.",
+        VALIDATION_SCHEMA,
+        {"name": ["A team named Ajax already exists."]},
+    ),
+    422: (
+        "Well formed, but it contradicts itself whatever the state (code `unprocessable`): "
+        "each message in `errors`, addressed by a JSON pointer into the body.",
+        VALIDATION_SCHEMA,
+        {"to_team_id": ["The destination team must differ from the current team."]},
+    ),
     503: (
         "A service this one depends on is unavailable; try again later.",
         DETAIL_SCHEMA,
@@ -202,8 +213,9 @@ def _example_problem(value: Any, *, status: int, method: str, path: str) -> Any:
     instance = re.sub(r"\{[^}]+\}", "1", path)
     if set(value) == {"detail"}:
         return {**body, "detail": value["detail"], "instance": instance}
-    errors = validation_errors(value, in_query=method == "get")
-    return {**body, "detail": problem_summary(errors), "instance": instance, "code": "invalid", "errors": errors}
+    code = {409: "conflict", 422: "unprocessable"}.get(status, "invalid")
+    errors = [{**e, "code": code} for e in validation_errors(value, in_query=method == "get")]
+    return {**body, "detail": problem_summary(errors), "instance": instance, "code": code, "errors": errors}
 
 
 def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:

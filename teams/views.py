@@ -86,7 +86,16 @@ class TeamListApi(ListAPIView):
     @extend_schema(
         operation_id="teams_create",
         request=TeamCreateInputSerializer,
-        responses={201: TeamSerializer, **errors(400, 401)},
+        responses={
+            201: TeamSerializer,
+            **errors(
+                400,
+                401,
+                409,
+                422,
+                e422={"players": ["A squad has at most 25 players; got 26."]},
+            ),
+        },
         examples=[
             OpenApiExample(
                 "With a player",
@@ -288,7 +297,7 @@ class TeamDetailApi(GenericAPIView):
     @extend_schema(
         operation_id="teams_rename",
         request=TeamUpdateInputSerializer,
-        responses={200: TeamSerializer, **errors(400, 401, 404)},
+        responses={200: TeamSerializer, **errors(400, 401, 404, 409)},
         examples=[
             OpenApiExample("Rename", value={"name": "AFC Ajax"}, request_only=True),
             OpenApiExample(
@@ -335,7 +344,14 @@ class PlayerListApi(GenericAPIView):
         request=PlayerInputSerializer,
         responses={
             201: PlayerSerializer,
-            **errors(400, 401, 404, e400={"position": ["Position must be one of GK, DEF, MID, ST."]}),
+            **errors(
+                400,
+                401,
+                404,
+                409,
+                e400={"position": ["Position must be one of GK, DEF, MID, ST."]},
+                e409={"name": ["Team Ajax already has a player named Edwin van der Sar."]},
+            ),
         },
         examples=[
             OpenApiExample("Add a keeper", value={"name": "Edwin van der Sar", "position": "GK"}, request_only=True),
