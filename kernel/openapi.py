@@ -259,6 +259,8 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
                     "content": {"application/problem+json": {"schema": PROBLEM_REF}},
                 },
             )
+            if method == "post":
+                _idempotency_key(op)
             for (operation_id, code), links in LINKS.items():
                 if op.get("operationId") != operation_id or code not in op["responses"]:
                     continue
@@ -268,6 +270,37 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
                     if target in operation_ids
                 }
     return result
+
+
+IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes a retry safe (idempotency/middleware.py): the same key with the same request "
+        "within 24 h gets the first response again (header `Idempotent-Replayed: true`) "
+        "and nothing is done twice; the same key with another request is a 422; while the "
+        "first is still running, a 409. Keys are per user; a UUID is usual."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+}
+_IDEMPOTENCY_ERRORS = {
+    "409": "or a request with the same `Idempotency-Key` is still in progress (code `idempotency_key_in_progress`, `Retry-After`)",
+    "422": "or the `Idempotency-Key` was used for another request (code `idempotency_key_reused`)",
+}
+
+
+def _idempotency_key(op: dict[str, Any]) -> None:
+    """The ``Idempotency-Key`` header of a POST, and the 409/422 it can answer."""
+    op.setdefault("parameters", []).append(IDEMPOTENCY_KEY_PARAMETER)
+    for code, text in _IDEMPOTENCY_ERRORS.items():
+        if code in op["responses"]:
+            op["responses"][code]["description"] += f" {text[0].upper()}{text[1:]}."
+        else:
+            op["responses"][code] = {
+                "description": f"{text[3].upper()}{text[4:]}.",
+                "content": {"application/problem+json": {"schema": PROBLEM_REF}},
+            }
 
 
 class AutoSchema(SpectacularAutoSchema):
