@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework.permissions import SAFE_METHODS
@@ -301,6 +302,18 @@ def _idempotency_key(op: dict[str, Any]) -> None:
                 "description": f"{text[3].upper()}{text[4:]}.",
                 "content": {"application/problem+json": {"schema": PROBLEM_REF}},
             }
+
+
+class NameFieldExtension(OpenApiSerializerFieldExtension):
+    """A name (``events.names.NameField``) as the schema of what ``clean_name`` accepts, so
+    that a name the schema calls valid is accepted (the pattern is built when the schema is)."""
+
+    target_class = "events.names.NameField"
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        from events.names import name_pattern
+
+        return {"type": "string", "minLength": 1, "maxLength": self.target.max_length, "pattern": name_pattern()}
 
 
 class AutoSchema(SpectacularAutoSchema):
