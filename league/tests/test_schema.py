@@ -159,3 +159,25 @@ def test_each_write_documents_its_conflicts_with_an_example(schema):
         for method, op in item.items():
             if "422" in op.get("responses", {}) and method != "post":
                 assert (method, path) in RULE_STATUSES and "422" in RULE_STATUSES[method, path], (method, path)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Ajax", "  Café  ", "Straße", "😀", "a\u0301", " ", "", "\u3164", "a\u0007b", "a\u200bb", "\u0301", "\U000e0001x"],
+)
+def test_the_schema_of_a_name_accepts_what_clean_name_accepts(schema, name):
+    """A schema-valid name is never refused (and a refused one is schema-invalid)."""
+    import re
+
+    from django.core.exceptions import ValidationError
+
+    from events.names import clean_name
+
+    field = schema["components"]["schemas"]["TeamCreateInputRequest"]["properties"]["name"]
+    by_schema = field["minLength"] <= len(name) <= field["maxLength"] and re.search(field["pattern"], name) is not None
+    try:
+        clean_name(name)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert by_schema == accepted
