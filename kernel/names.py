@@ -38,10 +38,7 @@ every service may import; it knows nothing of the bus.
 
 from __future__ import annotations
 
-import re
-import sys
 import unicodedata
-from functools import cache
 from typing import Any
 
 import regex
@@ -198,29 +195,6 @@ def clean_text(value: object, *, label: str, max_length: int) -> str:
 
 def _visible(char: str) -> bool:
     return unicodedata.category(char)[0] in "LNPS" and char not in BLANK_LOOKING and not _IGNORABLE.fullmatch(char)
-
-
-def _char_class(accept: Any) -> str:
-    """A regex character class of every code point ``accept`` takes, as literal characters."""
-    ranges, start = [], None
-    for cp in range(sys.maxunicode + 2):
-        taken = cp <= sys.maxunicode and accept(chr(cp))
-        if taken and start is None:
-            start = cp
-        elif not taken and start is not None:
-            first, last = re.escape(chr(start)), re.escape(chr(cp - 1))
-            ranges.append(first if start == cp - 1 else f"{first}-{last}")
-            start = None
-    return "[" + "".join(ranges) + "]"
-
-
-@cache
-def name_pattern() -> str:
-    """``clean_name``'s rule as a regular expression for the OpenAPI document: no refused
-    character, and at least one visible one (clients and fuzzers then know a valid name)."""
-    allowed = _char_class(lambda c: unicodedata.category(c) not in REFUSED_CATEGORIES)
-    visible = _char_class(_visible)
-    return f"^{allowed}*{visible}{allowed}*$"
 
 
 class NameField(serializers.CharField):
