@@ -54,7 +54,7 @@ _ERRORS: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {
         "Well formed, but it contradicts itself whatever the state (code `unprocessable`): "
         "each message in `errors`, addressed by a JSON pointer into the body.",
         VALIDATION_SCHEMA,
-        {"to_team_id": ["The destination team must differ from the current team."]},
+        {"players": ["A squad has at most 25 players; got 26."]},
     ),
     503: (
         "A service this one depends on is unavailable; try again later.",

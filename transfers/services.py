@@ -119,7 +119,8 @@ def transfer_request(*, player_id: int, from_team_id: int, to_team_id: int, fee:
 
     Raises ``ValidationError`` (field messages) for bad input, with the code ``"conflict"``
     when the current state refuses it (the window closed, a team unknown, the player not in
-    the team or already in a transfer, a full squad: the API answers 409, otherwise 422), and
+    the team, already in the destination or in a transfer, a full squad: the API answers
+    409, otherwise 422), and
     ``TeamsServiceUnavailable`` when a team missing from the replica cannot be fetched;
     nothing is written then.
     """
@@ -129,7 +130,8 @@ def transfer_request(*, player_id: int, from_team_id: int, to_team_id: int, fee:
     except ValidationError as exc:
         errors.update(exc.message_dict)
     if from_team_id == to_team_id:
-        errors.setdefault("to_team_id", []).append("The destination team must differ from the current team.")
+        # The player is in from_team or not: either way the request conflicts with where he plays.
+        errors.setdefault("to_team_id", []).append(_conflict("The destination team must differ from the current team."))
     window = _window_error()
     if window:
         errors.setdefault(NON_FIELD_ERRORS, []).append(_conflict(window))

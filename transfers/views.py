@@ -110,7 +110,6 @@ class _Filters(serializers.Serializer):
                 400,
                 401,
                 409,
-                422,
                 503,
                 e400={"fee": ["Ensure that there are no more than 2 decimal places."]},
                 e409={"player_id": ["Player 7 already has a transfer in progress (#3)."]},

@@ -119,9 +119,9 @@ def test_a_closed_transfer_window_is_a_409(auth_client, replica, settings):
     assert fields == {"non_field_errors": ["The transfer window is closed: it closed on 2000-01-31."]}
 
 
-def test_a_transfer_to_the_same_team_is_a_422(auth_client, replica):
+def test_a_transfer_to_the_team_the_player_is_in_is_a_409(auth_client, replica):
     response = auth_client.post("/api/transfers/", {**TRANSFER, "to_team_id": 1}, format="json")
-    assert refused(response, 422, "unprocessable") == {
+    assert refused(response, 409, "conflict") == {
         "to_team_id": ["The destination team must differ from the current team."]
     }
 

@@ -138,7 +138,7 @@ RULE_STATUSES = {
     ("post", "/api/teams/"): {"409", "422"},
     ("patch", "/api/teams/{team_id}/"): {"409"},
     ("post", "/api/teams/{team_id}/players/"): {"409"},
-    ("post", "/api/transfers/"): {"409", "422"},
+    ("post", "/api/transfers/"): {"409"},
     ("post", "/api/transfers/{id}/cancel/"): {"409"},
     ("post", "/api/seasons/"): {"409", "422"},
     ("patch", "/api/fixtures/{fixture_id}/"): {"409"},

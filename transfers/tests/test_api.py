@@ -71,7 +71,7 @@ def test_bad_input_is_a_400_with_a_field_message(auth_client, teams, payload, fi
 @pytest.mark.parametrize(
     ("payload", "field", "status"),
     [
-        ({"to_team_id": 1}, "to_team_id", 422),  # same team: never valid
+        ({"to_team_id": 1}, "to_team_id", 409),  # the team he is in
         ({"to_team_id": 3}, "to_team_id", 409),  # deleted team
         ({"player_id": 12}, "player_id", 409),  # left the team
         ({"player_id": 99}, "player_id", 409),  # never in the team
