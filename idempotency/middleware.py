@@ -35,8 +35,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+
+from kernel.api import problem_response
 
 from .models import IdempotencyKey
 
@@ -60,14 +62,8 @@ def purge(older_than: timedelta | None = None) -> int:
     return deleted
 
 
-def _problem(request: HttpRequest, status: int, title: str, detail: str, code: str) -> JsonResponse:
-    # The API's problem document (RFC 9457), as league/api.py makes it.
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "instance": request.path}
-    rid = getattr(request, "request_id", None)
-    if rid:
-        body["request_id"] = rid
-    body["code"] = code
-    return JsonResponse(body, status=status, content_type="application/problem+json")
+def _problem(request: HttpRequest, status: int, detail: str, code: str) -> HttpResponse:
+    return problem_response(request, status, detail, code=code)
 
 
 def _user_id(request: HttpRequest) -> int | None:
@@ -117,7 +113,6 @@ def _answer_held(request: HttpRequest, held: IdempotencyKey, fingerprint: str) -
         return _problem(
             request,
             422,
-            "Unprocessable Entity",
             f"This {HEADER} was used for another request (another method, path or body). "
             "Use a new key for a new request.",
             "idempotency_key_reused",
@@ -126,7 +121,6 @@ def _answer_held(request: HttpRequest, held: IdempotencyKey, fingerprint: str) -
         response = _problem(
             request,
             409,
-            "Conflict",
             f"A request with this {HEADER} is in progress (since {held.created_at.isoformat()}): "
             "retry it for its response.",
             "idempotency_key_in_progress",
@@ -152,7 +146,6 @@ class IdempotencyMiddleware:
             return _problem(
                 request,
                 400,
-                "Bad Request",
                 f"The {HEADER} header must be 1 to 255 printable ASCII characters (a UUID, say).",
                 "invalid_idempotency_key",
             )

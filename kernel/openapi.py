@@ -308,11 +308,11 @@ NAME_FORMAT = "league-name"
 
 
 class NameFieldExtension(OpenApiSerializerFieldExtension):
-    """A name (``events.names.NameField``): the format ``league-name``, whose rule the
-    description gives (``events.names.clean_name``; as a regular expression it would be too
+    """A name (``kernel.names.NameField``): the format ``league-name``, whose rule the
+    description gives (``kernel.names.clean_name``; as a regular expression it would be too
     large for a fuzzer to draw from: league/tests/schemathesis_hooks.py draws such names)."""
 
-    target_class = "events.names.NameField"
+    target_class = "kernel.names.NameField"
 
     def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
         return {

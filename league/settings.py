@@ -489,7 +489,7 @@ SQUAD_LIMIT = env.int("SQUAD_LIMIT", default=25)
 SEASON_MAX_TEAMS = env.int("SEASON_MAX_TEAMS", default=40)
 if SEASON_MAX_TEAMS < 2:
     raise ImproperlyConfigured(f"SEASON_MAX_TEAMS must be at least 2; got {SEASON_MAX_TEAMS}.")
-# How long an Idempotency-Key and its response are kept (idempotency/middleware.py).
+#: How long an Idempotency-Key and its response are kept, in hours (idempotency/middleware.py).
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env.int("IDEMPOTENCY_KEY_HOURS", default=24))
 # The saga's deadline: a transfer the teams service has not answered within this many
 # seconds is cancelled through teams (transfers.services.transfers_expire).

@@ -4,7 +4,7 @@ Guarantee: each function is one ``transaction.atomic`` block that writes the dom
 and records exactly one event with ``events.publish`` (none when nothing changed), so an
 event exists if and only if the change committed. Bad input raises Django's
 ``ValidationError`` with field messages; a refusal by the current state (a name taken, a
-full squad) has the code ``"conflict"`` (the API answers 409, otherwise 422: league/api.py). The functions nest
+full squad) has the code ``"conflict"`` (the API answers 409, otherwise 422: kernel/api.py). The functions nest
 in an outer transaction (admin, the event consumer), so they are not ``durable``.
 
 Races: a caller may hold a ``Team`` loaded before the transaction (a view, the admin).

@@ -96,7 +96,7 @@ def _fee(fee: Any) -> Decimal:
 
 
 def _conflict(message: str) -> ValidationError:
-    """A refusal by the current state: the API answers 409 (league/api.py)."""
+    """A refusal by the current state: the API answers 409 (kernel/api.py)."""
     return ValidationError(message, code="conflict")
 
 

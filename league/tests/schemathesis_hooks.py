@@ -18,14 +18,14 @@ import schemathesis
 from hypothesis import strategies as st
 
 HEADER = "Idempotency-Key"
-REFUSED = ("Cc", "Cf", "Cs", "Zl", "Zp")  # events.names.REFUSED_CATEGORIES
+REFUSED = ("Cc", "Cf", "Cs", "Zl", "Zp")  # kernel.names.REFUSED_CATEGORIES
 
 
 def _visible(char: str) -> bool:
     return unicodedata.category(char)[0] in "LNPS" and char not in "\u115f\u1160\u2800\u3164\uffa0"
 
 
-# The format the schema gives a name (league/openapi.py): what events.names.clean_name accepts.
+# The format the schema gives a name (kernel/openapi.py): what kernel.names.clean_name accepts.
 schemathesis.openapi.format(
     "league-name",
     st.text(st.characters(exclude_categories=REFUSED), min_size=1, max_size=100).filter(

@@ -12,9 +12,9 @@ from datetime import date
 
 import pytest
 
+from devtools.problems import problem_fields
 from fixtures.factories import ScheduledSeasonFactory
 from fixtures.factories import TeamReplicaFactory as FixturesTeam
-from league.testing import problem_fields
 from teams import services as teams_services
 from transfers.factories import PlayerReplicaFactory, TeamReplicaFactory, TransferFactory
 from transfers.models import TransferState

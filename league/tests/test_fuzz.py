@@ -12,7 +12,7 @@ once anonymously:
   documented, invalid data rejected, valid data accepted, headers, Allow on 405, use after
   delete, auth not ignored ... and ``--max-response-time 2``, each with schemathesis'
   default expectations (no configuration: a schema-valid request the state refuses is a
-  409, never a 400 or 422, league/api.py).
+  409, never a 400 or 422, kernel/api.py).
 
 Any failure fails the test, with schemathesis' report (and a curl line per failure) as the
 message. Bounded (``MAX_EXAMPLES`` per operation, a fixed seed) to keep CI time reasonable;

@@ -132,7 +132,7 @@ def test_pagination_parameters_are_bounded(schema):
                 assert parameter["schema"]["minimum"] == 0 and parameter["schema"]["maximum"] > 0, path
 
 
-# The statuses a well-formed write can meet besides success (league/api.py): 409 when the
+# The statuses a well-formed write can meet besides success (kernel/api.py): 409 when the
 # current state refuses it, 422 when it contradicts itself.
 RULE_STATUSES = {
     ("post", "/api/teams/"): {"409", "422"},
@@ -166,7 +166,7 @@ def test_a_name_has_the_format_the_fuzzer_draws_valid_names_for(schema):
     (league/tests/schemathesis_hooks.py) draws only names ``clean_name`` accepts."""
     from hypothesis import given, settings
 
-    from events.names import clean_name
+    from kernel.names import clean_name
     from league.tests import schemathesis_hooks  # registers the format
 
     field = schema["components"]["schemas"]["TeamCreateInputRequest"]["properties"]["name"]
