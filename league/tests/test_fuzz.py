@@ -65,7 +65,6 @@ def league(transactional_db, settings, live_server):
     return live_server.url, Token.objects.create(user=user).key
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("who", ["staff", "anonymous"])
 def test_the_api_passes_every_schemathesis_check_in_every_phase(league, tmp_path, who):
     url, token = league
