@@ -247,8 +247,8 @@ def test_export_with_a_cursor_it_did_not_issue_is_a_404(export_client):
 @pytest.mark.parametrize(
     "position", ["abc", "1e3", "\x01", "-1", "", " 7", "9223372036854775808", "1" * 40, "٣"]
 )
-def test_export_with_a_cursor_whose_position_is_not_a_team_id_is_a_400(export_client, position):
-    """A cursor that decodes but does not hold a team id (``p=abc``) is bad input too."""
+def test_export_with_a_cursor_whose_position_is_not_a_team_id_is_a_404(export_client, position):
+    """A cursor that decodes but does not hold a team id (``p=abc``) names no page either."""
     import base64
     from urllib.parse import quote, urlencode
 
@@ -259,10 +259,8 @@ def test_export_with_a_cursor_whose_position_is_not_a_team_id_is_a_400(export_cl
 
     response = client.get(f"/api/teams/export/?cursor={quote(cursor)}")
 
-    assert response.status_code == 400, response.content[:300]
-    assert problem_fields(response) == {
-        "cursor": ["This cursor is not valid: follow the `next` link of the previous page."]
-    }
+    assert response.status_code == 404, response.content[:300]
+    assert problem_fields(response) == {"detail": "No page at this cursor: follow the `next` link of the previous page."}
 
 
 @pytest.mark.parametrize("limit", ["0", "1001", "abc", "9223372036854775808"])
