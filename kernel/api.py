@@ -14,6 +14,15 @@ The problem document::
 pointer (RFC 6901) into the request body (``pointer``; ``""`` is the whole body), or by the
 name of the query parameter (``parameter``) for a GET.
 
+Statuses of a refused body: 400 when it does not match the schema (a serializer's
+message); a rule of a service (a Django ``ValidationError`` it raises) is checked against
+the current state, so its refusal is a 409 ``conflict`` when every message has the code
+``"conflict"`` (``ValidationError(message, code="conflict")``: a name taken, a full squad,
+a transfer in flight, an unknown team, a result already recorded or not yet recorded: the
+client can change the state and retry), and a 422 ``unprocessable`` otherwise (a request
+that contradicts itself whatever the state). Views raise ``Conflict`` / ``Unprocessable``
+for rules of their own. Both carry ``errors`` like a 400.
+
 Who produces it:
 - ``exception_handler`` (DRF's ``EXCEPTION_HANDLER``) for every error raised in a DRF view:
   validation, parse errors, 401/403/404/405/406/415/429, a service's Django
@@ -46,6 +55,7 @@ from django.core.exceptions import (
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, parsers, renderers, serializers
+from rest_framework.fields import get_error_detail
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.utils import json as drf_json
@@ -166,6 +176,31 @@ class WritesPaused(exceptions.APIException):
         self.wait = exc.retry_after  # DRF's handler turns ``wait`` into Retry-After
 
 
+CONFLICT = "conflict"
+
+
+class Conflict(exceptions.ValidationError):
+    """Well formed, but the current state forbids it: 409 with field messages."""
+
+    status_code = 409
+    default_code = CONFLICT
+
+
+class Unprocessable(exceptions.ValidationError):
+    """Well formed, but it contradicts itself whatever the state: 422 with field messages."""
+
+    status_code = 422
+    default_code = "unprocessable"
+
+
+def _refused_by_a_rule(exc: DjangoValidationError) -> exceptions.ValidationError:
+    detail = get_error_detail(exc)  # keeps each message's code
+    if not isinstance(detail, dict):
+        detail = {"non_field_errors": detail}
+    codes = {code for _, _, code in flatten(detail)}
+    return Conflict(detail) if codes == {CONFLICT} else Unprocessable(detail)
+
+
 def _django_to_drf(exc: Exception) -> Exception:
     if isinstance(exc, gate.ServicePaused):
         return WritesPaused(exc)
@@ -174,12 +209,8 @@ def _django_to_drf(exc: Exception) -> Exception:
     if isinstance(exc, DjangoPermissionDenied):
         return exceptions.PermissionDenied(*exc.args)
     if isinstance(exc, DjangoValidationError):
-        # Raised by ``full_clean`` in a service: messages by field.
-        if hasattr(exc, "error_dict"):
-            return exceptions.ValidationError(
-                {field: [str(m) for m in msgs] for field, msgs in exc.message_dict.items()}
-            )
-        return exceptions.ValidationError({"non_field_errors": exc.messages})
+        # Raised by a service (its rules, ``full_clean``): messages by field.
+        return _refused_by_a_rule(exc)
     if isinstance(exc, RequestDataTooBig):
         return RequestTooLarge(
             f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes. Send a smaller one."
@@ -214,7 +245,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, exceptions.ValidationError) or isinstance(detail, (dict, list)):
         in_query = request is not None and request.method in ("GET", "HEAD")
         errors = validation_errors(detail, in_query=in_query)
-        body = problem(status, problem_summary(errors), request=django_request, code="invalid", errors=errors)
+        code = exc.default_code if isinstance(exc, (Conflict, Unprocessable)) else "invalid"
+        body = problem(status, problem_summary(errors), request=django_request, code=code, errors=errors)
     else:
         body = problem(status, str(detail), request=django_request, code=getattr(detail, "code", None))
     response.data = body

@@ -205,7 +205,9 @@ class NameField(serializers.CharField):
     def __init__(self, *, label: str = "Name", **kwargs: Any) -> None:
         self.name_label = label
         kwargs.setdefault("max_length", MAX_NAME_LENGTH)
-        super().__init__(allow_blank=True, trim_whitespace=False, **kwargs)
+        # Not blank, so the schema says so (minLength 1): "" is a 400 the schema foretells.
+        messages = {"blank": f"{label} cannot be empty.", **kwargs.pop("error_messages", {})}
+        super().__init__(allow_blank=False, trim_whitespace=False, error_messages=messages, **kwargs)
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework.permissions import SAFE_METHODS
@@ -28,7 +29,7 @@ VALIDATION_SCHEMA = DETAIL_SCHEMA
 
 _ERRORS: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {
     400: (
-        "The input is not valid: each message in `errors`, addressed by a JSON pointer into the body (or a query parameter).",
+        "The input does not match the schema: each message in `errors`, addressed by a JSON pointer into the body (or a query parameter).",
         VALIDATION_SCHEMA,
         {"name": ["Team name cannot be empty."]},
     ),
@@ -43,7 +44,18 @@ _ERRORS: dict[int, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"detail": "You do not have permission to perform this action."},
     ),
     404: ("No such object.", DETAIL_SCHEMA, {"detail": "Not found."}),
-    409: ("The request conflicts with the current state.", DETAIL_SCHEMA, {"detail": "Conflict."}),
+    409: (
+        "Well formed, but the current state refuses it (code `conflict`): change the state and retry. "
+        "Each message in `errors`, addressed by a JSON pointer into the body.",
+        VALIDATION_SCHEMA,
+        {"name": ["A team named Ajax already exists."]},
+    ),
+    422: (
+        "Well formed, but it contradicts itself whatever the state (code `unprocessable`): "
+        "each message in `errors`, addressed by a JSON pointer into the body.",
+        VALIDATION_SCHEMA,
+        {"players": ["A squad has at most 25 players; got 26."]},
+    ),
     503: (
         "A service this one depends on is unavailable; try again later.",
         DETAIL_SCHEMA,
@@ -202,8 +214,9 @@ def _example_problem(value: Any, *, status: int, method: str, path: str) -> Any:
     instance = re.sub(r"\{[^}]+\}", "1", path)
     if set(value) == {"detail"}:
         return {**body, "detail": value["detail"], "instance": instance}
-    errors = validation_errors(value, in_query=method == "get")
-    return {**body, "detail": problem_summary(errors), "instance": instance, "code": "invalid", "errors": errors}
+    code = {409: "conflict", 422: "unprocessable"}.get(status, "invalid")
+    errors = [{**e, "code": code} for e in validation_errors(value, in_query=method == "get")]
+    return {**body, "detail": problem_summary(errors), "instance": instance, "code": code, "errors": errors}
 
 
 def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
@@ -247,6 +260,8 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
                     "content": {"application/problem+json": {"schema": PROBLEM_REF}},
                 },
             )
+            if method == "post":
+                _idempotency_key(op)
             for (operation_id, code), links in LINKS.items():
                 if op.get("operationId") != operation_id or code not in op["responses"]:
                     continue
@@ -256,6 +271,61 @@ def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bo
                     if target in operation_ids
                 }
     return result
+
+
+IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes a retry safe (idempotency/middleware.py): the same key with the same request "
+        "within 24 h gets the first response again (header `Idempotent-Replayed: true`) "
+        "and nothing is done twice; the same key with another request is a 422; while the "
+        "first is still running, a 409. Keys are per user; a UUID is usual."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+}
+_IDEMPOTENCY_ERRORS = {
+    "409": "or a request with the same `Idempotency-Key` is still in progress (code `idempotency_key_in_progress`, `Retry-After`)",
+    "422": "or the `Idempotency-Key` was used for another request (code `idempotency_key_reused`)",
+}
+
+
+def _idempotency_key(op: dict[str, Any]) -> None:
+    """The ``Idempotency-Key`` header of a POST, and the 409/422 it can answer."""
+    op.setdefault("parameters", []).append(IDEMPOTENCY_KEY_PARAMETER)
+    for code, text in _IDEMPOTENCY_ERRORS.items():
+        if code in op["responses"]:
+            op["responses"][code]["description"] += f" {text[0].upper()}{text[1:]}."
+        else:
+            op["responses"][code] = {
+                "description": f"{text[3].upper()}{text[4:]}.",
+                "content": {"application/problem+json": {"schema": PROBLEM_REF}},
+            }
+
+
+NAME_FORMAT = "league-name"
+
+
+class NameFieldExtension(OpenApiSerializerFieldExtension):
+    """A name (``kernel.names.NameField``): the format ``league-name``, whose rule the
+    description gives (``kernel.names.clean_name``; as a regular expression it would be too
+    large for a fuzzer to draw from: league/tests/schemathesis_hooks.py draws such names)."""
+
+    target_class = "kernel.names.NameField"
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        return {
+            "type": "string",
+            "format": NAME_FORMAT,
+            "minLength": 1,
+            "maxLength": self.target.max_length,
+            "description": (
+                "A name: stored in Unicode NFC with white space collapsed; at least one visible "
+                "character (a letter, digit, punctuation or symbol); no control or invisible "
+                "formatting characters, surrogates or line/paragraph separators."
+            ),
+        }
 
 
 class AutoSchema(SpectacularAutoSchema):

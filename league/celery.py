@@ -1,7 +1,8 @@
 """The Celery app. Beat runs the outbox relay every second as the sweeper for anything
 the on-commit kick missed, hourly purges published outbox rows past their retention and
 inbox rows past the redelivery horizon and the services' records kept for as long
-(events/retention.py), and (where the transfers
+(events/retention.py) and idempotency keys past theirs
+(idempotency/middleware.py), and (where the transfers
 service is installed) runs the transfer saga's clock every 5 seconds and heals the teams
 replica: marked teams every ``TEAMS_HEAL_INTERVAL_SECONDS``, a reconciliation with the teams
 service every ``TEAMS_RECONCILE_SECONDS`` (transfers/replica.py, "Healing"); where fixtures
@@ -20,7 +21,7 @@ broker.register()  # filesystem:// with atomic writes (league/broker.py)
 
 app = Celery("league")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(lambda: [a for a in ("events", "transfers", "fixtures") if a in _installed()])
+app.autodiscover_tasks(lambda: [a for a in ("events", "idempotency", "transfers", "fixtures") if a in _installed()])
 
 
 def _installed() -> list[str]:
@@ -49,6 +50,10 @@ def _schedule(sender: Celery, **_: object) -> None:
         },
         "purge-retained": {
             "task": "events.purge_retained",
+            "schedule": timedelta(hours=1),
+        },
+        "purge-idempotency-keys": {
+            "task": "idempotency.purge_keys",
             "schedule": timedelta(hours=1),
         },
     }

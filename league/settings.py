@@ -100,6 +100,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "events",
+    # Idempotency-Key on the API's POSTs, kept in each deployment's own database.
+    "idempotency",
     # The project itself: `manage.py runstack` starts the whole system.
     "league",
     # Moving a service out of the running monolith: `manage.py split_service`.
@@ -126,6 +128,8 @@ MIDDLEWARE = [
     "league.throttling.LoginLockMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, after the session and CSRF: a retried POST is answered, not done again.
+    "idempotency.middleware.IdempotencyMiddleware",
 ]
 
 ROOT_URLCONF = "league.urls"
@@ -485,6 +489,8 @@ SQUAD_LIMIT = env.int("SQUAD_LIMIT", default=25)
 SEASON_MAX_TEAMS = env.int("SEASON_MAX_TEAMS", default=40)
 if SEASON_MAX_TEAMS < 2:
     raise ImproperlyConfigured(f"SEASON_MAX_TEAMS must be at least 2; got {SEASON_MAX_TEAMS}.")
+#: How long an Idempotency-Key and its response are kept, in hours (idempotency/middleware.py).
+IDEMPOTENCY_KEY_TTL = timedelta(hours=env.int("IDEMPOTENCY_KEY_HOURS", default=24))
 # The saga's deadline: a transfer the teams service has not answered within this many
 # seconds is cancelled through teams (transfers.services.transfers_expire).
 #: The saga's deadline: a transfer teams has not answered within this is cancelled through teams.

@@ -55,7 +55,7 @@ class Team(models.Model):
         self.name = _clean(self.name, "Team name")
         self.name_key = name_key(self.name)
         if Team.objects.filter(name_key=self.name_key).exclude(pk=self.pk).exists():
-            raise ValidationError({"name": [team_name_taken(self.name)]})
+            raise ValidationError({"name": [ValidationError(team_name_taken(self.name), code="conflict")]})
 
     def validate_constraints(self, exclude=None) -> None:
         # clean() checks the name key with a message on "name"; the database constraint
@@ -92,7 +92,9 @@ class Player(models.Model):
         self.name = _clean(self.name, "Player name")
         self.name_key = name_key(self.name)
         if self.team_id and Player.objects.filter(team_id=self.team_id, name_key=self.name_key).exclude(pk=self.pk).exists():
-            raise ValidationError({"name": [player_name_taken(self.team.name, self.name)]})
+            raise ValidationError(
+                {"name": [ValidationError(player_name_taken(self.team.name, self.name), code="conflict")]}
+            )
 
     def validate_constraints(self, exclude=None) -> None:
         super().validate_constraints(exclude={*(exclude or ()), "name_key"})

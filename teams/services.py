@@ -3,7 +3,8 @@
 Guarantee: each function is one ``transaction.atomic`` block that writes the domain rows
 and records exactly one event with ``events.publish`` (none when nothing changed), so an
 event exists if and only if the change committed. Bad input raises Django's
-``ValidationError`` with field messages (the API turns it into a 400). The functions nest
+``ValidationError`` with field messages; a refusal by the current state (a name taken, a
+full squad) has the code ``"conflict"`` (the API answers 409, otherwise 422: kernel/api.py). The functions nest
 in an outer transaction (admin, the event consumer), so they are not ``durable``.
 
 Races: a caller may hold a ``Team`` loaded before the transaction (a view, the admin).
@@ -88,7 +89,7 @@ def team_create(*, name: str, players: Iterable[Mapping[str, str]] | None = None
         try:
             created.append(_player_build(team=team, name=entry.get("name", ""), position=entry.get("position", "")))
         except ValidationError as exc:
-            raise ValidationError({"players": exc.messages}) from None
+            raise ValidationError({"players": _with_codes(exc)}) from None
 
     events.publish(
         "team.created",
@@ -132,7 +133,7 @@ def player_add(*, team: Team, name: str, position: str) -> Player:
     team = _lock_team(team.pk)
     limit = settings.SQUAD_LIMIT
     if team.players.count() >= limit:
-        raise ValidationError(f"Team {team.name} has a full squad ({limit} players).")
+        raise ValidationError(f"Team {team.name} has a full squad ({limit} players).", code="conflict")
     player = _player_build(team=team, name=name, position=position)
     events.publish("player.added", subject=team.id, data={"team_id": team.id, **_player_data(player)})
     return player
@@ -337,7 +338,14 @@ def _save_unique(obj: Team | Player, *, field: str, message: str) -> None:
         with transaction.atomic():  # a savepoint, so the outer transaction stays usable
             obj.save()
     except IntegrityError:
-        raise ValidationError({field: [message]}) from None
+        raise ValidationError({field: [ValidationError(message, code="conflict")]}) from None
+
+
+def _with_codes(exc: ValidationError) -> list[ValidationError]:
+    """Every message of ``exc``, each keeping its code (``messages`` keeps only the text)."""
+    if hasattr(exc, "error_dict"):
+        return [error for errors in exc.error_dict.values() for error in errors]
+    return exc.error_list
 
 
 def _player_data(player: Player) -> dict[str, Any]:

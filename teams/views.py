@@ -1,5 +1,6 @@
 """The teams REST API: thin views that parse input, call a service or a selector, and
-shape the answer. Errors: service ``ValidationError`` -> 400 (kernel.api), unknown id -> 404,
+shape the answer. Errors: a body that does not match the schema -> 400, a service's
+``ValidationError`` -> 409 (a name taken, a full squad) or 422 (kernel.api), unknown id -> 404,
 also when the service finds the team or player gone inside its transaction (a request that
 lost a race: ``TeamNotFound`` / ``PlayerNotFound``)."""
 
@@ -85,7 +86,16 @@ class TeamListApi(ListAPIView):
     @extend_schema(
         operation_id="teams_create",
         request=TeamCreateInputSerializer,
-        responses={201: TeamSerializer, **errors(400, 401)},
+        responses={
+            201: TeamSerializer,
+            **errors(
+                400,
+                401,
+                409,
+                422,
+                e422={"players": ["A squad has at most 25 players; got 26."]},
+            ),
+        },
         examples=[
             OpenApiExample(
                 "With a player",
@@ -104,6 +114,9 @@ class TeamListApi(ListAPIView):
         data = _valid(TeamCreateInputSerializer, request)
         team = services.team_create(name=data["name"], players=data.get("players"))
         return Response(TeamSerializer(_team_or_404(team.id)).data, status=status.HTTP_201_CREATED)
+
+
+BAD_CURSOR = "No page at this cursor: follow the `next` link of the previous page."
 
 
 class ExportPagination(CursorPagination):
@@ -148,7 +161,8 @@ class ExportPagination(CursorPagination):
         ]
 
     def decode_cursor(self, request: Request):
-        """DRF's cursor, refused (400) unless it decodes and its position is a team id as
+        """DRF's cursor, refused (404: any string matches the schema; one the export did not
+        issue names no page) unless it decodes and its position is a team id as
         ``next`` links carry it: DRF answers 404 to an undecodable cursor and lets any
         position through to the query (``p=abc``: a ``ValueError``, a 500)."""
         try:
@@ -156,9 +170,7 @@ class ExportPagination(CursorPagination):
         except NotFound:
             cursor = False
         if cursor is False or (cursor is not None and not _is_team_id(cursor.position)):
-            raise ValidationError(
-                {"cursor": ["This cursor is not valid: follow the `next` link of the previous page."]}
-            ) from None
+            raise NotFound(BAD_CURSOR) from None
         return cursor
 
 
@@ -190,12 +202,7 @@ class TeamExportApi(ListAPIView):
         operation_id="teams_export",
         responses={
             200: TeamExportItemSerializer(many=True),
-            **errors(
-                400,
-                401,
-                403,
-                e400={"cursor": ["This cursor is not valid: follow the `next` link of the previous page."]},
-            ),
+            **errors(400, 401, 403, 404, e400={"limit": ["Must be a whole number from 1 to 1000."]}, e404={"detail": BAD_CURSOR}),
         },
         examples=[
             OpenApiExample(
@@ -290,7 +297,7 @@ class TeamDetailApi(GenericAPIView):
     @extend_schema(
         operation_id="teams_rename",
         request=TeamUpdateInputSerializer,
-        responses={200: TeamSerializer, **errors(400, 401, 404)},
+        responses={200: TeamSerializer, **errors(400, 401, 404, 409)},
         examples=[
             OpenApiExample("Rename", value={"name": "AFC Ajax"}, request_only=True),
             OpenApiExample(
@@ -337,7 +344,14 @@ class PlayerListApi(GenericAPIView):
         request=PlayerInputSerializer,
         responses={
             201: PlayerSerializer,
-            **errors(400, 401, 404, e400={"position": ["Position must be one of GK, DEF, MID, ST."]}),
+            **errors(
+                400,
+                401,
+                404,
+                409,
+                e400={"position": ["Position must be one of GK, DEF, MID, ST."]},
+                e409={"name": ["Team Ajax already has a player named Edwin van der Sar."]},
+            ),
         },
         examples=[
             OpenApiExample("Add a keeper", value={"name": "Edwin van der Sar", "position": "GK"}, request_only=True),

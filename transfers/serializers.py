@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from kernel.names import TextField
@@ -49,6 +50,14 @@ class TransferSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "decimal",
+        # At least one digit; a sign only on zero ("-0" is zero): what the field accepts.
+        "pattern": r"^(?:\d{1,10}(?:\.\d{0,2})?|\d{0,10}\.\d{1,2}|-0{1,10}(?:\.0{0,2})?|-0{0,10}\.0{1,2})$",
+    }
+)
 class FeeField(serializers.DecimalField):
     """A non-negative amount with two decimals, as the events carry it: ``"-0"``,
     ``"-0.00"`` and ``"-0e-1"`` are zero, without the sign the event schema refuses."""

@@ -95,6 +95,11 @@ def _fee(fee: Any) -> Decimal:
     return value.quantize(CENT)
 
 
+def _conflict(message: str) -> ValidationError:
+    """A refusal by the current state: the API answers 409 (kernel/api.py)."""
+    return ValidationError(message, code="conflict")
+
+
 def _window_error() -> str | None:
     opens, closes = settings.TRANSFER_WINDOW_OPENS, settings.TRANSFER_WINDOW_CLOSES
     today = timezone.localdate()
@@ -112,19 +117,24 @@ def _in_flight(player_id: int) -> Transfer | None:
 def transfer_request(*, player_id: int, from_team_id: int, to_team_id: int, fee: Decimal | str) -> Transfer:
     """Validate a transfer against the replica and record it with ``transfer.requested``.
 
-    Raises ``ValidationError`` (field messages) for bad input, ``TeamsServiceUnavailable``
-    when a team missing from the replica cannot be fetched; nothing is written then.
+    Raises ``ValidationError`` (field messages) for bad input, with the code ``"conflict"``
+    when the current state refuses it (the window closed, a team unknown, the player not in
+    the team, already in the destination or in a transfer, a full squad: the API answers
+    409, otherwise 422), and
+    ``TeamsServiceUnavailable`` when a team missing from the replica cannot be fetched;
+    nothing is written then.
     """
-    errors: dict[str, list[str]] = {}
+    errors: dict[str, list[Any]] = {}
     try:
         amount = _fee(fee)
     except ValidationError as exc:
         errors.update(exc.message_dict)
     if from_team_id == to_team_id:
-        errors.setdefault("to_team_id", []).append("The destination team must differ from the current team.")
+        # The player is in from_team or not: either way the request conflicts with where he plays.
+        errors.setdefault("to_team_id", []).append(_conflict("The destination team must differ from the current team."))
     window = _window_error()
     if window:
-        errors.setdefault(NON_FIELD_ERRORS, []).append(window)
+        errors.setdefault(NON_FIELD_ERRORS, []).append(_conflict(window))
     if errors:
         raise ValidationError(errors)
 
@@ -133,7 +143,7 @@ def transfer_request(*, player_id: int, from_team_id: int, to_team_id: int, fee:
         try:
             selectors.team_get(team_id)
         except TeamNotFound:
-            errors.setdefault(field, []).append(f"Team {team_id} does not exist.")
+            errors.setdefault(field, []).append(_conflict(f"Team {team_id} does not exist."))
     if errors:
         raise ValidationError(errors)
 
@@ -142,11 +152,11 @@ def transfer_request(*, player_id: int, from_team_id: int, to_team_id: int, fee:
 
 
 def _transfer_create(*, player_id: int, from_team_id: int, to_team_id: int, fee: Decimal) -> Transfer:
-    errors: dict[str, list[str]] = {}
+    errors: dict[str, list[Any]] = {}
     teams = {t.team_id: t for t in TeamReplica.objects.visible().filter(team_id__in=[from_team_id, to_team_id])}
     for field, team_id in (("from_team_id", from_team_id), ("to_team_id", to_team_id)):
         if team_id not in teams:  # deleted since team_get
-            errors.setdefault(field, []).append(f"Team {team_id} does not exist.")
+            errors.setdefault(field, []).append(_conflict(f"Team {team_id} does not exist."))
     if errors:
         raise ValidationError(errors)
     source, target = teams[from_team_id], teams[to_team_id]
@@ -154,13 +164,15 @@ def _transfer_create(*, player_id: int, from_team_id: int, to_team_id: int, fee:
     player = selectors.player_in_team(player_id=player_id, team=source)
     if player is None:
         errors.setdefault("player_id", []).append(
-            f"Player {player_id} is not in {source.name} (team {source.team_id})."
+            _conflict(f"Player {player_id} is not in {source.name} (team {source.team_id}).")
         )
     elif (other := _in_flight(player_id)) is not None:
-        errors.setdefault("player_id", []).append(IN_FLIGHT_MESSAGE.format(player_id=player_id, transfer_id=other.pk))
+        errors.setdefault("player_id", []).append(
+            _conflict(IN_FLIGHT_MESSAGE.format(player_id=player_id, transfer_id=other.pk))
+        )
     if selectors.team_players(team=target).count() >= settings.SQUAD_LIMIT:
         errors.setdefault("to_team_id", []).append(
-            f"{target.name} (team {target.team_id}) already has {settings.SQUAD_LIMIT} players, the squad limit."
+            _conflict(f"{target.name} (team {target.team_id}) already has {settings.SQUAD_LIMIT} players, the squad limit.")
         )
     if errors:
         raise ValidationError(errors)
@@ -180,7 +192,7 @@ def _transfer_create(*, player_id: int, from_team_id: int, to_team_id: int, fee:
     except IntegrityError:  # a concurrent request for the same player won the race
         other = _in_flight(player_id)
         raise ValidationError(
-            {"player_id": IN_FLIGHT_MESSAGE.format(player_id=player_id, transfer_id=other.pk if other else "?")}
+            {"player_id": _conflict(IN_FLIGHT_MESSAGE.format(player_id=player_id, transfer_id=other.pk if other else "?"))}
         ) from None
     events.publish("transfer.requested", subject=transfer.pk, data=_transfer_data(transfer))
     return transfer

@@ -106,7 +106,14 @@ class _Filters(serializers.Serializer):
         request=TransferRequestSerializer,
         responses={
             201: TransferSerializer,
-            **errors(400, 401, 503, e400={"player_id": ["Player 7 is not in team 1."]}),
+            **errors(
+                400,
+                401,
+                409,
+                503,
+                e400={"fee": ["Ensure that there are no more than 2 decimal places."]},
+                e409={"player_id": ["Player 7 already has a transfer in progress (#3)."]},
+            ),
         },
         examples=[
             OpenApiExample(

@@ -106,8 +106,11 @@ def test_routes_by_prefix_with_the_upstream_header(door, upstreams):
 
 def test_forwarded_headers(door, upstreams):
     door.start({}, upstreams["monolith"].address)
-    _, _, body = get(door, "/x", headers={"X-Request-ID": "rid-123", "X-Forwarded-For": "10.0.0.9"})
+    _, _, body = get(
+        door, "/x", headers={"X-Request-ID": "rid-123", "X-Forwarded-For": "10.0.0.9", "Idempotency-Key": "k-1"}
+    )
     h = body["headers"]
+    assert h["Idempotency-Key"] == "k-1"  # a retried POST is recognised behind the door too
     assert h["Host"] == f"127.0.0.1:{door.port}"
     assert h["X-Forwarded-For"] == "10.0.0.9, 127.0.0.1"
     assert h["X-Forwarded-Proto"] == "http"

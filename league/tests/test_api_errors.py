@@ -205,7 +205,7 @@ def test_a_service_error_for_the_whole_request_points_at_the_body(auth_client, s
     settings.SQUAD_LIMIT = 0
     team = TeamFactory(name="Westbrook")
     response = auth_client.post(f"/api/teams/{team.id}/players/", {"name": "Ann", "position": "GK"}, format="json")
-    body = assert_problem(response, 400)
+    body = assert_problem(response, 409)
     assert body["errors"][0]["pointer"] == ""
     assert body["detail"] == body["errors"][0]["detail"]
 
@@ -296,7 +296,7 @@ def test_patch_is_partial_on_a_fixture(auth_client, settings):
     assert (response.json()["home_goals"], response.json()["away_goals"]) == (2, 2)
     # An unplayed fixture needs both counts: each missing one is named.
     unplayed = FixtureFactory()
-    body = assert_problem(auth_client.patch(f"/api/fixtures/{unplayed.id}/", {"home_goals": 1}, format="json"), 400)
+    body = assert_problem(auth_client.patch(f"/api/fixtures/{unplayed.id}/", {"home_goals": 1}, format="json"), 409)
     assert [e["pointer"] for e in body["errors"]] == ["/away_goals"]
 
 

@@ -130,3 +130,53 @@ def test_pagination_parameters_are_bounded(schema):
                 assert (parameter["schema"]["minimum"], parameter["schema"]["maximum"]) == (1, 1000), path
             if parameter["name"] == "offset":
                 assert parameter["schema"]["minimum"] == 0 and parameter["schema"]["maximum"] > 0, path
+
+
+# The statuses a well-formed write can meet besides success (kernel/api.py): 409 when the
+# current state refuses it, 422 when it contradicts itself.
+RULE_STATUSES = {
+    ("post", "/api/teams/"): {"409", "422"},
+    ("patch", "/api/teams/{team_id}/"): {"409"},
+    ("post", "/api/teams/{team_id}/players/"): {"409"},
+    ("post", "/api/transfers/"): {"409"},
+    ("post", "/api/transfers/{id}/cancel/"): {"409"},
+    ("post", "/api/seasons/"): {"409", "422"},
+    ("patch", "/api/fixtures/{fixture_id}/"): {"409"},
+}
+
+
+def test_each_write_documents_its_conflicts_with_an_example(schema):
+    for (method, path), statuses in RULE_STATUSES.items():
+        if path not in schema["paths"]:
+            continue  # a service not in this deployment
+        responses = schema["paths"][path][method]["responses"]
+        assert statuses <= set(responses), (method, path, set(responses))
+        for status in statuses:
+            [example] = responses[status]["content"]["application/problem+json"]["examples"].values()
+            assert example["value"]["status"] == int(status), (method, path, status)
+    # No other write says it can answer 422 (besides a reused Idempotency-Key on a POST).
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            if "422" in op.get("responses", {}) and method != "post":
+                assert (method, path) in RULE_STATUSES and "422" in RULE_STATUSES[method, path], (method, path)
+
+
+def test_a_name_has_the_format_the_fuzzer_draws_valid_names_for(schema):
+    """The schema gives a name the format ``league-name``; the fuzzer's strategy for it
+    (league/tests/schemathesis_hooks.py) draws only names ``clean_name`` accepts."""
+    from hypothesis import given, settings
+
+    from kernel.names import clean_name
+    from league.tests import schemathesis_hooks  # registers the format
+
+    field = schema["components"]["schemas"]["TeamCreateInputRequest"]["properties"]["name"]
+    assert (field["format"], field["minLength"], field["maxLength"]) == ("league-name", 1, 100)
+    import schemathesis.specs.openapi.formats as formats
+
+    @settings(max_examples=200, deadline=None)
+    @given(formats.STRING_FORMATS["league-name"])
+    def accepted(name):
+        clean_name(name)
+
+    accepted()
+    assert schemathesis_hooks.HEADER == "Idempotency-Key"

@@ -183,10 +183,13 @@ pytestmark = pytest.mark.slow
 def test_migrations_create_only_its_own_tables(booted, service):
     with sqlite3.connect(booted[service].database) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    foreign = {t for t in tables if not t.startswith((*CONTRIB_PREFIXES, "events_", f"{service}_", "sqlite_"))}
+    own = (*CONTRIB_PREFIXES, "events_", "idempotency_", f"{service}_", "sqlite_")
+    foreign = {t for t in tables if not t.startswith(own)}
     assert not foreign, f"{service} created {sorted(foreign)}"
     assert any(t.startswith(f"{service}_") for t in tables)
     assert any(t.startswith("events_") for t in tables)
+    # Each service keeps the Idempotency-Keys of its own POSTs in its own database.
+    assert "idempotency_idempotencykey" in tables
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -214,7 +217,7 @@ def test_installs_registers_and_consumes_only_its_own_app(booted, service):
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_beat_relays_the_services_own_outbox(booted, service):
-    """The schedule runs the relay and the purges of whichever outbox and inbox the
+    """The schedule runs the relay and the purges of whichever outbox, inbox and idempotency keys the
     process's DATABASE_URL holds (plus the transfer saga's clock and the replicas' healing
     where transfers or fixtures is installed), and every task exists in that service's worker."""
     facts = booted[service].facts
@@ -222,13 +225,16 @@ def test_beat_relays_the_services_own_outbox(booted, service):
         "transfers": ["transfers.expire_transfers", "transfers.heal_replica", "transfers.reconcile_teams"],
         "fixtures": ["fixtures.reconcile_teams"],
     }.get(service, [])
-    assert facts["beat"] == [
-        "events.purge_inbox",
-        "events.purge_outbox",
-        "events.purge_retained",
-        "events.relay_outbox",
-        *clock,
-    ]
+    assert facts["beat"] == sorted(
+        [
+            "events.purge_inbox",
+            "events.purge_outbox",
+            "events.purge_retained",
+            "events.relay_outbox",
+            "idempotency.purge_keys",
+            *clock,
+        ]
+    )
     assert set(facts["beat"]) <= set(facts["tasks"])
 
 

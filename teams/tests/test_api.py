@@ -73,7 +73,7 @@ def test_create_team_with_a_duplicate_name(auth_client):
 
     response = auth_client.post(TEAMS, {"name": "northgate"}, format="json")
 
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert problem_fields(response) == {"name": ["A team named northgate already exists."]}
 
 
@@ -237,17 +237,18 @@ def test_export_is_paginated_by_a_cursor_the_client_follows(export_client, djang
     assert seen == ids and pages == 3
 
 
-def test_export_with_a_bad_cursor_is_a_400(export_client):
+def test_export_with_a_cursor_it_did_not_issue_is_a_404(export_client):
+    """Any string is a cursor by the schema; one the export did not issue names no page."""
     response = export_client.get("/api/teams/export/?cursor=not-a-cursor")
-    assert response.status_code == 400
-    assert "cursor" in str(response.json())
+    assert response.status_code == 404
+    assert response.json()["detail"] == "No page at this cursor: follow the `next` link of the previous page."
 
 
 @pytest.mark.parametrize(
     "position", ["abc", "1e3", "\x01", "-1", "", " 7", "9223372036854775808", "1" * 40, "٣"]
 )
-def test_export_with_a_cursor_whose_position_is_not_a_team_id_is_a_400(export_client, position):
-    """A cursor that decodes but does not hold a team id (``p=abc``) is bad input too."""
+def test_export_with_a_cursor_whose_position_is_not_a_team_id_is_a_404(export_client, position):
+    """A cursor that decodes but does not hold a team id (``p=abc``) names no page either."""
     import base64
     from urllib.parse import quote, urlencode
 
@@ -258,10 +259,8 @@ def test_export_with_a_cursor_whose_position_is_not_a_team_id_is_a_400(export_cl
 
     response = client.get(f"/api/teams/export/?cursor={quote(cursor)}")
 
-    assert response.status_code == 400, response.content[:300]
-    assert problem_fields(response) == {
-        "cursor": ["This cursor is not valid: follow the `next` link of the previous page."]
-    }
+    assert response.status_code == 404, response.content[:300]
+    assert problem_fields(response) == {"detail": "No page at this cursor: follow the `next` link of the previous page."}
 
 
 @pytest.mark.parametrize("limit", ["0", "1001", "abc", "9223372036854775808"])
@@ -298,7 +297,6 @@ def test_rename_team(auth_client):
     ("body", "errors"),
     [
         ({"name": " "}, {"name": ["Team name cannot be empty."]}),
-        ({"name": "THORNBURY"}, {"name": ["A team named THORNBURY already exists."]}),
         ({"name": 7}, {"name": ["Not a valid string."]}),
         ({"name": None}, {"name": ["This field may not be null."]}),
     ],
@@ -311,6 +309,16 @@ def test_rename_team_bad_input(auth_client, body, errors):
 
     assert response.status_code == 400
     assert problem_fields(response) == errors
+
+
+def test_rename_team_to_a_taken_name_is_a_conflict(auth_client):
+    TeamFactory(name="Thornbury")
+    team = TeamFactory(name="Upton")
+
+    response = auth_client.patch(team_url(team.id), {"name": "THORNBURY"}, format="json")
+
+    assert response.status_code == 409
+    assert problem_fields(response) == {"name": ["A team named THORNBURY already exists."]}
 
 
 def test_put_is_not_allowed(auth_client):
@@ -349,7 +357,6 @@ def test_add_player(auth_client):
         ({"name": "Bo", "position": 1}, {"position": ["Position must be one of GK, DEF, MID, ST."]}),
         ({"name": "Bo"}, {"position": ["This field is required."]}),
         ({"name": "", "position": "GK"}, {"name": ["Player name cannot be empty."]}),
-        ({"name": "ann", "position": "GK"}, {"name": ["Team Victoria already has a player named ann."]}),
         ({"name": 5, "position": "GK"}, {"name": ["Not a valid string."]}),
     ],
 )
@@ -370,8 +377,19 @@ def test_add_player_to_a_full_squad(auth_client, settings):
 
     response = auth_client.post(players_url(team.id), {"name": "Late", "position": "ST"}, format="json")
 
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert problem_fields(response) == {"non_field_errors": ["Team Westbrook has a full squad (1 players)."]}
+
+
+def test_add_player_with_a_name_taken_in_the_squad_is_a_conflict(auth_client):
+    team = TeamFactory(name="Victoria")
+    PlayerFactory(team=team, name="Ann")
+
+    response = auth_client.post(players_url(team.id), {"name": "ann", "position": "GK"}, format="json")
+
+    assert response.status_code == 409
+    assert problem_fields(response) == {"name": ["Team Victoria already has a player named ann."]}
+    assert team.players.count() == 1
 
 
 def test_add_player_to_an_unknown_team(auth_client):

@@ -92,5 +92,5 @@ def test_api_refuses_a_control_character_in_a_player_name(auth_client):
 def test_api_answers_nfd_cafe_as_a_duplicate(auth_client):
     assert auth_client.post("/api/teams/", {"name": NFC_CAFE}, format="json").status_code == 201
     response = auth_client.post("/api/teams/", {"name": NFD_CAFE}, format="json")
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert f"A team named {NFC_CAFE} already exists." in str(response.json())

@@ -1,4 +1,5 @@
-"""The transfers REST API: reads, the request, and every bad input as a 400."""
+"""The transfers REST API: reads, the request, every body that does not match the schema as a
+400, and a request the current state refuses as a 409."""
 
 from __future__ import annotations
 
@@ -56,16 +57,29 @@ def test_anonymous_reads_but_cannot_write(api_client, teams):
         ({"fee": "abc"}, "fee"),
         ({"fee": "1.001"}, "fee"),
         ({"fee": "1e40"}, "fee"),
-        ({"to_team_id": 1}, "to_team_id"),  # same team
-        ({"to_team_id": 3}, "to_team_id"),  # deleted team
-        ({"player_id": 12}, "player_id"),  # left the team
-        ({"player_id": 99}, "player_id"),  # never in the team
     ],
 )
 def test_bad_input_is_a_400_with_a_field_message(auth_client, teams, payload, field):
     data = {**GOOD, **payload} if payload else {}
     response = auth_client.post(URL, data, format="json")
     assert response.status_code == 400, response.content
+    body = problem_fields(response)
+    assert field in body and all(isinstance(m, str) and m for m in body[field])
+    assert not Transfer.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "status"),
+    [
+        ({"to_team_id": 1}, "to_team_id", 409),  # the team he is in
+        ({"to_team_id": 3}, "to_team_id", 409),  # deleted team
+        ({"player_id": 12}, "player_id", 409),  # left the team
+        ({"player_id": 99}, "player_id", 409),  # never in the team
+    ],
+)
+def test_a_rule_refuses_a_well_formed_request(auth_client, teams, payload, field, status):
+    response = auth_client.post(URL, {**GOOD, **payload}, format="json")
+    assert response.status_code == status, response.content
     body = problem_fields(response)
     assert field in body and all(isinstance(m, str) and m for m in body[field])
     assert not Transfer.objects.exists()
@@ -82,19 +96,19 @@ def test_not_json(auth_client):
     assert response.status_code == 400
 
 
-def test_duplicate_in_flight_is_a_400(auth_client, teams):
+def test_duplicate_in_flight_is_a_conflict(auth_client, teams):
     assert auth_client.post(URL, GOOD, format="json").status_code == 201
     response = auth_client.post(URL, GOOD, format="json")
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert "already has a transfer in progress" in problem_fields(response)["player_id"][0]
 
 
-def test_outside_the_window_is_a_400(auth_client, teams, settings):
+def test_outside_the_window_is_a_conflict(auth_client, teams, settings):
     from datetime import date
 
     settings.TRANSFER_WINDOW_CLOSES = date(2000, 1, 31)
     response = auth_client.post(URL, GOOD, format="json")
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert problem_fields(response) == {"non_field_errors": ["The transfer window is closed: it closed on 2000-01-31."]}
 
 

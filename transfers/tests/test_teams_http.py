@@ -194,7 +194,7 @@ def test_transfer_request_fetches_a_missing_team(teams_service, fetches, auth_cl
     assert OutboxMessage.objects.filter(type="transfer.requested").count() == 1
 
 
-def test_transfer_request_unknown_team_is_a_400(teams_service, auth_client):
+def test_transfer_request_unknown_team_is_a_conflict(teams_service, auth_client):
     reds = TeamReplicaFactory(team_id=900001, name="Reds")
     PlayerReplicaFactory(team=reds, player_id=900011)
     response = auth_client.post(
@@ -202,7 +202,7 @@ def test_transfer_request_unknown_team_is_a_400(teams_service, auth_client):
         {"player_id": 900011, "from_team_id": 900001, "to_team_id": 900002, "fee": "1"},
         format="json",
     )
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert problem_fields(response) == {"to_team_id": ["Team 900002 does not exist."]}
 
 

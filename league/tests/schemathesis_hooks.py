@@ -1,0 +1,47 @@
+"""schemathesis hooks of league/tests/test_fuzz.py (``SCHEMATHESIS_HOOKS``).
+
+Names: the schema gives them the format ``league-name`` (a regular expression of the rule
+is too large for a fuzzer to draw from); the strategy below draws names the rule accepts.
+
+A client sends a new ``Idempotency-Key`` with each new request: the schema cannot say that a
+key is unique per request, so a fuzzer drawing keys from it sends one key with many bodies,
+which the API rightly refuses (422). Each schema-valid request gets a fresh key here; invalid
+keys (negative cases) are sent as drawn, and must be refused (400).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import schemathesis
+from hypothesis import strategies as st
+
+HEADER = "Idempotency-Key"
+# Categories kernel.names refuses (its exceptions for ZWJ/ZWNJ and emoji tags aside).
+REFUSED = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+
+
+def _accepted(text: str) -> bool:
+    from django.core.exceptions import ValidationError
+
+    from kernel.names import clean_name
+
+    try:
+        clean_name(text)
+    except ValidationError:
+        return False
+    return True
+
+
+# The format the schema gives a name (kernel/openapi.py): what kernel.names.clean_name accepts.
+schemathesis.openapi.format(
+    "league-name",
+    st.text(st.characters(exclude_categories=REFUSED), min_size=1, max_size=100).filter(_accepted),
+)
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    meta = case.meta
+    if case.headers and HEADER in case.headers and (meta is None or meta.generation.mode.is_positive):
+        case.headers[HEADER] = str(uuid.uuid4())
