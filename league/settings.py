@@ -118,6 +118,8 @@ MIDDLEWARE = [
     "league.middleware.ApiMiddleware",
     # A write refused because its service is being moved (events/gate.py): 503, not 500.
     "league.middleware.WritesPausedMiddleware",
+    # The database does not answer: 503 with Retry-After (a problem document under /api/).
+    "league.middleware.DatabaseOutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -531,3 +533,6 @@ LOGGING = logging_config(level=LOG_LEVEL, json=LOG_JSON)
 # --------------------------------------------------------------------------------------
 #: Seconds each check of /readyz (and the admin's bus page) may take.
 HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=2.0)
+# A request that needs the database while it does not answer is a 503 with this Retry-After
+# (league.middleware.DatabaseOutageMiddleware).
+DATABASE_OUTAGE_RETRY_AFTER_SECONDS = env.int("DATABASE_OUTAGE_RETRY_AFTER_SECONDS", default=5)
