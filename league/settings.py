@@ -432,8 +432,10 @@ CELERY_RELAY_INTERVAL_SECONDS = env.float("CELERY_RELAY_INTERVAL_SECONDS", defau
 # --------------------------------------------------------------------------------------
 # Services calling each other over HTTP (transfers -> teams).
 # --------------------------------------------------------------------------------------
-#: The teams service's base URL, for the transfers service's snapshot and misses.
-TEAMS_SERVICE_URL = env.str("TEAMS_SERVICE_URL", default="http://127.0.0.1:8000")
+#: The teams service's base URL, for the transfers service's snapshot and misses. No default:
+#: a guessed port on a shared host is someone else's server; a web serving transfers refuses
+#: to start without it (transfers/teams_client.py). runstack and compose set it.
+TEAMS_SERVICE_URL = env.str("TEAMS_SERVICE_URL", default="")
 # A service account's token (`manage.py service_account transfers-service` on the teams
 # service): the export needs the permission teams.export_team.
 #: The transfers service's token on the teams service (a service account with teams.export_team).
