@@ -220,13 +220,13 @@ class DatabaseOutageMiddleware:
     while it does not answer (connections refused or cut, the server shutting down or full)
     is a ``503`` with ``Retry-After: DATABASE_OUTAGE_RETRY_AFTER_SECONDS``, never a 500:
 
-    - under ``/api/``: an RFC 9457 problem document (``league.api``), ``code``
+    - under ``/api/``: an RFC 9457 problem document (``kernel.api``), ``code``
       ``database_unavailable``;
     - elsewhere (the admin, the league page): a short HTML page.
 
     Nothing was written (the request's transaction could not commit). A database that
     answers but refuses a statement is not an outage and keeps its own answer. ``/readyz``
-    says 503 meanwhile (``events/health.py``); ``/healthz`` stays 200. Proved by
+    says 503 meanwhile (``league/health.py``); ``/healthz`` stays 200. Proved by
     ``league/tests/test_database_outage.py``."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -243,7 +243,7 @@ class DatabaseOutageMiddleware:
         seconds = settings.DATABASE_OUTAGE_RETRY_AFTER_SECONDS
         log.warning("%s %s: the database is unavailable (%s); answered 503", request.method, request.path, exception)
         if request.path_info.startswith("/api/"):
-            from league import api
+            from kernel import api
 
             response: HttpResponse = api.problem_response(
                 request,

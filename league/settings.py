@@ -535,6 +535,6 @@ LOGGING = logging_config(level=LOG_LEVEL, json=LOG_JSON)
 # --------------------------------------------------------------------------------------
 #: Seconds each check of /readyz (and the admin's bus page) may take.
 HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=2.0)
-# A request that needs the database while it does not answer is a 503 with this Retry-After
-# (league.middleware.DatabaseOutageMiddleware).
+#: Retry-After (seconds) of the 503 a request gets while the database does not answer
+#: (league.middleware.DatabaseOutageMiddleware).
 DATABASE_OUTAGE_RETRY_AFTER_SECONDS = env.int("DATABASE_OUTAGE_RETRY_AFTER_SECONDS", default=5)

@@ -16,9 +16,9 @@ from django.db import InterfaceError, OperationalError, connection
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
+from devtools.testing import database_url, wait_until
 from events import topology
-from events.testing import database_url, wait_until
-from league.api import PROBLEM_CONTENT_TYPE
+from kernel.api import PROBLEM_CONTENT_TYPE
 from league.middleware import database_outage
 from live.testing import web_instances
 

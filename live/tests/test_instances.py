@@ -8,8 +8,9 @@ import pytest
 import requests
 from rest_framework.authtoken.models import Token
 
-from events import emulators, relay, topology
-from events.testing import wait_until
+from devtools import emulators
+from devtools.testing import wait_until
+from events import relay, topology
 from live.testing import Stream, instance_queues, web_instances
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

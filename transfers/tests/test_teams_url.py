@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from events.netutil import free_port
+from devtools.netutil import free_port
 
 from ..teams_client import TeamsServiceNotConfigured, fetch_team
 
