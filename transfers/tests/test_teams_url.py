@@ -39,6 +39,7 @@ def test_sync_teams_without_the_url_says_which_setting_and_calls_nobody(tmp_path
     assert "127.0.0.1:8000" not in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("server", "league_service"),
     [("gunicorn", "transfers"), ("uvicorn", "all")],
