@@ -22,15 +22,15 @@
       status("feed down", "off");
     }
   }
-  document.addEventListener("htmx:sseOpen", function (event) {
-    var source = event.detail && event.detail.source;
-    if (source && !source.leagueFeed) {
-      source.leagueFeed = true;
-      source.addEventListener("feed", onFeed);
+  // htmx listens for "feed" from the moment the stream is created (the hidden #live-feed has
+  // sse-swap="feed"), so the state the server sends first is never missed; no swap happens.
+  document.addEventListener("htmx:sseBeforeMessage", function (event) {
+    if (event.target && event.target.id === "live-feed") {
+      event.preventDefault();
+      onFeed(event.detail);
     }
-    if (!source) { status("live", "on"); }
-    refresh();
   });
+  document.addEventListener("htmx:sseOpen", refresh);
   document.addEventListener("htmx:sseError", function () { feed = null; status("reconnecting…", "off"); });
   document.addEventListener("htmx:sseMessage", function () {
     var items = document.querySelectorAll("#ticker li");
