@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 import requests
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.test import Client
 from rest_framework.authtoken.models import Token
@@ -67,9 +68,11 @@ def test_a_database_outage_is_a_503_with_retry_after_from_the_api_and_the_admin(
     browser = Client()
     browser.force_login(staff)
     session = {"sessionid": browser.cookies["sessionid"].value}
-    with web_instances(1, moto_server) as (web,), requests.Session() as http:
+    # The web signs sessions with the same key as this process, so the session made here is valid there.
+    with web_instances(1, moto_server, SECRET_KEY=settings.SECRET_KEY) as (web,), requests.Session() as http:
         assert http.get(f"{web.url}/api/teams/", timeout=10).status_code == 200
-        assert http.get(f"{web.url}/admin/", cookies=session, timeout=10).status_code == 200
+        admin = http.get(f"{web.url}/admin/", cookies=session, timeout=10, allow_redirects=False)
+        assert admin.status_code == 200 and "administration" in admin.text
         with database_refusing_connections() as end:
             read = http.get(f"{web.url}/api/teams/", timeout=10)
             write = http.post(
@@ -85,7 +88,7 @@ def test_a_database_outage_is_a_503_with_retry_after_from_the_api_and_the_admin(
                 assert body["status"] == 503 and body["code"] == "database_unavailable", body
                 assert body["instance"] == "/api/teams/"
                 _retry_after(response)
-            admin = http.get(f"{web.url}/admin/", cookies=session, timeout=10)
+            admin = http.get(f"{web.url}/admin/", cookies=session, timeout=10, allow_redirects=False)
             page = http.get(f"{web.url}/", timeout=10)
             for response in (admin, page):
                 assert response.status_code == 503, response.text[:500]
@@ -99,7 +102,7 @@ def test_a_database_outage_is_a_503_with_retry_after_from_the_api_and_the_admin(
                 timeout=20,
                 what="the API to answer again once the database is back",
             )
-        assert http.get(f"{web.url}/admin/", cookies=session, timeout=10).status_code == 200
+        assert http.get(f"{web.url}/admin/", cookies=session, timeout=10, allow_redirects=False).status_code == 200
 
 
 def _django_error(cls: type[Exception], cause: Exception) -> Exception:
