@@ -267,7 +267,7 @@ def test_a_broadcast_instance_subscribes_again_where_its_subscription_vanished(p
         assert queue.resubscribe_missing() == [topic]
         assert queue.resubscribe_missing() == []
         consumer = Consumer("probe", wait_seconds=0, broadcast=True)
-        consumer._instance_queue, consumer._queue_url = queue, queue.url
+        consumer._instance_queue, consumer.sqs.queue_url = queue, queue.url
         _create(1)
         probe_bus.relay()
         consumer.poll(wait_seconds=1)
