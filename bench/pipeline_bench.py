@@ -95,7 +95,7 @@ class Pipeline:
             self.url = f"http://127.0.0.1:{port}"
             self.procs["web"] = common.spawn(
                 [str(BIN / "gunicorn"), "league.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2"],
-                env=env,
+                env={**env, "TEAMS_SERVICE_URL": self.url},
                 log=e.data_dir / "web.log",
             )
             wait_for_http(f"{self.url}/healthz", timeout=60)

@@ -6,6 +6,11 @@ with a heartbeat refreshed while it runs, and at a clean stop unsubscribes and d
 (unsubscribe first: moto fails every publish to a topic that still has a subscription
 to a deleted queue). ``reap`` removes what crashed instances left behind: queues whose
 heartbeat is older than a bound, and subscriptions whose queue no longer exists.
+
+A running instance keeps its queue and subscriptions whole: the heartbeat also subscribes
+the queue again to any topic whose subscription vanished (a topic deleted and created
+again), and the consumer creates the whole queue again when it is gone (an emulator
+restarted empty; ``events.consumer``).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class InstanceQueue:
     url: str
     arn: str
     subscription_arns: list[str] = field(default_factory=list)
+    topic_arns: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     _beat: threading.Thread | None = None
 
@@ -66,17 +72,17 @@ class InstanceQueue:
         sqs.set_queue_attributes(
             QueueUrl=url, Attributes={"Policy": json.dumps(topology.queue_policy(arn, topic_arns))}
         )
-        subs = [
-            sns.subscribe(
-                TopicArn=t_arn,
-                Protocol="sqs",
-                Endpoint=arn,
-                Attributes={"RawMessageDelivery": "true"},
-                ReturnSubscriptionArn=True,
-            )["SubscriptionArn"]
-            for t_arn in topic_arns
-        ]
-        queue = cls(service=service, instance=instance, url=url, arn=arn, subscription_arns=subs)
+        subs: list[str] = []
+        try:
+            subs.extend(_subscribe(sns, t_arn, arn) for t_arn in topic_arns)
+        except Exception:
+            # Half made (a topic missing until setup_bus ran): remove it, so that the queue
+            # is found missing again and made whole on the next try, never left deaf.
+            for sub in subs:
+                sns.unsubscribe(SubscriptionArn=sub)
+            sqs.delete_queue(QueueUrl=url)
+            raise
+        queue = cls(service=service, instance=instance, url=url, arn=arn, subscription_arns=subs, topic_arns=topic_arns)
         queue._beat = threading.Thread(target=queue._heartbeat, name="queue-heartbeat", daemon=True)
         queue._beat.start()
         log.info("broadcast queue %s created and subscribed to %s", name, ", ".join(types))
@@ -86,8 +92,25 @@ class InstanceQueue:
         while not self.stop.wait(settings.BROADCAST_HEARTBEAT_SECONDS):
             try:
                 aws.client("sqs").tag_queue(QueueUrl=self.url, Tags={TAG_HEARTBEAT: _now()})
+                self.resubscribe_missing()
             except Exception as exc:
                 log.warning("broadcast queue heartbeat failed: %s", exc)
+
+    def resubscribe_missing(self) -> list[str]:
+        """Subscribe the queue again to each topic whose subscription is gone; returns
+        those topics' ARNs."""
+        sns = aws.client("sns")
+        restored = []
+        for index, (topic_arn, sub) in enumerate(zip(self.topic_arns, self.subscription_arns, strict=True)):
+            try:
+                sns.get_subscription_attributes(SubscriptionArn=sub)
+                continue
+            except sns.exceptions.NotFoundException:
+                pass
+            self.subscription_arns[index] = _subscribe(sns, topic_arn, self.arn)
+            restored.append(topic_arn)
+            log.warning("broadcast queue %s: subscribed again to %s", self.url.rsplit("/", 1)[-1], topic_arn)
+        return restored
 
     def delete(self) -> None:
         self.stop.set()
@@ -99,6 +122,16 @@ class InstanceQueue:
                 log.warning("unsubscribe %s failed: %s", sub, exc)
         aws.client("sqs").delete_queue(QueueUrl=self.url)
         log.info("broadcast queue %s unsubscribed and deleted", self.url.rsplit("/", 1)[-1])
+
+
+def _subscribe(sns, topic_arn: str, queue_arn: str) -> str:
+    return sns.subscribe(
+        TopicArn=topic_arn,
+        Protocol="sqs",
+        Endpoint=queue_arn,
+        Attributes={"RawMessageDelivery": "true"},
+        ReturnSubscriptionArn=True,
+    )["SubscriptionArn"]
 
 
 def _bus_subscriptions() -> list[dict]:

@@ -63,7 +63,11 @@ events/dbprobe.py; the SQS calls and their order after a commit by events/sqscli
   is held), then another consumer takes it and the inbox absorbs what had committed.
 - Broadcast (``broadcast=True``): an instance queue of its own, subscribed at start,
   tagged with a heartbeat, unsubscribed and deleted at stop; ``reap_queues`` removes the
-  leftovers of an instance that died. Broadcast handlers update in-process state: they
+  leftovers of an instance that died. When the queue is gone while the consumer runs (an
+  emulator restarted empty), the consumer creates and subscribes it again at each poll
+  until that works (the topics are back once ``setup_bus`` ran), and goes on consuming;
+  ``on_receive_state`` hears each change (``"missing"``, ``"unreachable"``, ``None``:
+  receiving again). Broadcast handlers update in-process state: they
   run without the inbox, the transaction and the database check (every instance must
   run them) and must be idempotent.
 """
@@ -75,7 +79,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -214,6 +218,8 @@ class Consumer:
         self._instance_queue: broadcasting.InstanceQueue | None = None
         self._receive_trouble: str | None = None  # "missing" / "unreachable" while receives fail
         self._database_proven = False  # the last batch committed: its commit proves the database
+        # Told each change of _receive_trouble (the live page's badge).
+        self.on_receive_state: Callable[[str | None], None] | None = None
 
     # ----------------------------------------------------------------- setup
     @property
@@ -254,6 +260,21 @@ class Consumer:
         if self._instance_queue is not None:
             self._instance_queue.delete()
             self._instance_queue = None
+
+    def reopen_instance_queue(self) -> bool:
+        """Broadcast, the queue gone: create and subscribe it again (same name). False if
+        that failed (the topics not back yet); the next poll tries again."""
+        if self._instance_queue is not None:
+            self._instance_queue.stop.set()  # its heartbeat would tag a queue that is gone
+            self._instance_queue = None
+        self.sqs.forget_urls()
+        try:
+            self.open_instance_queue()
+        except Exception as exc:
+            log.info("consumer %s: cannot create its queue %s again yet (%s)", self.service, self.queue_name, exc)
+            return False
+        log.warning("consumer %s: queue %s was gone; created and subscribed again", self.service, self.queue_name)
+        return True
 
     def run_startup_hooks(self) -> None:
         for hook in registry.startup_hooks(self.service):
@@ -402,11 +423,17 @@ class Consumer:
         missing = queue_missing(exc)
         if missing:
             self.sqs.forget_urls()
+            if self.broadcast:
+                self.reopen_instance_queue()
         state = "missing" if missing else "unreachable"
         if state == self._receive_trouble:
             return
         self._receive_trouble = state
-        if missing:
+        if self.on_receive_state is not None:
+            self.on_receive_state(state)
+        if missing and self.broadcast:
+            log.error("consumer %s: queue %s is gone; creating it again", self.service, self.queue_name)
+        elif missing:
             log.error(
                 "consumer %s: queue %s does not exist; waiting for it (run `manage.py setup_bus`)",
                 self.service,
@@ -419,6 +446,8 @@ class Consumer:
         if self._receive_trouble is not None:
             log.warning("consumer %s: queue %s answers again; consuming", self.service, self.queue_name)
             self._receive_trouble = None
+            if self.on_receive_state is not None:
+                self.on_receive_state(None)
 
     def process(self, messages: list[dict[str, Any]]) -> None:
         """Sort a receive out without the database, then run the handlers of what is left

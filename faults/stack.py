@@ -139,7 +139,11 @@ class Stack:
 
     def start_web(self) -> None:
         exe = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-        self.spawn("web", [exe, "league.wsgi", "-b", f"127.0.0.1:{self.web_port}", "-w", "2", "--timeout", "60"])
+        self.spawn(
+            "web",
+            [exe, "league.wsgi", "-b", f"127.0.0.1:{self.web_port}", "-w", "2", "--timeout", "60"],
+            TEAMS_SERVICE_URL=self.web_url,  # the monolith: transfers reads teams from this web
+        )
         wait_for_http(f"{self.web_url}/healthz", timeout=60)
 
     def start_relay(self, name: str = "relay", **extra_env: str) -> subprocess.Popen:

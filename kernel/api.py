@@ -31,6 +31,8 @@ Who produces it:
 - ``league.middleware.ApiMiddleware`` for every other error response under ``/api/``:
   Django's own 404 for an unmatched URL, 400/413 before a view runs, and 500s (with
   ``DEBUG`` on Django would answer its HTML technical pages: never under ``/api/``).
+- ``league.middleware.DatabaseOutageMiddleware`` for a database that does not answer:
+  503 with ``Retry-After`` (this handler leaves that exception to it).
 
 Also here: the parser that refuses oversized and deeply nested JSON (413/400 instead of a
 ``RecursionError``), and the paginator whose ``limit``/``offset`` are bounded (400 for

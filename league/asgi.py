@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import ImproperlyConfigured
 
 from league.bodylimit import AsgiBodyLimit
 
@@ -39,8 +40,15 @@ async def _lifespan(receive: Any, send: Any) -> None:
         assert message["type"] == "lifespan.startup"
         try:
             for config in apps.get_app_configs():
+                if callable(getattr(config, "check_serving", None)):
+                    config.check_serving()
+            for config in apps.get_app_configs():
                 if callable(getattr(config, "lifespan", None)):
                     await stack.enter_async_context(config.lifespan())
+        except ImproperlyConfigured as exc:  # a setting missing: its message says which
+            log.error("ASGI lifespan startup failed: %s", exc)
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
         except Exception as exc:
             log.exception("ASGI lifespan startup failed")
             await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -1,4 +1,6 @@
-"""Request correlation (``RequestIdMiddleware``) and the API's front (``ApiMiddleware``).
+"""Request correlation (``RequestIdMiddleware``), the API's front (``ApiMiddleware``), and
+503s for what is unavailable for a while (``WritesPausedMiddleware``,
+``DatabaseOutageMiddleware``).
 
 Request correlation: one id per request, from the client or made here.
 
@@ -17,6 +19,7 @@ import re
 import time
 from collections.abc import Callable
 
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from opentelemetry import trace
@@ -182,4 +185,75 @@ class WritesPausedMiddleware:
             return None
         response = HttpResponse(f"{exception}\n", status=503, content_type="text/plain; charset=utf-8")
         response["Retry-After"] = str(exception.retry_after)
+        return response
+
+
+# SQLSTATEs of a database that is not there for us (as opposed to one that refused a
+# statement): the connection failed or was cut (08), the server is shutting down, crashed or
+# not yet accepting connections (57P01-57P03), too many clients (53300).
+OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def database_outage(exc: BaseException) -> bool:
+    """True if ``exc`` says the database cannot be reached (refused, cut, shutting down, full
+    of clients), not that it refused a statement (a deadlock, a constraint, a timeout)."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    cause = exc.__cause__
+    if not hasattr(cause, "sqlstate"):  # SQLite
+        return any(text in str(exc) for text in ("database is locked", "unable to open database"))
+    sqlstate = cause.sqlstate  # type: ignore[union-attr]
+    # A failed connect or a connection already closed carries no SQLSTATE (psycopg).
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in OUTAGE_SQLSTATES
+
+
+_OUTAGE_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Service unavailable</title></head>
+<body><h1>Service unavailable</h1>
+<p>The database does not answer right now. Nothing was changed; try again in {seconds} seconds.</p>
+</body></html>
+"""
+
+
+class DatabaseOutageMiddleware:
+    """A database outage, seen by the web's clients: every request that needs the database
+    while it does not answer (connections refused or cut, the server shutting down or full)
+    is a ``503`` with ``Retry-After: DATABASE_OUTAGE_RETRY_AFTER_SECONDS``, never a 500:
+
+    - under ``/api/``: an RFC 9457 problem document (``kernel.api``), ``code``
+      ``database_unavailable``;
+    - elsewhere (the admin, the league page): a short HTML page.
+
+    Nothing was written (the request's transaction could not commit). A database that
+    answers but refuses a statement is not an outage and keeps its own answer. ``/readyz``
+    says 503 meanwhile (``league/health.py``); ``/healthz`` stays 200. Proved by
+    ``league/tests/test_database_outage.py``."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not database_outage(exception):
+            return None
+        from django.conf import settings
+
+        seconds = settings.DATABASE_OUTAGE_RETRY_AFTER_SECONDS
+        log.warning("%s %s: the database is unavailable (%s); answered 503", request.method, request.path, exception)
+        if request.path_info.startswith("/api/"):
+            from kernel import api
+
+            response: HttpResponse = api.problem_response(
+                request,
+                503,
+                f"The database is unavailable. Nothing was changed; try again in {seconds} seconds.",
+                code="database_unavailable",
+            )
+        else:
+            response = HttpResponse(
+                _OUTAGE_HTML.format(seconds=seconds), status=503, content_type="text/html; charset=utf-8"
+            )
+        response["Retry-After"] = str(seconds)
         return response

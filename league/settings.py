@@ -118,6 +118,8 @@ MIDDLEWARE = [
     "league.middleware.ApiMiddleware",
     # A write refused because its service is being moved (events/gate.py): 503, not 500.
     "league.middleware.WritesPausedMiddleware",
+    # The database does not answer: 503 with Retry-After (a problem document under /api/).
+    "league.middleware.DatabaseOutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -430,8 +432,10 @@ CELERY_RELAY_INTERVAL_SECONDS = env.float("CELERY_RELAY_INTERVAL_SECONDS", defau
 # --------------------------------------------------------------------------------------
 # Services calling each other over HTTP (transfers -> teams).
 # --------------------------------------------------------------------------------------
-#: The teams service's base URL, for the transfers service's snapshot and misses.
-TEAMS_SERVICE_URL = env.str("TEAMS_SERVICE_URL", default="http://127.0.0.1:8000")
+#: The teams service's base URL, for the transfers service's snapshot and misses. No default:
+#: a guessed port on a shared host is someone else's server; a web serving transfers refuses
+#: to start without it (transfers/teams_client.py). runstack and compose set it.
+TEAMS_SERVICE_URL = env.str("TEAMS_SERVICE_URL", default="")
 # A service account's token (`manage.py service_account transfers-service` on the teams
 # service): the export needs the permission teams.export_team.
 #: The transfers service's token on the teams service (a service account with teams.export_team).
@@ -531,3 +535,6 @@ LOGGING = logging_config(level=LOG_LEVEL, json=LOG_JSON)
 # --------------------------------------------------------------------------------------
 #: Seconds each check of /readyz (and the admin's bus page) may take.
 HEALTH_CHECK_TIMEOUT = env.float("HEALTH_CHECK_TIMEOUT", default=2.0)
+#: Retry-After (seconds) of the 503 a request gets while the database does not answer
+#: (league.middleware.DatabaseOutageMiddleware).
+DATABASE_OUTAGE_RETRY_AFTER_SECONDS = env.int("DATABASE_OUTAGE_RETRY_AFTER_SECONDS", default=5)

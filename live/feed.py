@@ -17,6 +17,12 @@ Promises and limits:
   run it) and only renders a line and queues it: it never blocks on a slow browser. A
   browser whose queue is full (``QUEUE_SIZE`` events behind) misses events, not the page.
 - SQS unreachable at start: the feed retries with back-off; the page works without it.
+- The feed says whether it is up: every stream gets ``event: feed`` with ``live`` or
+  ``down`` when it opens and at each change (the page's badge). ``down``: the queue is not
+  open yet, or receives fail (SQS unreachable, the queue gone). When the emulator comes
+  back empty (a restart), the feed's consumer creates its own queue and subscriptions
+  again (``events.consumer``), the feed says ``live`` and events flow again, without a
+  restart of the web process.
 """
 
 from __future__ import annotations
@@ -51,12 +57,27 @@ class Message:
         return f"event: {self.event}\n{lines}\n"
 
 
+LIVE, DOWN = "live", "down"  # the feed's states, as the page's streams hear them
+
+
 class Hub:
-    """Fans messages from the feed thread out to the asyncio queues of open streams."""
+    """Fans messages from the feed thread out to the asyncio queues of open streams, and
+    keeps the feed's state (``LIVE``/``DOWN``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Message]]] = set()
+        self.state = DOWN
+
+    def set_state(self, state: str) -> None:
+        """From any thread: the feed is ``LIVE`` or ``DOWN``; open streams hear a change."""
+        with self._lock:
+            changed, self.state = state != self.state, state
+        if changed:
+            self.publish(Message("feed", state))
+
+    def state_message(self) -> Message:
+        return Message("feed", self.state)
 
     def subscribe(self) -> asyncio.Queue[Message]:
         """A queue for the calling coroutine's stream (call from the event loop)."""
@@ -162,17 +183,22 @@ class Feed:
 
     def _run(self) -> None:
         delay = 1.0
+        consumer: Consumer | None = None
         while not self.stop.is_set():
-            consumer = Consumer(SERVICE, wait_seconds=self.wait_seconds, stop=self.stop, broadcast=True)
+            if consumer is None:  # one consumer per queue: a retry opens the same queue again
+                consumer = Consumer(SERVICE, wait_seconds=self.wait_seconds, stop=self.stop, broadcast=True)
+                consumer.on_receive_state = self._receive_state
             try:
                 consumer.open_instance_queue()
             except Exception as exc:
+                hub.set_state(DOWN)
                 log.warning("live feed: cannot open its broadcast queue (%s); retrying in %.0f s", exc, delay)
                 self.stop.wait(delay)
                 delay = min(delay * 2, 30.0)
                 continue
             self.consumer = consumer
             self.subscribed.set()
+            hub.set_state(LIVE)
             log.info("live feed: consuming %s", consumer.queue_name)
             try:
                 consumer.run()
@@ -184,6 +210,16 @@ class Feed:
                     self.stop.wait(delay)
             finally:
                 self.subscribed.clear()
+                hub.set_state(DOWN)
+                consumer = None
+
+    @staticmethod
+    def _receive_state(trouble: str | None) -> None:
+        if trouble is None:
+            log.warning("live feed: receiving again")
+        else:
+            log.warning("live feed: down (its queue is %s)", trouble)
+        hub.set_state(DOWN if trouble else LIVE)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop after the long poll in progress; the instance queue is unsubscribed and deleted."""

@@ -52,7 +52,9 @@ def web_instances(count: int, moto_url: str, **env: str) -> Iterator[list[Web]]:
             argv = [uvicorn, "league.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
             argv += ["--lifespan", "on", "--timeout-graceful-shutdown", "2", "--no-access-log"]
             argv += ["--no-proxy-headers"]  # as runstack: the client's address is Django's to find
-            proc = subprocess.Popen(argv, cwd=settings.BASE_DIR, env=environment)
+            # The monolith: transfers reads teams from this same web (unless the test says otherwise).
+            own = {"TEAMS_SERVICE_URL": f"http://127.0.0.1:{port}"} if "TEAMS_SERVICE_URL" not in env else {}
+            proc = subprocess.Popen(argv, cwd=settings.BASE_DIR, env={**environment, **own})
             webs.append(Web(f"http://127.0.0.1:{port}", proc))
         for web in webs:
             wait_for_http(f"{web.url}/healthz", timeout=60)

@@ -54,7 +54,8 @@ def league(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 async def events(request: HttpRequest) -> HttpResponse:
-    """``text/event-stream``: ``event: league`` with one line of HTML per event this
+    """``text/event-stream``: ``event: feed`` with the feed's state (``live``/``down``)
+    at once and at each change, ``event: league`` with one line of HTML per event this
     process's feed receives, and a comment every ``LIVE_KEEPALIVE_SECONDS`` so proxies and
     browsers keep the connection. Served only under ASGI: a WSGI worker would be held for
     as long as the browser stays, so there the answer is 204, which tells a browser's
@@ -66,7 +67,7 @@ async def events(request: HttpRequest) -> HttpResponse:
 
     async def stream():
         try:
-            yield "retry: 2000\n: connected\n\n"
+            yield "retry: 2000\n: connected\n\n" + hub.state_message().encode()
             while True:
                 try:
                     message = await asyncio.wait_for(queue.get(), timeout=keepalive)

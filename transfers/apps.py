@@ -18,3 +18,16 @@ class TransfersConfig(AppConfig):
         register_scrape_collector(OverdueCollector())
         roles.register(self.label, ROLES)
         retention.register_purge("transfer sequences", services.transfer_sequences_purge)
+
+    def check_serving(self) -> None:
+        """Before a web process serves (``league/wsgi.py``, ``league/asgi.py``): transfers
+        reads teams on a replica miss, so it needs ``TEAMS_SERVICE_URL``; without it the
+        process stops here, naming the setting (``transfers/teams_client.py``)."""
+        from django.core.exceptions import ImproperlyConfigured
+
+        from .teams_client import TeamsServiceNotConfigured, base_url
+
+        try:
+            base_url()
+        except TeamsServiceNotConfigured as exc:
+            raise ImproperlyConfigured(str(exc)) from None

@@ -8,6 +8,11 @@ on a replica miss or a gap). Retries are urllib3's (connect errors
 and 502/503/504, exponential back-off), never a hand loop. Settings are read on each call,
 not at import, so tests and deployments can change them.
 
+Where teams is comes from ``TEAMS_SERVICE_URL`` only, never a guess: unset, no request is
+made; ``TeamsServiceNotConfigured`` names the setting, and a process that would read teams
+refuses to start (``TransfersConfig.check_serving``: a web serving transfers; ``sync_teams``;
+the consumer's start hook logs it). ``runstack`` and compose set it.
+
 Never call this inside ``transaction.atomic()``: a slow or retrying teams service would
 hold the transaction (and its locks) open for the whole wait.
 """
@@ -58,6 +63,28 @@ class TeamsServiceUnavailable(TeamsServiceError):
     """The teams service could not be reached or did not give a usable answer."""
 
 
+class TeamsServiceNotConfigured(TeamsServiceUnavailable):
+    """``TEAMS_SERVICE_URL`` is not set: there is no teams service to ask."""
+
+    def __init__(self) -> None:
+        super().__init__(NOT_CONFIGURED)
+
+
+NOT_CONFIGURED = (
+    "TEAMS_SERVICE_URL is not set: transfers reads the teams service over HTTP and has no address for it. "
+    "Set TEAMS_SERVICE_URL to the teams service's base URL (e.g. http://teams-web:8000; in the monolith its own "
+    "web's URL). `manage.py runstack` sets it."
+)
+
+
+def base_url() -> str:
+    """The teams service's base URL, or ``TeamsServiceNotConfigured``."""
+    url = (settings.TEAMS_SERVICE_URL or "").strip()
+    if not url:
+        raise TeamsServiceNotConfigured()
+    return url.rstrip("/")
+
+
 class TeamNotFound(TeamsServiceError):
     """The teams service does not know this team (404)."""
 
@@ -89,7 +116,7 @@ def _session() -> requests.Session:
 
 
 def _url(path: str) -> str:
-    return settings.TEAMS_SERVICE_URL.rstrip("/") + path
+    return base_url() + path
 
 
 def _get(path: str) -> requests.Response:

@@ -255,3 +255,39 @@ def test_reap_removes_what_a_dead_instance_left(probe_bus, broadcast_probe, caps
     _create(1)
     assert probe_bus.relay() == 1
     alive.delete()
+
+
+def test_a_broadcast_instance_subscribes_again_where_its_subscription_vanished(probe_bus, broadcast_probe):
+    """A topic deleted and created again (or a subscription removed) leaves the queue in
+    place but deaf to that topic: the heartbeat's check subscribes it again."""
+    queue = broadcasting.InstanceQueue.create("probe", "livehost-3-ghi")
+    try:
+        [topic] = queue.topic_arns
+        aws.client("sns").unsubscribe(SubscriptionArn=queue.subscription_arns[0])
+        assert queue.resubscribe_missing() == [topic]
+        assert queue.resubscribe_missing() == []
+        consumer = Consumer("probe", wait_seconds=0, broadcast=True)
+        consumer._instance_queue, consumer.sqs.queue_url = queue, queue.url
+        _create(1)
+        probe_bus.relay()
+        consumer.poll(wait_seconds=1)
+        assert [e.subject for e in broadcast_probe.seen] == ["1"]
+    finally:
+        queue.delete()
+
+
+def test_a_broadcast_consumer_creates_its_vanished_queue_again_and_reports_its_state(probe_bus, broadcast_probe):
+    states: list[str | None] = []
+    consumer = Consumer("probe", wait_seconds=0, broadcast=True)
+    consumer.on_receive_state = states.append
+    consumer.open_instance_queue()
+    try:
+        aws.client("sqs").delete_queue(QueueUrl=consumer.queue_url)  # an emulator restarted empty
+        assert consumer.poll(wait_seconds=0) == 0  # the receive fails; the queue is made again
+        assert states == ["missing"]
+        _create(1)
+        probe_bus.relay()
+        consumer.poll(wait_seconds=1)
+        assert [e.subject for e in broadcast_probe.seen] == ["1"] and states == ["missing", None]
+    finally:
+        consumer.close_instance_queue()

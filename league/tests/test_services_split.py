@@ -124,6 +124,8 @@ def boot(service: str, tmp_path: Path, moto_url: str) -> Booted:
         BUS_PREFIX=f"split-{service}",
         PYTHONUNBUFFERED="1",
     )
+    if service == "transfers":  # alone here: no teams service runs (a web needs the setting to start)
+        env["TEAMS_SERVICE_URL"] = "http://teams.invalid"
     port = free_port()
     bin_dir = Path(sys.executable).parent
     # gunicorn touches no database until a request comes, so it starts meanwhile.

@@ -137,3 +137,23 @@ def test_each_instance_shows_a_result_within_two_seconds_without_reload(
         SCREENSHOT.write_bytes(shot)
     (tmp_path / SCREENSHOT.name).write_bytes(shot)
     print(f"both pages changed {elapsed:.2f} s after the API answered the PATCH")
+
+
+def test_the_badge_says_feed_down_while_the_emulator_is_empty_and_live_once_the_feed_is_back(moto_server):
+    """The page stays open (no reload) while the emulator loses every queue: its badge says
+    "feed down", then "live" again once the web's feed has its queue back."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from devtools import emulators
+
+    topology.ensure()
+    with web_instances(1, moto_server) as (web,), chromium() as driver:
+        driver.get(f"{web.url}/")
+        badge = lambda d: read(d, "live-status", lambda e: e.text)  # noqa: E731
+        WebDriverWait(driver, 15).until(lambda d: badge(d) == "live")
+        driver.execute_script("window.loadedOnce = 'yes'")  # a reload would lose it
+        emulators.reset(moto_server)  # what a restarted, empty emulator holds
+        WebDriverWait(driver, 20).until(lambda d: badge(d) == "feed down")
+        topology.ensure()  # setup_bus, as runstack runs it after a restart
+        WebDriverWait(driver, 30).until(lambda d: badge(d) == "live")
+        assert driver.execute_script("return window.loadedOnce") == "yes"

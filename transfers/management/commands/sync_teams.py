@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from transfers import services
+from transfers import services, teams_client
 from transfers.teams_client import TeamsServiceError
 
 
@@ -16,8 +15,8 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        self.stdout.write(f"Fetching {settings.TEAMS_SERVICE_URL.rstrip('/')}/api/teams/export/ ...")
         try:
+            self.stdout.write(f"Fetching {teams_client.base_url()}/api/teams/export/ ...")
             result = services.teams_sync()
         except TeamsServiceError as exc:
             raise CommandError(f"sync_teams failed: {exc}") from exc
