@@ -13,6 +13,8 @@ import pytest
 from events import trace
 from events.models import InboxMessage, OutboxMessage
 
+pytestmark = pytest.mark.slow  # end-to-end flows across the services, read back as traces
+
 RID = "trace-transfer-0001"
 
 

@@ -17,7 +17,7 @@ from teams.models import Move, Player
 from transfers import services
 from transfers.models import Transfer, TransferState
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]  # an end-to-end flow
 
 
 # --- the bus, by hand ----------------------------------------------------------------------

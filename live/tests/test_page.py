@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 
 from events import queries
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]  # an end-to-end flow
 
 
 def text(html: str) -> str:

@@ -20,7 +20,7 @@ from transfers.models import PlayerReplica, ReplicaRepair, TeamReplica
 
 from .conftest import make_event
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]  # an end-to-end flow
 
 
 def squad(team_id: int) -> set[str]:
