@@ -234,9 +234,10 @@ def test_a_chunked_body_within_the_limit_is_read(server, user):
     assert Team.objects.get().name == "Chunked FC"
 
 
-def test_a_chunked_body_under_a_wsgi_server_that_cannot_end_it_is_a_411():
+def test_a_chunked_body_under_a_wsgi_server_that_cannot_end_it_is_a_411(settings):
     """wsgiref (the server of ``runserver``) hands the raw stream over: a chunked body
     would be read as empty or wait forever, so it is a 411 asking for a length."""
+    settings.TEAMS_SERVICE_URL = "http://teams.invalid"  # the monolith's web checks it has one
     import socket
     import threading
     from wsgiref.simple_server import WSGIRequestHandler, make_server
