@@ -328,6 +328,29 @@ class NameFieldExtension(OpenApiSerializerFieldExtension):
         }
 
 
+TEXT_FORMAT = "league-text"
+
+
+class TextFieldExtension(OpenApiSerializerFieldExtension):
+    """Short free text (``kernel.names.TextField``, a cancel reason): the format
+    ``league-text``, whose rule the description gives (``kernel.names.clean_text``)."""
+
+    target_class = "kernel.names.TextField"
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        schema: dict[str, Any] = {
+            "type": "string",
+            "format": TEXT_FORMAT,
+            "description": (
+                "Text on one line: no control characters (tabs and newlines included), no bidi "
+                "formatting, private-use, unassigned or noncharacter code points."
+            ),
+        }
+        if self.target.max_length:
+            schema["maxLength"] = self.target.max_length
+        return schema
+
+
 class AutoSchema(SpectacularAutoSchema):
     """drf-spectacular's schema, with the truth about authentication (kernel/permissions.py):
     a public read has no ``security`` (no lock in Swagger UI); a write, and a read with

@@ -216,7 +216,7 @@ def test_split_rolls_back_a_failure_then_moves_transfers_out_of_the_running_mono
     # 5. The way back: transfers returns to the monolith with what it wrote on its own.
     returned = _split(stack, "transfers", "--back", "--yes")
     assert returned.returncode == 0, returned.stdout + returned.stderr
-    assert re.search(r"The writes of transfers were paused for \d+\.\d+ s \(steps 1 to 4\)", returned.stdout)
+    assert re.search(r"The writes of transfers were paused for \d+\.\d+ s \(steps 2 to 5\)", returned.stdout)
     answer = api.get(f"{url}/api/transfers/")
     assert answer.headers["X-League-Upstream"] == "monolith"
     assert sorted(t["id"] for t in answer.json()["results"]) == [first.json()["id"], back.json()["id"]]

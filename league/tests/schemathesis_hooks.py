@@ -1,7 +1,8 @@
 """schemathesis hooks of league/tests/test_fuzz.py (``SCHEMATHESIS_HOOKS``).
 
-Names: the schema gives them the format ``league-name`` (a regular expression of the rule
-is too large for a fuzzer to draw from); the strategy below draws names the rule accepts.
+Names and short free text: the schema gives them the formats ``league-name`` and
+``league-text`` (a regular expression of the rule is too large for a fuzzer to draw from);
+the strategies below draw what the rules accept.
 
 A client sends a new ``Idempotency-Key`` with each new request: the schema cannot say that a
 key is unique per request, so a fuzzer drawing keys from it sends one key with many bodies,
@@ -37,6 +38,25 @@ def _accepted(text: str) -> bool:
 schemathesis.openapi.format(
     "league-name",
     st.text(st.characters(exclude_categories=REFUSED), min_size=1, max_size=100).filter(_accepted),
+)
+
+
+def _accepted_text(text: str) -> bool:
+    from django.core.exceptions import ValidationError
+
+    from kernel.names import clean_text
+
+    try:
+        clean_text(text, label="Text", max_length=500)
+    except ValidationError:
+        return False
+    return True
+
+
+# The format of short free text (a cancel reason, kernel.names.TextField): what clean_text accepts.
+schemathesis.openapi.format(
+    "league-text",
+    st.text(st.characters(exclude_categories=REFUSED), max_size=200).filter(_accepted_text),
 )
 
 

@@ -123,7 +123,9 @@ def server(request, transactional_db):
     else:
         argv = [binary, "league.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
     # No bus is used: the address is a closed port.
-    proc = subprocess.Popen(argv, cwd=settings.BASE_DIR, env=child_env("http://127.0.0.1:9"))
+    # A monolith's web serves transfers, which needs the teams URL: its own.
+    env = child_env("http://127.0.0.1:9", TEAMS_SERVICE_URL=f"http://127.0.0.1:{port}")
+    proc = subprocess.Popen(argv, cwd=settings.BASE_DIR, env=env)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
         yield port
