@@ -96,7 +96,7 @@ class Output:
 
 
 def replica_names(url: str) -> set[str]:
-    body = requests.get(url, timeout=5).json()
+    body = requests.get(url, timeout=30).json()
     items = body["results"] if isinstance(body, dict) else body
     return {t["name"] for t in items}
 
@@ -237,18 +237,18 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
         # With Debian's nginx the front door answers on --port (the web server behind it on
         # loopback), and DATA_DIR/stack.json says so; without nginx the web server does.
         front = FrontDoor.available()
-        assert requests.get(f"{base}/healthz", timeout=5).headers.get("X-League-Upstream") == (
+        assert requests.get(f"{base}/healthz", timeout=30).headers.get("X-League-Upstream") == (
             "monolith" if front else None
         )
         if front:
             out.wait_for(rf"Front door\s+{base}/", timeout=5, proc=proc)
             stack = json.loads((tmp_path / "stack.json").read_text())
             assert stack["front_door"] == base and stack["pid"] == proc.pid, stack
-            assert requests.get(f"http://{stack['monolith']['web']}/healthz", timeout=5).status_code == 200
+            assert requests.get(f"http://{stack['monolith']['web']}/healthz", timeout=30).status_code == 200
         else:
             out.wait_for(r"front door off: it needs Debian's nginx", timeout=5, proc=proc)
         # --demo seeded a believable league through the teams service.
-        demo = requests.get(f"{base}/api/teams/?limit=100", timeout=5).json()
+        demo = requests.get(f"{base}/api/teams/?limit=100", timeout=30).json()
         assert demo["count"] >= 20, demo
         # The league page shows them, and its live stream is open (ASGI, own broadcast queue).
         page = requests.get(f"{base}/", timeout=10)
@@ -298,10 +298,10 @@ def test_runstack_brings_the_system_up_and_ctrl_c_stops_it(tmp_path):
         # The README's walkthrough, as written, on this --demo stack: ids come from answers.
         walk = run_readme_walkthrough(base, token)
         deadline = time.monotonic() + 30
-        while requests.get(f"{base}/api/transfers/{walk['TRANSFER_ID']}/", timeout=5).json()["state"] != "completed":
+        while requests.get(f"{base}/api/transfers/{walk['TRANSFER_ID']}/", timeout=30).json()["state"] != "completed":
             assert time.monotonic() < deadline, "the README's transfer never completed\n" + out.tail()
             time.sleep(0.2)
-        blues = requests.get(f"{base}/api/teams/{walk['BLUES_ID']}/", timeout=5).json()
+        blues = requests.get(f"{base}/api/teams/{walk['BLUES_ID']}/", timeout=30).json()
         assert [p["id"] for p in blues["players"]] == [int(walk["ANN_ID"])], blues
         fixture = requests.get(f"{base}/api/fixtures/{walk['FIXTURE_ID']}/", timeout=5).json()
         assert (fixture["home_goals"], fixture["away_goals"]) == (2, 1), fixture
