@@ -33,3 +33,13 @@ def transfer_list(
     if team_id is not None:
         qs = qs.filter(Q(from_team_id=team_id) | Q(to_team_id=team_id))
     return qs
+
+
+def transfers_recent(*, limit: int) -> list[Transfer]:
+    """The newest ``limit`` transfers, in any state, newest first."""
+    return list(Transfer.objects.order_by("-created_at", "-id")[:limit])
+
+
+def team_names(team_ids: set[int]) -> dict[int, str]:
+    """The replica's names of ``team_ids`` (a team it does not hold is left out)."""
+    return dict(TeamReplica.objects.filter(team_id__in=team_ids).values_list("team_id", "name"))
