@@ -74,6 +74,7 @@ events/dbprobe.py; the SQS calls and their order after a commit by events/sqscli
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -555,13 +556,14 @@ class Consumer:
 
     def decode(self, message: dict[str, Any]) -> Event:
         """The message's event, checked against the catalogue: known type, this bus's
-        source, data valid for the type's schema. No database, no network."""
+        source, data valid for its version's schema and upcast to the current version's
+        shape (``catalogue.accept``). No database, no network."""
         event = Event.from_body(message.get("Body", ""))
         self.check_source(event)
-        problem = catalogue.data_error(event.type, event.data)
-        if problem:
-            raise EnvelopeError(problem)
-        return event
+        data, problem = catalogue.accept(event.type, event.dataversion, event.data)
+        if problem or data is None:
+            raise EnvelopeError(problem or f"{event.type}: no data")
+        return event if data is event.data else dataclasses.replace(event, data=data)
 
     def transact(self, pending: Sequence[Work], skip: set[inbox.Key] | None = None) -> Attempt:
         """Run the handlers of ``pending`` in one transaction, no savepoint, and write their

@@ -3,7 +3,7 @@
 Every consuming service (transfers, fixtures) keeps a replica of the teams service's teams,
 built from ``team.created`` / ``team.renamed`` / ``team.deleted`` (and, for transfers,
 snapshots and player events). ``ReplicatedTeam`` is the abstract model they share;
-``team_created``, ``team_renamed`` and ``team_deleted`` apply those events to any concrete
+``apply_created``, ``apply_renamed`` and ``apply_deleted`` apply those events to any concrete
 subclass.
 
 Guarantee: applied in any order, any number of times, the events leave the row as the
@@ -128,16 +128,16 @@ def mark_deleted(team: ReplicatedTeam, *, name: str, sequence: int, at: datetime
 # ---------------------------------------------------------------------------------------
 
 
-def team_created(model: type[Team], *, team_id: int, name: str, sequence: int) -> Team | None:
+def apply_created(model: type[Team], *, team_id: int, name: str, sequence: int) -> Team | None:
     return _apply_name(model, team_id=team_id, name=name, sequence=sequence)
 
 
-def team_renamed(model: type[Team], *, team_id: int, name: str, sequence: int) -> Team | None:
+def apply_renamed(model: type[Team], *, team_id: int, name: str, sequence: int) -> Team | None:
     """Also creates the row when the rename overtook the creation."""
     return _apply_name(model, team_id=team_id, name=name, sequence=sequence)
 
 
-def team_deleted(
+def apply_deleted(
     model: type[Team], *, team_id: int, name: str, sequence: int, at: datetime | None = None
 ) -> Team | None:
     team, _ = lock(model, team_id)

@@ -11,13 +11,15 @@ from events.envelope import Event
 
 from . import services
 
+SERVICE = "teams"
 
-@events.handler("transfer.requested", service="teams")
+
+@events.handler("transfer.requested", service=SERVICE)
 def on_transfer_requested(event: Event) -> None:
     """Move the player (``player.transferred``) or refuse (``move.refused``); a transfer
     already decided (e.g. cancelled first) is only answered again."""
     data = event.data
-    services.transfer_apply(
+    services.move_apply(
         transfer_id=data["id"],
         player_id=data["player_id"],
         from_team_id=data["from_team_id"],
@@ -25,11 +27,11 @@ def on_transfer_requested(event: Event) -> None:
     )
 
 
-@events.handler("transfer.cancellation_requested", service="teams")
+@events.handler("transfer.cancellation_requested", service=SERVICE)
 def on_transfer_cancellation_requested(event: Event) -> None:
     """Cancel unless the player already moved (``move.cancelled`` / ``move.confirmed``)."""
     data = event.data
-    services.transfer_cancel(
+    services.move_cancel(
         transfer_id=data["id"],
         player_id=data["player_id"],
         from_team_id=data["from_team_id"],

@@ -14,7 +14,7 @@ a race raises ``TeamNotFound`` / ``PlayerNotFound`` (a 404) and writes nothing. 
 to a squad locks its team first, so a team's delete sees every player that joined it.
 
 The transfer saga: teams decides whether a player moves, once per transfer, and records
-the decision in ``Move`` (``transfer_apply``, ``transfer_cancel``); any later message about
+the decision in ``Move`` (``move_apply``, ``move_cancel``); any later message about
 the same transfer is answered from that record.
 """
 
@@ -156,7 +156,7 @@ def player_remove(*, team_id: int, player_id: int) -> None:
 
 
 @transaction.atomic
-def transfer_apply(*, transfer_id: int, player_id: int, from_team_id: int, to_team_id: int) -> Move:
+def move_apply(*, transfer_id: int, player_id: int, from_team_id: int, to_team_id: int) -> Move:
     """The teams step of the transfer saga: move the player, or refuse with a reason.
 
     The first decision about ``transfer_id`` is final and recorded in ``Move``. A move
@@ -227,7 +227,7 @@ def transfer_apply(*, transfer_id: int, player_id: int, from_team_id: int, to_te
 
 
 @transaction.atomic
-def transfer_cancel(*, transfer_id: int, player_id: int, from_team_id: int, to_team_id: int, reason: str) -> Move:
+def move_cancel(*, transfer_id: int, player_id: int, from_team_id: int, to_team_id: int, reason: str) -> Move:
     """The transfers service asks to cancel a transfer (its deadline passed, or a person
     cancelled it). Teams answers from its decision: a transfer not decided yet is decided
     now as cancelled (``move.cancelled``; a ``transfer.requested`` arriving later moves

@@ -7,33 +7,34 @@ the replica's business (``transfers/replica.py``): events may arrive in any orde
 
 from __future__ import annotations
 
+import events
 from events.envelope import Event
-from events.registry import handler, on_consumer_start
+from events.registry import on_consumer_start
 
 from . import replica, services
 
 SERVICE = "transfers"
 
 
-@handler("team.created", service=SERVICE)
+@events.handler("team.created", service=SERVICE)
 def on_team_created(event: Event) -> None:
     d = event.data
     replica.team_created(team_id=d["id"], name=d["name"], players=d.get("players", []), sequence=event.sequence)
 
 
-@handler("team.renamed", service=SERVICE)
+@events.handler("team.renamed", service=SERVICE)
 def on_team_renamed(event: Event) -> None:
     d = event.data
     replica.team_renamed(team_id=d["id"], name=d["name"], sequence=event.sequence)
 
 
-@handler("team.deleted", service=SERVICE)
+@events.handler("team.deleted", service=SERVICE)
 def on_team_deleted(event: Event) -> None:
     d = event.data
     replica.team_deleted(team_id=d["id"], name=d["name"], sequence=event.sequence, at=event.time)
 
 
-@handler("player.added", service=SERVICE)
+@events.handler("player.added", service=SERVICE)
 def on_player_added(event: Event) -> None:
     d = event.data
     replica.player_added(
@@ -41,13 +42,13 @@ def on_player_added(event: Event) -> None:
     )
 
 
-@handler("player.removed", service=SERVICE)
+@events.handler("player.removed", service=SERVICE)
 def on_player_removed(event: Event) -> None:
     d = event.data
     replica.player_removed(team_id=d["team_id"], player_id=d["id"], name=d["name"], sequence=event.sequence)
 
 
-@handler("player.transferred", service=SERVICE)
+@events.handler("player.transferred", service=SERVICE)
 def on_player_transferred(event: Event) -> None:
     # The subject is the player: event.sequence counts the player's events. The teams'
     # own sequences travel in the data.
@@ -64,19 +65,19 @@ def on_player_transferred(event: Event) -> None:
     )
 
 
-@handler("move.refused", service=SERVICE)
+@events.handler("move.refused", service=SERVICE)
 def on_move_refused(event: Event) -> None:
     d = event.data
     services.transfer_reject(transfer_id=d["transfer_id"], reason=d["reason"])
 
 
-@handler("move.cancelled", service=SERVICE)
+@events.handler("move.cancelled", service=SERVICE)
 def on_move_cancelled(event: Event) -> None:
     d = event.data
     services.transfer_cancelled(transfer_id=d["transfer_id"], reason=d["reason"])
 
 
-@handler("move.confirmed", service=SERVICE)
+@events.handler("move.confirmed", service=SERVICE)
 def on_move_confirmed(event: Event) -> None:
     services.transfer_complete(transfer_id=event.data["transfer_id"])
 

@@ -1,5 +1,6 @@
 """What the transfers service answers to the project's pages (``events.queries``): plain
-data from its own tables; team names come from its replica of the teams service."""
+data built from its selectors, never model instances; team names come from its replica of
+the teams service."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ from typing import Any
 
 from events.queries import query
 
-from .models import TeamReplica, Transfer
+from . import selectors
 
 
 @query("transfers.recent", service="transfers")
 def recent(*, limit: int = 10) -> list[dict[str, Any]]:
     """The newest ``limit`` transfers, in any state, newest first."""
-    rows = list(Transfer.objects.order_by("-created_at", "-id")[:limit])
-    ids = {t.from_team_id for t in rows} | {t.to_team_id for t in rows}
-    names = dict(TeamReplica.objects.filter(team_id__in=ids).values_list("team_id", "name"))
+    rows = selectors.transfers_recent(limit=limit)
+    names = selectors.team_names({t.from_team_id for t in rows} | {t.to_team_id for t in rows})
     return [
         {
             "id": t.pk,

@@ -46,7 +46,7 @@ Every team a healing changed is recorded (``ReplicaRepair``, in the admin) and c
 Everything here writes the database only (no network) and must run inside a transaction:
 handlers are run by the consumer inside ``transaction.atomic()``; snapshots are applied by
 ``services.teams_sync``, ``services.teams_heal``, ``services.teams_reconcile`` and
-``selectors.team_get`` after their HTTP call returned.
+``services.team_get_or_fetch`` after their HTTP call returned.
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def team_created(*, team_id: int, name: str, players: Iterable[dict[str, Any]], 
     team, _ = _team_locked(team_id)
     if not team.deleted and _check_gap(team, sequence, "team.created"):
         _save(team)
-    shared.team_created(TeamReplica, team_id=team_id, name=name, sequence=sequence)
+    shared.apply_created(TeamReplica, team_id=team_id, name=name, sequence=sequence)
     team = TeamReplica.objects.get(team_id=team_id)  # locked above, in this transaction
     if team.deleted:
         return
@@ -231,12 +231,12 @@ def team_renamed(*, team_id: int, name: str, sequence: int) -> None:
     team, _ = _team_locked(team_id)
     if not team.deleted and _check_gap(team, sequence, "team.renamed"):
         _save(team)
-    shared.team_renamed(TeamReplica, team_id=team_id, name=name, sequence=sequence)
+    shared.apply_renamed(TeamReplica, team_id=team_id, name=name, sequence=sequence)
 
 
 def team_deleted(*, team_id: int, name: str, sequence: int, at: datetime | None = None) -> None:
     """The shared tombstone rule, then every player of the team leaves it."""
-    team = shared.team_deleted(TeamReplica, team_id=team_id, name=name, sequence=sequence, at=at)
+    team = shared.apply_deleted(TeamReplica, team_id=team_id, name=name, sequence=sequence, at=at)
     if team is not None:
         team.players.filter(present=True).update(present=False, sequence=team.sequence)
 

@@ -1,46 +1,11 @@
-"""Reads. ``team_get`` is the replica's read-through: the one read that may write (it
-stores what a miss fetched), and the one that may call the teams service over HTTP."""
+"""Reads: they write nothing and call nobody. The replica's read-through (a miss fetched
+from the teams service and stored) is a service: ``services.team_get_or_fetch``."""
 
 from __future__ import annotations
 
-from django.db import connection, transaction
 from django.db.models import Prefetch, Q, QuerySet
 
-from . import replica, teams_client
 from .models import PlayerReplica, TeamReplica, Transfer
-from .teams_client import TeamNotFound
-
-
-class TeamFetchInsideTransaction(RuntimeError):
-    """``team_get`` would call the teams service while a transaction is open."""
-
-
-def team_get(team_id: int) -> TeamReplica:
-    """The team from the replica; on a miss, exactly one ``GET /api/teams/{id}/``, stored
-    and returned.
-
-    Raises ``TeamNotFound`` for a team the replica knows was deleted or the teams service
-    does not know, and ``TeamsServiceUnavailable`` when the service cannot answer (nothing
-    is written then). A miss must be resolved outside ``transaction.atomic()``: the HTTP
-    call (with its retries) would otherwise hold the transaction open.
-    """
-    team = TeamReplica.objects.filter(team_id=team_id).first()
-    if team is not None and team.deleted:
-        raise TeamNotFound(team_id)
-    if team is not None and team.name_sequence > 0:
-        return team
-    if connection.in_atomic_block:
-        raise TeamFetchInsideTransaction(
-            f"team_get({team_id}) missed the replica inside transaction.atomic(); resolve teams "
-            "before opening the transaction so the HTTP call does not hold it open."
-        )
-    state = teams_client.fetch_team(team_id)
-    with transaction.atomic():
-        replica.apply_team_state(state)
-    team = TeamReplica.objects.visible().filter(team_id=team_id).first()
-    if team is None:  # deleted by an event handled meanwhile
-        raise TeamNotFound(team_id)
-    return team
 
 
 def team_list() -> QuerySet[TeamReplica]:
@@ -68,3 +33,13 @@ def transfer_list(
     if team_id is not None:
         qs = qs.filter(Q(from_team_id=team_id) | Q(to_team_id=team_id))
     return qs
+
+
+def transfers_recent(*, limit: int) -> list[Transfer]:
+    """The newest ``limit`` transfers, in any state, newest first."""
+    return list(Transfer.objects.order_by("-created_at", "-id")[:limit])
+
+
+def team_names(team_ids: set[int]) -> dict[int, str]:
+    """The replica's names of ``team_ids`` (a team it does not hold is left out)."""
+    return dict(TeamReplica.objects.filter(team_id__in=team_ids).values_list("team_id", "name"))

@@ -18,7 +18,7 @@ player is freed with nobody acting.
 State changes are idempotent: a transfer leaves the in-flight states once, and an answer
 about a finished transfer leaves it alone (events arrive at least once).
 
-No transaction is open during an HTTP call: ``team_get`` and ``teams_sync`` call the teams
+No transaction is open during an HTTP call: ``team_get_or_fetch`` and ``teams_sync`` call the teams
 service first, then write in a transaction of their own.
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 import events
@@ -79,6 +79,38 @@ IN_FLIGHT_MESSAGE = "Player {player_id} already has a transfer in progress (#{tr
 # ---------------------------------------------------------------------------------------
 # The saga
 # ---------------------------------------------------------------------------------------
+
+
+class TeamFetchInsideTransaction(RuntimeError):
+    """``team_get_or_fetch`` would call the teams service while a transaction is open."""
+
+
+def team_get_or_fetch(team_id: int) -> TeamReplica:
+    """The team from the replica; on a miss, exactly one ``GET /api/teams/{id}/``, stored
+    and returned.
+
+    Raises ``TeamNotFound`` for a team the replica knows was deleted or the teams service
+    does not know, and ``TeamsServiceUnavailable`` when the service cannot answer (nothing
+    is written then). A miss must be resolved outside ``transaction.atomic()``: the HTTP
+    call (with its retries) would otherwise hold the transaction open.
+    """
+    team = TeamReplica.objects.filter(team_id=team_id).first()
+    if team is not None and team.deleted:
+        raise TeamNotFound(team_id)
+    if team is not None and team.name_sequence > 0:
+        return team
+    if connection.in_atomic_block:
+        raise TeamFetchInsideTransaction(
+            f"team_get_or_fetch({team_id}) missed the replica inside transaction.atomic(); resolve teams "
+            "before opening the transaction so the HTTP call does not hold it open."
+        )
+    state = teams_client.fetch_team(team_id)
+    with transaction.atomic():
+        replica.apply_team_state(state)
+    team = TeamReplica.objects.visible().filter(team_id=team_id).first()
+    if team is None:  # deleted by an event handled meanwhile
+        raise TeamNotFound(team_id)
+    return team
 
 
 def _fee(fee: Any) -> Decimal:
@@ -141,7 +173,7 @@ def transfer_request(*, player_id: int, from_team_id: int, to_team_id: int, fee:
     # Outside any transaction: a miss calls the teams service.
     for field, team_id in (("from_team_id", from_team_id), ("to_team_id", to_team_id)):
         try:
-            selectors.team_get(team_id)
+            team_get_or_fetch(team_id)
         except TeamNotFound:
             errors.setdefault(field, []).append(_conflict(f"Team {team_id} does not exist."))
     if errors:
@@ -155,7 +187,7 @@ def _transfer_create(*, player_id: int, from_team_id: int, to_team_id: int, fee:
     errors: dict[str, list[Any]] = {}
     teams = {t.team_id: t for t in TeamReplica.objects.visible().filter(team_id__in=[from_team_id, to_team_id])}
     for field, team_id in (("from_team_id", from_team_id), ("to_team_id", to_team_id)):
-        if team_id not in teams:  # deleted since team_get
+        if team_id not in teams:  # deleted since team_get_or_fetch
             errors.setdefault(field, []).append(_conflict(f"Team {team_id} does not exist."))
     if errors:
         raise ValidationError(errors)

@@ -6,8 +6,8 @@ from django.urls import path
 from . import views
 
 urlpatterns = [
-    path("transfers/teams/", views.TeamReplicaListView.as_view(), name="transfers-team-list"),
-    path("transfers/", views.TransferListCreateView.as_view(), name="transfer-list"),
-    path("transfers/<int:pk>/", views.TransferDetailView.as_view(), name="transfer-detail"),
-    path("transfers/<int:pk>/cancel/", views.TransferCancelView.as_view(), name="transfer-cancel"),
+    path("transfers/teams/", views.TeamReplicaListApi.as_view(), name="transfers-team-list"),
+    path("transfers/", views.TransferListApi.as_view(), name="transfer-list"),
+    path("transfers/<int:pk>/", views.TransferDetailApi.as_view(), name="transfer-detail"),
+    path("transfers/<int:pk>/cancel/", views.TransferCancelApi.as_view(), name="transfer-cancel"),
 ]

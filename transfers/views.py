@@ -70,7 +70,7 @@ class TeamsServiceDown(APIException):
         ],
     )
 )
-class TeamReplicaListView(generics.ListAPIView):
+class TeamReplicaListApi(generics.ListAPIView):
     """The teams this service knows (its replica), with their players. Read-only."""
 
     serializer_class = TeamReplicaSerializer
@@ -130,7 +130,7 @@ class _Filters(serializers.Serializer):
         ],
     ),
 )
-class TransferListCreateView(generics.ListCreateAPIView):
+class TransferListApi(generics.ListCreateAPIView):
     """Transfers, newest first (filters: ``state``, ``player_id``, ``team_id``); POST
     requests one. A request is answered 201 in state ``requested``; the teams service
     completes or rejects it asynchronously."""
@@ -170,7 +170,7 @@ class TransferListCreateView(generics.ListCreateAPIView):
         ],
     )
 )
-class TransferDetailView(generics.RetrieveAPIView):
+class TransferDetailApi(generics.RetrieveAPIView):
     serializer_class = TransferSerializer
 
     def get_queryset(self):
@@ -211,7 +211,7 @@ class TransferDetailView(generics.RetrieveAPIView):
         ],
     )
 )
-class TransferCancelView(generics.GenericAPIView):
+class TransferCancelApi(generics.GenericAPIView):
     """Ask the teams service to cancel a transfer in flight. Answered 202 in state
     ``cancelling``: teams decides, and the transfer ends ``cancelled`` if the player had not
     moved, ``completed`` if he had. Needs the ``transfers.cancel_transfer`` permission."""

@@ -470,6 +470,47 @@ def test_a_message_whose_data_breaks_the_schema_is_dead_lettered_at_once_with_th
     assert _depth(aws.queue_name("probe")) == (0, 0)
 
 
+def test_a_message_whose_dataversion_is_no_version_is_dead_lettered_at_once_with_the_reason(probe_bus, recorder):
+    row = _create(1)
+    bad = dict(row.envelope, id="00000000-0000-0000-0000-0000000000bc", dataversion="zero")
+    aws.client("sqs").send_message(QueueUrl=aws.queue_url(aws.queue_name("probe")), MessageBody=json.dumps(bad))
+    consumer = Consumer("probe", wait_seconds=0, check_topology=False)
+    consumer.poll(wait_seconds=1)
+    assert recorder.seen == [] and consumer.stats.dead_lettered == 1
+    dlq = aws.queue_url(aws.queue_name("probe", dlq=True))
+    [got] = aws.client("sqs").receive_message(QueueUrl=dlq, MessageAttributeNames=["All"])["Messages"]
+    assert "dataversion 'zero' is not a version" in got["MessageAttributes"]["reason"]["StringValue"]
+
+
+def test_an_event_of_an_older_version_reaches_the_handler_in_the_current_shape(probe_bus, recorder, monkeypatch):
+    """An event written before an upgrade (v1, still in a queue, an outbox or a DLQ) is
+    upcast by its type's upcaster before the handler sees it."""
+    import dataclasses
+
+    from events import catalogue
+
+    row = _create(1)  # written as version 1
+    v1 = catalogue.EVENT_TYPES["team.created"]
+    v2_schema = {**v1.schema, "required": [*v1.schema["required"], "tag"]}
+    v2 = dataclasses.replace(
+        v1,
+        schema=v2_schema,
+        version=2,
+        older=(catalogue.OlderVersion(1, v1.schema, lambda d: {**d, "tag": f"T{d['id']}"}),),
+    )
+    monkeypatch.setitem(catalogue.EVENT_TYPES, "team.created", v2)
+    catalogue._validator.cache_clear()
+    try:
+        aws.client("sqs").send_message(
+            QueueUrl=aws.queue_url(aws.queue_name("probe")), MessageBody=json.dumps(row.envelope)
+        )
+        Consumer("probe", wait_seconds=0, check_topology=False).poll(wait_seconds=1)
+    finally:
+        catalogue._validator.cache_clear()
+    [event] = recorder.seen
+    assert event.dataversion == "1" and event.data["tag"] == "T1" and event.data["name"] == "Ajax"
+
+
 # ------------------------------------------------------------------------ metrics
 def test_metric_labels_take_only_catalogue_types():
     """Anyone who can send to a queue chooses the ``type`` attribute and the body: a label

@@ -141,7 +141,8 @@ def test_four_consumers_on_one_queue_handle_each_event_once(probe_topology, tmp_
         publish_teams(1000)
         assert relay.relay().published == 1000
         wait_until(lambda: len(lines(out)) >= 1000, timeout=240, what="1,000 events handled", interval=1)
-        time.sleep(3)  # a doubly-applied side effect would show up now
+        # Nothing visible or in flight: no message is left that a consumer could apply again.
+        wait_until(lambda: depth(aws.queue_name("probe")) == (0, 0), timeout=60, what="the queue drained", interval=1)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         outputs = [p.communicate(timeout=60)[0] for p in procs]

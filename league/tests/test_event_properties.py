@@ -159,8 +159,8 @@ def test_the_fee_property_covers_negative_zero():
 @PROPERTY
 def test_season_schedule_accepts_only_what_season_scheduled_carries(name, starts_on, team_ids):
     from fixtures import services
-    from fixtures.apis import SeasonListApi
     from fixtures.factories import TeamReplicaFactory
+    from fixtures.views import SeasonListApi
 
     valid = accepted(SeasonListApi.Input, {"name": name, "starts_on": starts_on, "team_ids": team_ids})
     if valid is None:
@@ -178,8 +178,8 @@ def test_season_schedule_accepts_only_what_season_scheduled_carries(name, starts
 @PROPERTY
 def test_fixture_result_accepts_only_what_fixture_completed_carries(home_goals, away_goals, correction):
     from fixtures import services
-    from fixtures.apis import FixtureDetailApi
     from fixtures.factories import FixtureFactory
+    from fixtures.views import FixtureDetailApi
 
     valid = accepted(
         FixtureDetailApi.Input, {"home_goals": home_goals, "away_goals": away_goals, "correction": correction}

@@ -46,7 +46,7 @@ def test_concurrent_transfers_respect_the_squad_limit(settings):
         try:
             barrier.wait()
             with transaction.atomic():
-                services.transfer_apply(
+                services.move_apply(
                     transfer_id=transfer_id, player_id=player.id, from_team_id=player.team_id, to_team_id=to_team.id
                 )
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread

@@ -92,7 +92,7 @@ def test_a_stale_delete_after_a_transfer_is_404_and_no_replica_keeps_a_ghost(bus
     def moved_meanwhile(**kwargs):
         # The view has parsed the request; the saga moves the player before the delete runs.
         with transaction.atomic():
-            services.transfer_apply(transfer_id=7, player_id=ann.id, from_team_id=reds.id, to_team_id=blues.id)
+            services.move_apply(transfer_id=7, player_id=ann.id, from_team_id=reds.id, to_team_id=blues.id)
         return remove(**kwargs)
 
     monkeypatch.setattr(services, "player_remove", moved_meanwhile)
@@ -239,7 +239,7 @@ def test_a_transfer_into_a_team_being_deleted_is_refused():
 
     def apply():
         with transaction.atomic():
-            return services.transfer_apply(
+            return services.move_apply(
                 transfer_id=3, player_id=gil.id, from_team_id=source.pk, to_team_id=target.pk
             )
 
@@ -259,14 +259,14 @@ def test_a_transfer_into_a_team_being_deleted_is_refused():
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_removing_a_player_while_the_saga_moves_him_is_404(django_user_model):
-    """transfer_apply holds both teams and moves P from A to B; DELETE
+    """move_apply holds both teams and moves P from A to B; DELETE
     /api/teams/A/players/P/ waits, then finds P no longer in A: 404, P stays in B."""
     client = token_client(django_user_model)
     source = services.team_create(name="Hythe", players=[{"name": "Hal", "position": "GK"}])
     target = services.team_create(name="Ilford")
     hal = source.players.get()
     holder = Holder(
-        lambda: services.transfer_apply(transfer_id=5, player_id=hal.id, from_team_id=source.pk, to_team_id=target.pk)
+        lambda: services.move_apply(transfer_id=5, player_id=hal.id, from_team_id=source.pk, to_team_id=target.pk)
     )
     holder.start()
     holder.inside.wait(10)

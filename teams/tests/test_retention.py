@@ -26,8 +26,8 @@ def decide(transfer_id: int) -> Move:
     about it (a cancellation, answered ``move.confirmed``: the ``move:<id>`` sequence)."""
     player = PlayerFactory()
     to = TeamFactory()
-    services.transfer_apply(transfer_id=transfer_id, player_id=player.id, from_team_id=player.team_id, to_team_id=to.id)
-    return services.transfer_cancel(
+    services.move_apply(transfer_id=transfer_id, player_id=player.id, from_team_id=player.team_id, to_team_id=to.id)
+    return services.move_cancel(
         transfer_id=transfer_id, player_id=player.id, from_team_id=player.team_id, to_team_id=to.id, reason="late"
     )
 
@@ -59,7 +59,7 @@ def test_a_move_nobody_asked_about_for_the_redelivery_window_is_purged_with_its_
 def test_a_message_about_a_decided_transfer_renews_its_move():
     move = decide(7)
     age(7, retention.inbox_retention() + timedelta(minutes=1))
-    services.transfer_cancel(
+    services.move_cancel(
         transfer_id=7, player_id=move.player_id, from_team_id=move.from_team_id, to_team_id=move.to_team_id, reason=""
     )
     assert Move.objects.get(transfer_id=7).asked_at > timezone.now() - timedelta(minutes=1)

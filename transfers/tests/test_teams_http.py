@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from devtools.problems import problem_fields
 from events.models import OutboxMessage
-from transfers import selectors, teams_client
+from transfers import services, teams_client
 from transfers.factories import PlayerReplicaFactory, TeamReplicaFactory
 from transfers.models import PlayerReplica, TeamReplica, TeamsSync, Transfer
 from transfers.teams_client import TeamNotFound, TeamsServiceUnavailable
@@ -152,21 +152,21 @@ def test_consumer_start_hook_syncs_an_empty_replica(teams_service, fetches):
     assert TeamReplica.objects.visible().count() == 1
 
 
-# --- team_get: the replica first, one GET on a miss ------------------------------------
+# --- team_get_or_fetch: the replica first, one GET on a miss ------------------------------------
 
 
 def test_team_get_miss_fetches_once_and_stores(teams_service, fetches):
     reds = teams_service.create_team("Reds", [("Ann", "GK")])
-    team = selectors.team_get(reds["id"])
+    team = services.team_get_or_fetch(reds["id"])
     assert team.name == "Reds" and squad(reds["id"]) == {"Ann"}
     assert fetches == [f"/api/teams/{reds['id']}/"]
-    assert selectors.team_get(reds["id"]).pk == team.pk
+    assert services.team_get_or_fetch(reds["id"]).pk == team.pk
     assert len(fetches) == 1  # the second read is a hit
 
 
 def test_team_get_unknown(teams_service, fetches):
     with pytest.raises(TeamNotFound):
-        selectors.team_get(424242)
+        services.team_get_or_fetch(424242)
     assert fetches == ["/api/teams/424242/"]
     assert not TeamReplica.objects.exists()
 
@@ -174,8 +174,8 @@ def test_team_get_unknown(teams_service, fetches):
 def test_team_get_refuses_to_call_inside_a_transaction(teams_service):
     from django.db import transaction
 
-    with pytest.raises(selectors.TeamFetchInsideTransaction), transaction.atomic():
-        selectors.team_get(1)
+    with pytest.raises(services.TeamFetchInsideTransaction), transaction.atomic():
+        services.team_get_or_fetch(1)
 
 
 def test_transfer_request_fetches_a_missing_team(teams_service, fetches, auth_client):
