@@ -577,6 +577,7 @@ class Consumer:
             with transaction.atomic():
                 # Held until the batch commits: a pause waits for it (events/gate.py).
                 gate.check_writable(self.service)
+                inbox.lock(k for w in pending for k in w.keys)
                 if skip is None:
                     skip = attempt.skip = inbox.committed(k for w in pending for k in w.keys)
                 for work in pending:

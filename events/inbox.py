@@ -9,8 +9,12 @@ batch in one statement at the end of the batch's transaction (``record``:
 committed by someone else first (on PostgreSQL a concurrent insert of the same key waits
 for the other transaction, then finds the row), so the batch rolls back and runs again
 without it. The batch's keys are looked up before its handlers run (``committed``, one
-statement), so a redelivery is skipped without running its handler; the insert's
-conflict only catches a race with another consumer holding a copy of the same event.
+statement), so a redelivery is skipped without running its handler. On PostgreSQL the batch
+first holds a transaction-level advisory lock on each of its keys (``lock``, in one global
+order, so two batches never wait on each other in a cycle): a consumer holding a copy of an
+event another consumer is handling waits for that transaction, then finds its row and skips
+it, so a handler does not run for an event being handled elsewhere (its effects outside the
+database, a log line or a file, happen once too). The insert's conflict stays the backstop.
 
 Each row also records the hop for the trace (events/trace.py): service, ids, and the
 times the message was queued (SQS ``SentTimestamp``), received, and its handler started
@@ -74,6 +78,20 @@ def _table() -> str:
 
 def _event_id(value: str) -> Any:
     return InboxMessage._meta.get_field("event_id").get_db_prep_value(uuid.UUID(value), connection)
+
+
+def lock(keys: Iterable[Key]) -> None:
+    """PostgreSQL: hold a transaction-level advisory lock on each key, in sorted order (one
+    statement). Elsewhere (SQLite serializes writers) nothing."""
+    ordered = sorted({f"{event_id}|{handler}" for event_id, handler in keys})
+    if not ordered or connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        # unnest yields the array in order; each row's lock is taken as it is produced.
+        cursor.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(%s::text[]) AS k",
+            [ordered],
+        )
 
 
 def committed(keys: Iterable[Key]) -> set[Key]:

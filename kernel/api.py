@@ -316,7 +316,7 @@ class JSONParser(parsers.JSONParser):
 # --------------------------------------------------------------------------------------
 MAX_LIMIT = 1000
 MAX_OFFSET = 2**31 - 1
-_DIGITS = re.compile(r"^[0-9]{1,12}$")
+_DIGITS = re.compile(r"^[0-9]{1,19}$")  # the bounds are checked on the number
 
 
 def bounded_int(request: Any, name: str, *, default: int, minimum: int, maximum: int) -> int:

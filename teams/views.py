@@ -140,7 +140,7 @@ class ExportPagination(CursorPagination):
                     "required": False,
                     "in": "query",
                     "description": f"Only teams whose id is {what} (a digest bucket's bounds).",
-                    "schema": {"type": "integer", "minimum": 0},
+                    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
                 }
                 for name, what in (("id_after", "greater than this"), ("id_upto", "at most this"))
             ),
