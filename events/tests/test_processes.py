@@ -54,10 +54,22 @@ def test_four_relays_at_once_publish_each_row_exactly_once(probe_topology):
     # some PublishBatch calls after the 5 s read timeout of the default 30 s lease, and a
     # timed-out call that moto did carry out is a correct duplicate this count would reject.
     env = child_env(probe_topology, OUTBOX_LEASE_SECONDS="120")
-    procs = [
-        subprocess.Popen(manage_argv("relay_outbox", "--once", "--batch-size", "50"), env=env, stdout=subprocess.PIPE, text=True)
-        for _ in range(4)
-    ]
+    # The relays start together: the outbox is locked against claims until all four wait on
+    # it, or the first to start (a relay claims and publishes 2,000 rows in about a second)
+    # could take every row before the others have imported Django.
+    table = OutboxMessage._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+        procs = [
+            subprocess.Popen(manage_argv("relay_outbox", "--once", "--batch-size", "50"), env=env, stdout=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+
+        def waiting() -> bool:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE relation = %s::regclass AND NOT granted", [table])
+            return cursor.fetchone()[0] >= 4
+
+        wait_until(waiting, timeout=120, what="four relays waiting on the outbox")
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0]
     shares = [int(out.split()[1].rstrip(",")) for out in outputs]

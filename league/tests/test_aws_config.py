@@ -89,6 +89,6 @@ def test_setup_bus_relay_and_consumers_on_aws_itself(settings, monkeypatch):
         assert relay().published == 1  # team.created carries the squad
         for service in ("transfers", "fixtures"):
             Consumer(service, wait_seconds=0).run(drain=True)
-        assert TransfersTeam.objects.get(pk=team.pk).name == "Reds"
-        assert FixturesTeam.objects.get(pk=team.pk).name == "Reds"
+        assert TransfersTeam.objects.get(team_id=team.pk).name == "Reds"
+        assert FixturesTeam.objects.get(team_id=team.pk).name == "Reds"
     aws.reset()
