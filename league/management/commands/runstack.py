@@ -142,7 +142,7 @@ class Command(BaseCommand):
         **options,
     ):
         self.stop = threading.Event()
-        self.children: list[Child] = []
+        self.children = []
         self.emulator: tuple[str, str] | None = None  # (kind, endpoint) of the emulator runstack started
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop.set())
@@ -529,9 +529,9 @@ class Command(BaseCommand):
         failed. The worker (the relay) is paused meanwhile; consumers wait for their queues."""
         from events import aws
 
-        paused = [c for c in self.children if c.name == "worker" and c.proc and c.proc.poll() is None]
+        paused = [c.proc for c in self.children if c.name == "worker" and c.proc and c.proc.poll() is None]
         for worker in paused:
-            worker.proc.send_signal(signal.SIGSTOP)
+            worker.send_signal(signal.SIGSTOP)
         try:
             assert self.emulator is not None
             kind, endpoint = self.emulator
@@ -544,8 +544,8 @@ class Command(BaseCommand):
             self.say(f"could not restore the bus on {child.name} ({exc}); run `manage.py setup_bus`")
         finally:
             for worker in paused:
-                if worker.proc and worker.proc.poll() is None:
-                    worker.proc.send_signal(signal.SIGCONT)
+                if worker.poll() is None:
+                    worker.send_signal(signal.SIGCONT)
 
     def shutdown(self) -> None:
         # The front door first: no new requests reach what is stopping. The emulator last:
