@@ -44,7 +44,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import environ
@@ -212,11 +212,19 @@ class Timing:
     seconds: float
 
 
+class Output(Protocol):
+    """Where a move writes its lines: a text stream, or a management command's ``stdout``."""
+
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
 @dataclass
 class Split:
     service: str
     url: str
-    out: IO[str]
+    out: Output
     timeout: float = 120.0  # for the supervisor's steps (processes started, routes switched)
     drain_timeout: float = 60.0  # for the monolith's relay to publish the service's last rows
     progress: Callable[[int, int], Any] | None = None  # (total, done) -> bar; see the command
@@ -606,7 +614,7 @@ def _monolith_url() -> str:
     return os.environ.get("DATABASE_URL") or f"sqlite:///{settings.DATABASES['default']['NAME']}"
 
 
-def cleanup(service: str, out: IO[str]) -> None:
+def cleanup(service: str, out: Output) -> None:
     """Remove ``service``'s leftover tables and bus rows from the monolith's database."""
     from django.apps import apps
     from django.db import connection, transaction

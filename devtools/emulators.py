@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import requests
 
@@ -83,7 +83,15 @@ def localstack_installed() -> bool:
     return _localstack_python().exists() and marker.exists() and marker.read_text() == _requirements_digest()
 
 
-def install_localstack(*, out: IO[str] = sys.stdout) -> Path:
+class Output(Protocol):
+    """Where the install reports: a text stream, or a management command's ``stdout``."""
+
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
+def install_localstack(*, out: Output = sys.stdout) -> Path:
     """Create LocalStack's own virtual environment from the pinned requirements (idempotent)."""
     if localstack_installed():
         return _localstack_python()

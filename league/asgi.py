@@ -40,11 +40,13 @@ async def _lifespan(receive: Any, send: Any) -> None:
         assert message["type"] == "lifespan.startup"
         try:
             for config in apps.get_app_configs():
-                if callable(getattr(config, "check_serving", None)):
-                    config.check_serving()
+                check_serving = getattr(config, "check_serving", None)
+                if callable(check_serving):
+                    check_serving()
             for config in apps.get_app_configs():
-                if callable(getattr(config, "lifespan", None)):
-                    await stack.enter_async_context(config.lifespan())
+                lifespan = getattr(config, "lifespan", None)
+                if callable(lifespan):
+                    await stack.enter_async_context(lifespan())
         except ImproperlyConfigured as exc:  # a setting missing: its message says which
             log.error("ASGI lifespan startup failed: %s", exc)
             await send({"type": "lifespan.startup.failed", "message": str(exc)})

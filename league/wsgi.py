@@ -18,8 +18,9 @@ def _check_serving() -> None:
     from django.apps import apps
 
     for config in apps.get_app_configs():
-        if callable(getattr(config, "check_serving", None)):
-            config.check_serving()
+        check_serving = getattr(config, "check_serving", None)
+        if callable(check_serving):
+            check_serving()
 
 
 _check_serving()

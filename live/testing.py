@@ -96,7 +96,8 @@ class Stream:
             self._response = response
             response.raise_for_status()
             name, data = "message", []
-            for line in response.iter_lines(decode_unicode=True):
+            for raw in response.iter_lines():
+                line = raw.decode()  # an event stream is UTF-8
                 self.opened.set()
                 if line.startswith("event:"):
                     name = line[6:].strip()

@@ -14,7 +14,7 @@ import asyncio
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
@@ -53,7 +53,7 @@ def league(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-async def events(request: HttpRequest) -> HttpResponse:
+async def events(request: HttpRequest) -> HttpResponseBase:
     """``text/event-stream``: ``event: feed`` with the feed's state (``live``/``down``)
     at once and at each change, ``event: league`` with one line of HTML per event this
     process's feed receives, and a comment every ``LIVE_KEEPALIVE_SECONDS`` so proxies and

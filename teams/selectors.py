@@ -8,6 +8,8 @@ with a higher sequence on top of it converges.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypedDict
+
 from django.db.models import CharField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Cast, Coalesce, Concat
 
@@ -16,8 +18,17 @@ from events.models import SubjectSequence
 
 from .models import Player, Team
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
-def team_list() -> QuerySet[Team]:
+
+class Sequenced(TypedDict):
+    """What ``team_list`` annotates on each team."""
+
+    sequence: int
+
+
+def team_list() -> QuerySet[WithAnnotations[Team, Sequenced]]:
     """Every team, with ``sequence`` annotated and players prefetched."""
     last = SubjectSequence.objects.filter(
         key=Concat(Value("team:"), Cast(OuterRef("id"), CharField()), output_field=CharField())

@@ -136,8 +136,8 @@ class TransferAdmin(admin.ModelAdmin):
 
 class PlayerReplicaInline(admin.TabularInline):
     model = PlayerReplica
-    fields = ["player_id", "name", "position", "present", "sequence", "updated_at"]
-    readonly_fields = fields
+    readonly_fields = ("player_id", "name", "position", "present", "sequence", "updated_at")
+    fields = readonly_fields
     extra = 0
     can_delete = False
 

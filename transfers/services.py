@@ -208,6 +208,7 @@ def _transfer_create(*, player_id: int, from_team_id: int, to_team_id: int, fee:
         )
     if errors:
         raise ValidationError(errors)
+    assert player is not None  # errors["player_id"] said so otherwise
 
     transfer = Transfer(
         player_id=player_id,

@@ -180,11 +180,12 @@ def fetch_export(*, id_after: int | None = None, id_upto: int | None = None) -> 
     ``next`` (``TEAMS_EXPORT_PAGE_SIZE`` teams a request); only ids in ``(id_after, id_upto]``
     when given (a bucket of the digest)."""
     teams: list[dict[str, Any]] = []
-    path: str | None = f"/api/teams/export/?limit={int(settings.TEAMS_EXPORT_PAGE_SIZE)}"
+    first = f"/api/teams/export/?limit={int(settings.TEAMS_EXPORT_PAGE_SIZE)}"
     if id_after is not None:
-        path += f"&id_after={int(id_after)}"
+        first += f"&id_after={int(id_after)}"
     if id_upto is not None:
-        path += f"&id_upto={int(id_upto)}"
+        first += f"&id_upto={int(id_upto)}"
+    path: str | None = first
     seen: set[str] = set()
     while path is not None:
         if path in seen:  # a cursor that does not advance would loop forever

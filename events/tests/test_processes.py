@@ -176,16 +176,11 @@ def test_four_consumers_on_one_queue_handle_each_event_once(probe_topology, tmp_
 def test_sigterm_finishes_the_message_in_hand_and_releases_the_rest(probe_topology, tmp_path):
     publish_teams(3)
     relay.relay()
-    out = tmp_path / "probe.out"
-    env = child_env(probe_topology, PROBE_OUT=str(out), PROBE_DELAY="2", **PROBE)
+    out, started = tmp_path / "probe.out", tmp_path / "probe.started"
+    env = child_env(probe_topology, PROBE_OUT=str(out), PROBE_STARTED=str(started), PROBE_DELAY="2", **PROBE)
     proc = subprocess.Popen(manage_argv("consume", "--service", "probe"), env=env, stdout=subprocess.PIPE, text=True)
     try:
-        wait_until(
-            lambda: InboxMessage.objects.exists() or depth(aws.queue_name("probe"))[1] > 0,
-            timeout=30,
-            what="a message in flight",
-        )
-        time.sleep(0.5)  # inside the 2 s handler
+        wait_until(started.exists, timeout=30, what="a handler running (inside its 2 s)", interval=0.05)
         proc.send_signal(signal.SIGTERM)
         stdout, _ = proc.communicate(timeout=30)
     finally:

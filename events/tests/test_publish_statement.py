@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 import events
+from devtools.testing import wait_until
 from events import context, publisher, wakeup
 from events.models import OutboxMessage, OutboxState
 
@@ -113,39 +114,42 @@ def test_without_notify_the_celery_kick_stays(settings, monkeypatch):
 def test_a_listening_relay_sweeps_on_the_wake_up_not_on_its_interval(settings, monkeypatch):
     """The long-running relay with a 60 s interval publishes a row within seconds of its commit."""
     import threading
-    import time
 
     from events import relay
 
     settings.OUTBOX_KICK, settings.OUTBOX_WAKEUP = True, "notify"
     sweeps: list[int] = []
+    first_sweep_done = threading.Event()
     real_relay = relay.relay
 
     def counting(publisher=None, **kwargs):
         sweeps.append(1)
-        return real_relay(relay.NullPublisher(), **kwargs)
+        try:
+            return real_relay(relay.NullPublisher(), **kwargs)
+        finally:
+            first_sweep_done.set()
 
     monkeypatch.setattr(relay, "relay", counting)
     stop = threading.Event()
     thread = threading.Thread(target=_serve, args=(relay, stop), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not sweeps and time.monotonic() < deadline:  # the first sweep, then it waits
-        time.sleep(0.05)
-    time.sleep(0.3)
-    with transaction.atomic():
-        row = events.publish("team.created", subject=1, data={"id": 1, "name": "A"})
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if OutboxMessage.objects.filter(pk=row.pk, state=OutboxState.PUBLISHED).exists():
-            break
-        time.sleep(0.05)
-    published = OutboxMessage.objects.get(pk=row.pk).state == OutboxState.PUBLISHED
-    stop.set()
-    with transaction.atomic():  # one more wake-up lets the loop see the stop
-        events.publish("team.created", subject=2, data={"id": 2, "name": "B"})
-    thread.join(15)
-    assert published and len(sweeps) >= 2 and not thread.is_alive()
+    try:
+        # The first sweep is over (found nothing): from now on only a wake-up makes it sweep.
+        assert first_sweep_done.wait(10), "the relay never swept"
+        with transaction.atomic():
+            row = events.publish("team.created", subject=1, data={"id": 1, "name": "A"})
+        wait_until(
+            OutboxMessage.objects.filter(pk=row.pk, state=OutboxState.PUBLISHED).exists,
+            timeout=10,
+            what="the row published on its wake-up (the interval is 60 s)",
+            interval=0.05,
+        )
+    finally:
+        stop.set()
+        with transaction.atomic():  # one more wake-up lets the loop see the stop
+            events.publish("team.created", subject=2, data={"id": 2, "name": "B"})
+        thread.join(15)
+    assert len(sweeps) >= 2 and not thread.is_alive()
 
 
 def _serve(relay, stop) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -197,13 +196,6 @@ def served(transactional_db, live_server, settings):
     return live_server.url, session
 
 
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 @pytest.mark.postgres
 def test_a_second_request_while_the_first_works_is_a_409_and_nothing_twice(served, monkeypatch):
     url, session = served
@@ -221,7 +213,7 @@ def test_a_second_request_while_the_first_works_is_a_409_and_nothing_twice(serve
     headers = {"Idempotency-Key": "race-1"}
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(session.post, f"{url}{TEAMS}", json={"name": "Ajax"}, headers=headers, timeout=30)
-        wait_until(working.is_set)  # the first request is inside the work, its key claimed
+        assert working.wait(10)  # the first request is inside the work, its key claimed
         second = session.post(f"{url}{TEAMS}", json={"name": "Ajax"}, headers=headers, timeout=30)
         release.set()
         first = first.result()

@@ -160,9 +160,9 @@ def test_the_fee_property_covers_negative_zero():
 def test_season_schedule_accepts_only_what_season_scheduled_carries(name, starts_on, team_ids):
     from fixtures import services
     from fixtures.factories import TeamReplicaFactory
-    from fixtures.views import SeasonListApi
+    from fixtures.serializers import SeasonScheduleInputSerializer
 
-    valid = accepted(SeasonListApi.Input, {"name": name, "starts_on": starts_on, "team_ids": team_ids})
+    valid = accepted(SeasonScheduleInputSerializer, {"name": name, "starts_on": starts_on, "team_ids": team_ids})
     if valid is None:
         return
 
@@ -179,10 +179,10 @@ def test_season_schedule_accepts_only_what_season_scheduled_carries(name, starts
 def test_fixture_result_accepts_only_what_fixture_completed_carries(home_goals, away_goals, correction):
     from fixtures import services
     from fixtures.factories import FixtureFactory
-    from fixtures.views import FixtureDetailApi
+    from fixtures.serializers import FixtureResultInputSerializer
 
     valid = accepted(
-        FixtureDetailApi.Input, {"home_goals": home_goals, "away_goals": away_goals, "correction": correction}
+        FixtureResultInputSerializer, {"home_goals": home_goals, "away_goals": away_goals, "correction": correction}
     )
     if valid is not None:
         ends_in_valid_events(lambda: services.fixture_record_result(fixture=FixtureFactory(), **valid))

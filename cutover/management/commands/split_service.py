@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from cutover import deployment, split, supervisor
+from cutover.supervisor import Supervisor
 
 
 class Command(BaseCommand):
@@ -115,7 +116,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         return None
 
-    def supervisor(self, name: str, compose: str | None, timeout: float) -> supervisor.Supervisor:
+    def supervisor(self, name: str, compose: str | None, timeout: float) -> Supervisor:
         say = self.say
         if name == "compose":
             return supervisor.ComposeSupervisor(
@@ -146,7 +147,7 @@ class Command(BaseCommand):
             return False
         return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
-    def rollback(self, service: str, sup: supervisor.Supervisor) -> None:
+    def rollback(self, service: str, sup: Supervisor) -> None:
         placed = deployment.placement(settings.DATA_DIR, service)
         if not placed:
             self.stdout.write(f"{service} has no unfinished move: nothing to roll back.")

@@ -91,6 +91,23 @@ class Child:
     restarts: list[float] = field(default_factory=list)
 
 
+@dataclass
+class Layout:
+    """Where a runstack puts things: the address people use (``base_url``), the front door
+    (None without nginx), the web server's address (behind the door, or ``base_url``'s),
+    and the environment every child starts with."""
+
+    base_url: str
+    door: FrontDoor | None
+    web_host: str
+    web_port: int
+    env: dict[str, str]
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
+
+
 class Command(BaseCommand):
     help = "Run the whole system locally: moto, migrations, bus, Celery worker + beat, consumers, web, front door."
 
@@ -142,17 +159,32 @@ class Command(BaseCommand):
         **options,
     ):
         self.stop = threading.Event()
-        self.children: list[Child] = []
+        self.children = []
         self.emulator: tuple[str, str] | None = None  # (kind, endpoint) of the emulator runstack started
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self.stop.set())
-        base_url = f"http://{host}:{port}"
-        # The front door (nginx) on --port, the web server behind it on loopback; or, without
-        # nginx, the web server on --port as it always was.
+        layout = self.plan(host, port, emulator_port, no_front_door=no_front_door)
+        try:
+            if "AWS_ENDPOINT_URL" not in os.environ:
+                self.start_emulator(emulator, emulator_port, layout.env)
+            token = self.prepare(layout.env)
+            self.start_processes(layout, workers)
+            if demo:
+                call_command("seed_demo")
+            self.banner(layout.base_url, token, layout.web_url if layout.door else None)
+            return self.supervise()
+        finally:
+            self.shutdown()
+
+    def plan(self, host: str, port: int, emulator_port: int, *, no_front_door: bool) -> Layout:
+        """Where everything goes, before anything starts: the front door (nginx) on ``--port``
+        and the web server behind it on loopback, or, without nginx, the web server on
+        ``--port`` as it always was; the environment every child gets (one signing key, one
+        metrics folder, emptied). Raises CommandError if a port it needs is taken."""
         door = None if no_front_door else self.front_door_for(host, port)
         web_host, web_port = ("127.0.0.1", self.internal_port(port, avoid=emulator_port)) if door else (host, port)
         self.monolith = f"{web_host}:{web_port}"
-        web_url = f"http://{web_host}:{web_port}"
+        base_url = f"http://{host}:{port}"
         env = dict(os.environ)
         env.setdefault("TEAMS_SERVICE_URL", base_url)
         env.setdefault("DATA_DIR", str(settings.DATA_DIR))
@@ -171,83 +203,92 @@ class Command(BaseCommand):
             raise CommandError(f"Port {port} on {host} is taken. Stop what runs there or pass --port.")
         if door and port_open(web_host, web_port):
             raise CommandError(f"Port {web_port} (the web server behind the front door) is taken; pass another --port.")
+        return Layout(base_url=base_url, door=door, web_host=web_host, web_port=web_port, env=env)
+
+    def start_emulator(self, emulator: str, emulator_port: int, env: dict[str, str]) -> None:
+        """The embedded emulator on ``emulator_port`` (LocalStack installed first if asked),
+        ready; its endpoint and credentials go into ``env``, this process and its settings."""
+        endpoint = f"http://127.0.0.1:{emulator_port}"
+        if port_open("127.0.0.1", emulator_port):
+            raise CommandError(f"Port {emulator_port} is taken; pass --emulator-port or set AWS_ENDPOINT_URL.")
         try:
-            if "AWS_ENDPOINT_URL" not in os.environ:
-                endpoint = f"http://127.0.0.1:{emulator_port}"
-                if port_open("127.0.0.1", emulator_port):
-                    raise CommandError(f"Port {emulator_port} is taken; pass --emulator-port or set AWS_ENDPOINT_URL.")
-                try:
-                    if emulator == "localstack":
-                        emulators.install_localstack(out=self.stdout)
-                    argv, extra = emulators.command(emulator, emulator_port, data_dir=settings.DATA_DIR)
-                except emulators.EmulatorError as exc:
-                    raise CommandError(str(exc)) from exc
-                # The emulator logs every request: to a file, not the terminal.
-                log = open(settings.DATA_DIR / f"{emulator}.log", "ab")
-                self.spawn(Child(emulator, argv), {**env, **extra}, output=log)
-                try:
-                    emulators.wait_ready(emulator, endpoint, timeout=90)
-                except emulators.EmulatorError as exc:
-                    raise CommandError(f"{exc}: see {settings.DATA_DIR / f'{emulator}.log'}") from exc
-                self.emulator = (emulator, endpoint)
-                # Its endpoint and credentials, to this process and to every child explicitly.
-                env.update(emulators.client_env(endpoint))
-                os.environ.update(emulators.client_env(endpoint))
-                settings.AWS_ENDPOINT_URL = endpoint
-            self.say(
-                f"database  {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} {settings.DATABASES['default']['NAME']}"
+            if emulator == "localstack":
+                emulators.install_localstack(out=self.stdout)
+            argv, extra = emulators.command(emulator, emulator_port, data_dir=settings.DATA_DIR)
+        except emulators.EmulatorError as exc:
+            raise CommandError(str(exc)) from exc
+        # The emulator logs every request: to a file, not the terminal.
+        log = open(settings.DATA_DIR / f"{emulator}.log", "ab")
+        self.spawn(Child(emulator, argv), {**env, **extra}, output=log)
+        try:
+            emulators.wait_ready(emulator, endpoint, timeout=90)
+        except emulators.EmulatorError as exc:
+            raise CommandError(f"{exc}: see {settings.DATA_DIR / f'{emulator}.log'}") from exc
+        self.emulator = (emulator, endpoint)
+        # Its endpoint and credentials, to this process and to every child explicitly.
+        env.update(emulators.client_env(endpoint))
+        os.environ.update(emulators.client_env(endpoint))
+        settings.AWS_ENDPOINT_URL = endpoint
+
+    def prepare(self, env: dict[str, str]) -> str:
+        """What the processes need before they start: the database migrated (the monolith's
+        share when services moved out), the bus set up, static files collected, an admin and
+        the transfers service's account (its token into ``env``). Returns the admin's token."""
+        self.say(
+            f"database  {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} {settings.DATABASES['default']['NAME']}"
+        )
+        self.say(f"AWS       {env.get('AWS_ENDPOINT_URL') or 'real AWS'}")
+        self.say(f"broker    {settings.CELERY_BROKER_URL}")
+        # Services moved to their own database (split_service, league/placements.py) run
+        # apart: the monolith migrates and serves the rest.
+        self.placements = Placements(self)
+        if self.placements.moved():
+            self.say(f"moved     {', '.join(self.placements.moved())} (own databases: {deployment.DEPLOYMENT})")
+            subprocess.run(
+                [sys.executable, str(settings.BASE_DIR / "manage.py"), "migrate", "--noinput", "-v", "0"],
+                env=self.placements.monolith_env(env),
+                check=True,
             )
-            self.say(f"AWS       {env.get('AWS_ENDPOINT_URL') or 'real AWS'}")
-            self.say(f"broker    {settings.CELERY_BROKER_URL}")
-            # Services moved to their own database (split_service, league/placements.py) run
-            # apart: the monolith migrates and serves the rest.
-            self.placements = Placements(self)
-            if self.placements.moved():
-                self.say(f"moved     {', '.join(self.placements.moved())} (own databases: {deployment.DEPLOYMENT})")
-                subprocess.run(
-                    [sys.executable, str(settings.BASE_DIR / "manage.py"), "migrate", "--noinput", "-v", "0"],
-                    env=self.placements.monolith_env(env),
-                    check=True,
-                )
-            else:
-                call_command("migrate", interactive=False, verbosity=0)
-            call_command("setup_bus", verbosity=0, stdout=open(os.devnull, "w"))
-            self.collect_static()
-            token = self.ensure_admin()
-            if "teams" in settings.ACTIVE_SERVICES and not os.environ.get("TEAMS_SERVICE_TOKEN"):
-                # The transfers consumer's bootstrap reads GET /api/teams/export/, which
-                # needs teams.export_team: a service account, not the admin's token.
-                env["TEAMS_SERVICE_TOKEN"] = ensure_service_account(SERVICE_USER).key
-            self.base_env = dict(env)
-            self.workers = workers
-            env = self.placements.monolith_env(env)
-            self.monolith_env = env
-            manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
-            celery = [self.bin("celery"), "-A", "league"]
-            self.spawn(Child("web", self.web_argv(web_host, web_port, workers)), env)
-            wait_for_http(f"{web_url}/healthz", timeout=30)
-            if door:
-                try:
-                    door.start({}, self.monolith)
-                except FrontDoorError as exc:
-                    raise CommandError(f"the front door did not start: {exc}") from exc
-                self.front_door = door
-                self.say(f"started   front door (nginx pid {door.pid}) on {door.url} -> web on {self.monolith}")
-            self.write_stack()
-            self.spawn(Child("worker", [*celery, "worker", "-l", "warning", "-P", "solo"]), env)
-            self.spawn(
-                Child("beat", [*celery, "beat", "-l", "warning", "-s", str(settings.DATA_DIR / "celerybeat-schedule")]),
-                env,
-            )
-            for service in monolith_consumers(self.placements.monolith_services):
-                self.spawn(Child(f"consume-{service}", [*manage, "consume", "--service", service]), env)
-            self.placements.reconcile()
-            if demo:
-                call_command("seed_demo")
-            self.banner(base_url, token, web_url if door else None)
-            return self.supervise()
-        finally:
-            self.shutdown()
+        else:
+            call_command("migrate", interactive=False, verbosity=0)
+        call_command("setup_bus", verbosity=0, stdout=open(os.devnull, "w"))
+        self.collect_static()
+        token = self.ensure_admin()
+        if "teams" in settings.ACTIVE_SERVICES and not os.environ.get("TEAMS_SERVICE_TOKEN"):
+            # The transfers consumer's bootstrap reads GET /api/teams/export/, which
+            # needs teams.export_team: a service account, not the admin's token.
+            env["TEAMS_SERVICE_TOKEN"] = ensure_service_account(SERVICE_USER).key
+        return token
+
+    def start_processes(self, layout: Layout, workers: int) -> None:
+        """The web server (answering), the front door in front of it, stack.json, Celery
+        worker and beat, one consumer per service the monolith serves; the moved services'
+        processes (league/placements.py)."""
+        self.base_env = dict(layout.env)
+        self.workers = workers
+        env = self.placements.monolith_env(layout.env)
+        self.monolith_env = env
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        celery = [self.bin("celery"), "-A", "league"]
+        self.spawn(Child("web", self.web_argv(layout.web_host, layout.web_port, workers)), env)
+        wait_for_http(f"{layout.web_url}/healthz", timeout=30)
+        door = layout.door
+        if door:
+            try:
+                door.start({}, self.monolith)
+            except FrontDoorError as exc:
+                raise CommandError(f"the front door did not start: {exc}") from exc
+            self.front_door = door
+            self.say(f"started   front door (nginx pid {door.pid}) on {door.url} -> web on {self.monolith}")
+        self.write_stack()
+        self.spawn(Child("worker", [*celery, "worker", "-l", "warning", "-P", "solo"]), env)
+        self.spawn(
+            Child("beat", [*celery, "beat", "-l", "warning", "-s", str(settings.DATA_DIR / "celerybeat-schedule")]),
+            env,
+        )
+        for service in monolith_consumers(self.placements.monolith_services):
+            self.spawn(Child(f"consume-{service}", [*manage, "consume", "--service", service]), env)
+        self.placements.reconcile()
 
     def collect_static(self) -> None:
         """With ``DEBUG`` off the pages name their static files by the manifest that
@@ -529,9 +570,9 @@ class Command(BaseCommand):
         failed. The worker (the relay) is paused meanwhile; consumers wait for their queues."""
         from events import aws
 
-        paused = [c for c in self.children if c.name == "worker" and c.proc and c.proc.poll() is None]
+        paused = [c.proc for c in self.children if c.name == "worker" and c.proc and c.proc.poll() is None]
         for worker in paused:
-            worker.proc.send_signal(signal.SIGSTOP)
+            worker.send_signal(signal.SIGSTOP)
         try:
             assert self.emulator is not None
             kind, endpoint = self.emulator
@@ -544,8 +585,8 @@ class Command(BaseCommand):
             self.say(f"could not restore the bus on {child.name} ({exc}); run `manage.py setup_bus`")
         finally:
             for worker in paused:
-                if worker.proc and worker.proc.poll() is None:
-                    worker.proc.send_signal(signal.SIGCONT)
+                if worker.poll() is None:
+                    worker.send_signal(signal.SIGCONT)
 
     def shutdown(self) -> None:
         # The front door first: no new requests reach what is stopping. The emulator last:
