@@ -20,6 +20,8 @@ Guarantees:
   after a crash starts clean).
 - Nothing is changed on the way: ``auto_now`` fields keep their values, primary keys are
   kept (and the target's id sequences moved past them), so every reference stays valid.
+  Into a database other services write too (the way back), the bus's rows take new ids
+  from its sequences instead, and those sequences are left where its writers took them.
 - Verified: per table, the row count and a SHA-256 of every row's values (normalised, so
   SQLite and PostgreSQL agree) are computed on the source snapshot and read back from the
   committed target; any difference is an error naming the table.
@@ -262,7 +264,11 @@ def copy(
                 progress(len(ug) + len(up))
                 expected.append(TableReport("auth.user_groups", len(ug), ""))
         with phase(COPY_PHASES[2]):
-            _reset_sequences(target, [p.model for p in parts])
+            # Rows that kept their ids move the target's sequences past them. Renumbered rows
+            # (the bus's, in a target other services write) took theirs from the sequences:
+            # setting those to the largest committed id would hand out ids that the other
+            # services' writers under way already hold.
+            _reset_sequences(target, [p.model for p in parts if not p.renumbered(shared_target)])
     with phase(COPY_PHASES[3]):
         verify(parts, expected, target, shared_target=shared_target)
     return expected
