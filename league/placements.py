@@ -15,7 +15,9 @@
   started again;
 - on the way back, at ``rejoining`` the monolith is restarted *with* the service (its gate
   there is still ``moved``: its consumer receives nothing, its writes are refused) while the
-  service's own processes keep serving; at ``returning`` the front door routes the service's
+  service's own processes keep serving; ``stack.json`` says the monolith serves it once the
+  whole restart has finished (split_service's step 1 waits for that, before the pause), so
+  that runstack is idle, not still restarting, when the switch back asks for the routes; at ``returning`` the front door routes the service's
   paths to the monolith (``stack.json`` says so at once), and only then are its own processes
   stopped. So the way back's pause holds no process start and no process stop, as the way out's;
 - a service removed from the file (a rollback) has its processes stopped and its route removed.

@@ -144,3 +144,28 @@ def test_stack_json_says_what_the_monolith_serves_once_its_restart_has_finished(
     mid = [e for e in runstack.log if e[0] == "stack.json mid-restart"]
     assert mid == [("stack.json mid-restart", before)]
     assert tuple(placements.report()["monolith"]["services"]) == after
+
+
+def test_a_restart_stops_the_old_worker_beat_and_consumers_together(monkeypatch, settings, tmp_path):
+    """Each old process may take its whole graceful stop (a consumer finishes its receive in
+    flight): stopped together they cost the longest of them, not the sum, and
+    ``split_service`` waits for the whole restart (the way back's step 1, the way out's
+    resume) within its timeout."""
+    from league.management.commands import runstack
+
+    settings.DATA_DIR = tmp_path
+    cmd = runstack.Command()
+    old = [runstack.Child(n, [n]) for n in ("web", "worker", "beat", "consume-teams", "consume-transfers")]
+    cmd.children = list(old)
+    cmd.base_env = {}
+    stops: list[list[str]] = []
+    monkeypatch.setattr(
+        runstack.Command, "_stop", staticmethod(lambda children: stops.append([c.name for c in children]))
+    )
+    monkeypatch.setattr(runstack.Command, "spawn", lambda self, child, env, output=None: self.children.append(child))
+
+    cmd.restart_monolith(["teams", "fixtures"])
+
+    assert ["worker", "beat", "consume-teams", "consume-transfers"] in stops
+    assert not [s for s in stops if s in (["worker"], ["beat"], ["consume-teams"], ["consume-transfers"])]
+    assert {"worker", "beat", "consume-teams", "consume-fixtures"} <= {c.name for c in cmd.children}
