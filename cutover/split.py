@@ -488,7 +488,9 @@ class Split:
         """Bring a moved service back into the monolith: the same steps in the other
         direction. As on the way out, the processes that take over start before the pause:
         step 1 restarts the monolith with the service (idle behind its ``moved`` gate there,
-        while its own processes keep serving); then its own database pauses, drains and is
+        while its own processes keep serving) and ends once runstack has finished that
+        restart, so runstack is idle when the switch asks it for the routes; then its own
+        database pauses, drains and is
         copied back, and the switch only opens the monolith's gate and routes the paths (no
         process starts or stops inside the pause); its own processes stop after it. Before
         step 5 a failure reopens the service where it is (and the monolith drops it again);
