@@ -175,7 +175,9 @@ def test_the_way_back_leaves_the_monoliths_shared_id_sequences_where_other_write
     OutboxMessage.objects.filter(aggregate_key__startswith="transfer:").update(state="published")
     copying.copy("transfers", source="default", target=split.TARGET)
     with connection.cursor() as cursor:  # two writers of teams under way, ids taken, not committed
-        cursor.execute("SELECT nextval(pg_get_serial_sequence('events_outboxmessage', 'id')) FROM generate_series(1, 2)")
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('events_outboxmessage', 'id')) FROM generate_series(1, 2)"
+        )
         held = [row[0] for row in cursor.fetchall()]
 
     copying.copy("transfers", source=split.TARGET, target="default", shared_target=True, history=False)
