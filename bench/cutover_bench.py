@@ -8,6 +8,9 @@ output. Target: under 5 s. The checks of ``devtools/cutover/checks.py`` run afte
 or doubled), so a fast but lossy cutover is not reported as a pass. Then the way back
 (``split_service transfers --back``) under the same traffic, measured the same way and held
 to the same target (``--quick`` too: it is the pause that used to be 30 times longer).
+Two rows: ``cutover_pause_out`` and ``cutover_pause_back``, each with the pause's phases as
+split_service printed them (``extra["phases"]``: the same phases both ways, so the two
+directions compare phase by phase).
 
     .venv/bin/python bench/run.py --only cutover_pause [--quick]
 
@@ -26,6 +29,7 @@ from .common import Result
 TARGET_SECONDS = 5.0
 STEP = re.compile(r"step (\d+)/(\d+): (.+?)(?:: done in (\d+(?:\.\d+)?) s| \.\.\.)?$")
 PAUSED = re.compile(r"were paused for (\d+(?:\.\d+)?) s")
+PHASE = re.compile(r"^\s*phase: (.+): (\d+(?:\.\d+)?) s$")
 
 
 def step_timings(output: str) -> list[tuple[str, float | None]]:
@@ -41,6 +45,18 @@ def step_timings(output: str) -> list[tuple[str, float | None]]:
         if seconds is not None or int(number) not in steps:
             steps[int(number)] = (f"{number}/{total} {name}", float(seconds) if seconds else None)
     return [steps[n] for n in sorted(steps)]
+
+
+def pause_phases(output: str) -> list[tuple[str, float]]:
+    """``("publish the last outbox rows", 0.41)`` per phase of the pause, in order, as
+    split_service prints each when it ends (``phase: <name>: 0.410 s``; cutover/split.py's
+    PAUSE_PHASES, the same both ways)."""
+    phases = []
+    for line in output.replace("\r", "\n").splitlines():
+        m = PHASE.match(line)
+        if m:
+            phases.append((m.group(1), float(m.group(2))))
+    return phases
 
 
 def paused_by_split(output: str) -> float | None:
@@ -71,7 +87,7 @@ def seed(stack, *, teams: int, players: int, transfers: int, timeout: float) -> 
     return len(summary.transfer_ids)
 
 
-def cutover_pause(quick: bool) -> Result:
+def cutover_pause(quick: bool) -> list[Result]:
     from devtools.cutover import checks
     from devtools.cutover.stack import CutoverStack
     from devtools.cutover.traffic import Traffic
@@ -122,7 +138,7 @@ def cutover_pause(quick: bool) -> Result:
         print(f"   {name:<40} {'-' if seconds is None else f'{seconds:.2f}':>8}")
     print(f"   {'split_service (wall, from outside)':<40} {split_seconds:>8.2f}")
     own = paused_by_split(output)
-    print(f"   {'pause as split_service measured it':<40} {'-' if own is None else f'{own:.2f}':>8}")
+    print(f"   {'pause as split_service measured it':<40} {_s(own):>8}")
     print(f"   {'503s (first to last)':<40} {summary.pause_window or 0:>8.2f}   ({len(refused)} refused)")
     print(f"   {'first 503 -> first write accepted after':<40} {min(after_last) if after_last else 0:>8.2f}")
     print(f"   {'first 503 -> last refused write accepted':<40} {pause:>8.2f}   (target < {TARGET_SECONDS:g} s)")
@@ -130,21 +146,30 @@ def cutover_pause(quick: bool) -> Result:
     for name, seconds in back["steps"]:
         print(f"   {name:<40} {'-' if seconds is None else f'{seconds:.2f}':>8}")
     print(f"   {'way back: pause as split_service measured':<40} {_s(back['paused_by_split_s']):>8}")
-    print(f"   {'way back: first 503 -> last refused accepted':<40} {_s(back['user_pause_s']):>8}   (target < {TARGET_SECONDS:g} s)")
+    print(
+        f"   {'way back: first 503 -> last refused accepted':<40} {_s(back['user_pause_s']):>8}   (target < {TARGET_SECONDS:g} s)"
+    )
+    out_phases = pause_phases(output)
+    print(f"   {'the pause, phase by phase':<40} {'out':>8} {'back':>8}")
+    for name, out_s, back_s in side_by_side(out_phases, back["phases"]):
+        print(f"   {name:<40} {_s(out_s):>8} {_s(back_s):>8}")
+    print(f"   {'paused (split_service)':<40} {_s(own):>8} {_s(back['paused_by_split_s']):>8}")
     print(f"   checks: {'PASS' if not problems else 'FAIL: ' + '; '.join(problems[:5])}")
     back_pause = back["user_pause_s"] if back["user_pause_s"] is not None else back["paused_by_split_s"]
     back_ok = back_pause is not None and back_pause < TARGET_SECONDS
-    return Result(
-        name="cutover_pause",
+    out_problems = [p for p in problems if not p.startswith("way back: ")]
+    common_extra = {"write_p50_ms": summary.latency(0.5) * 1000, "write_p99_ms": summary.latency(0.99) * 1000}
+    out_row = Result(
+        name="cutover_pause_out",
         unit="s",
         value=pause,
         baseline=TARGET_SECONDS,
         ratio=TARGET_SECONDS / pause if pause else float("nan"),
         target=f"value < {TARGET_SECONDS:g} s, checks pass",
-        met=(0 < pause < TARGET_SECONDS and back_ok and not problems) if refused else None,
+        met=(0 < pause < TARGET_SECONDS and not out_problems) if refused else None,
         note=(
             f"20 teams, {requested} transfers; {rate:g} req/s, {len(refused)} writes refused; split_service "
-            f"{split_seconds:.1f} s; checks {'pass' if not problems else 'FAIL'}"
+            f"{split_seconds:.1f} s; checks {'pass' if not out_problems else 'FAIL'}"
             + ("" if refused else "; no write met the pause (too short to hit at this rate)")
         ),
         extra={
@@ -152,17 +177,48 @@ def cutover_pause(quick: bool) -> Result:
             "first_accept_after_s": min(after_last) if after_last else None,
             "refused": len(refused),
             "steps": {name: seconds for name, seconds in steps},
+            "phases": dict(out_phases),
             "split_seconds": split_seconds,
-            "paused_by_split_s": paused_by_split(output),
-            "write_p50_ms": summary.latency(0.5) * 1000,
-            "write_p99_ms": summary.latency(0.99) * 1000,
-            "problems": problems[:20],
-            "back_steps": {name: seconds for name, seconds in back["steps"]},
-            "back_paused_by_split_s": back["paused_by_split_s"],
-            "back_user_pause_s": back["user_pause_s"],
-            "back_refused": back["refused"],
+            "paused_by_split_s": own,
+            "problems": out_problems[:20],
+            **common_extra,
         },
     )
+    back_problems = [p for p in problems if p.startswith("way back: ")]
+    back_row = Result(
+        name="cutover_pause_back",
+        unit="s",
+        value=back_pause if back_pause is not None else float("nan"),
+        baseline=TARGET_SECONDS,
+        ratio=TARGET_SECONDS / back_pause if back_pause else float("nan"),
+        target=f"value < {TARGET_SECONDS:g} s, checks pass",
+        met=(back_ok and not back_problems) if back["refused"] else None,
+        note=(
+            f"{back['refused']} writes refused; back/out "
+            + (f"{back_pause / pause:.2f}" if back_pause is not None and pause else "-")
+            + f"; checks {'pass' if not back_problems else 'FAIL'}"
+        ),
+        extra={
+            "steps": {name: seconds for name, seconds in back["steps"]},
+            "phases": dict(back["phases"]),
+            "paused_by_split_s": back["paused_by_split_s"],
+            "user_pause_s": back["user_pause_s"],
+            "refused": back["refused"],
+            "back_over_out": back_pause / pause if back_pause is not None and pause else None,
+            "problems": back_problems[:20],
+        },
+    )
+    return [out_row, back_row]
+
+
+def side_by_side(
+    out: list[tuple[str, float]], back: list[tuple[str, float]]
+) -> list[tuple[str, float | None, float | None]]:
+    """Each phase's seconds out and back, in the order of the way out (then any phase only
+    the way back had)."""
+    names = [n for n, _ in out] + [n for n, _ in back if n not in dict(out)]
+    o, b = dict(out), dict(back)
+    return [(n, o.get(n), b.get(n)) for n in names]
 
 
 def _s(value: float | None) -> str:
@@ -192,6 +248,7 @@ def _way_back(stack, *, rate: float, mix: dict[str, int]) -> dict:
     verdict = checks.settled(placement, transfer_ids=summary.transfer_ids, timeout=180)
     return {
         "steps": step_timings(output),
+        "phases": pause_phases(output),
         "paused_by_split_s": paused_by_split(output),
         "user_pause_s": summary.user_pause,
         "refused": len([c for c in summary.calls if c.documented_pause]),

@@ -20,6 +20,8 @@ Guarantees:
   after a crash starts clean).
 - Nothing is changed on the way: ``auto_now`` fields keep their values, primary keys are
   kept (and the target's id sequences moved past them), so every reference stays valid.
+  Into a database other services write too (the way back), the bus's rows take new ids
+  from its sequences instead, and those sequences are left where its writers took them.
 - Verified: per table, the row count and a SHA-256 of every row's values (normalised, so
   SQLite and PostgreSQL agree) are computed on the source snapshot and read back from the
   committed target; any difference is an error naming the table.
@@ -34,6 +36,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +50,15 @@ from events import catalogue
 from events.models import InboxMessage, OutboxMessage, OutboxState, SubjectSequence
 
 BATCH = 1000
+
+# Names the parts of a copy to the caller's clock (``split_service`` prints each inside the
+# pause): ``phase("copy the rows")`` wraps that part.
+PhaseTimer = Callable[[str], AbstractContextManager[Any]]
+COPY_PHASES = ("remove the target's rows", "copy the rows", "reset the id sequences", "verify the copy")
+
+
+def no_phase(name: str) -> AbstractContextManager[Any]:
+    return contextlib.nullcontext()
 
 
 class CopyError(RuntimeError):
@@ -220,9 +232,11 @@ def copy(
     shared_target: bool = False,
     history: bool = True,
     progress: Callable[[int], None] = lambda n: None,
+    phase: PhaseTimer = no_phase,
 ) -> list[TableReport]:
     """Copy ``service``'s data from ``source`` to ``target`` and verify it. Returns one
     report per table (rows, checksum); raises ``CopyError`` when the target differs.
+    ``phase`` times its parts (``COPY_PHASES``, the same both ways).
 
     ``shared_target``: the target is a database other services write too (the monolith, on
     the way back): its accounts are left as they are, and the bus's rows get new ids there."""
@@ -231,41 +245,54 @@ def copy(
     expected: list[TableReport] = []
     user = get_user_model()
     with snapshot(source), transaction.atomic(using=target):
-        # A rerun starts clean; memberships first (they point at users).
-        if accounts:
-            user.groups.through.objects.using(target).all().delete()
-            user.user_permissions.through.objects.using(target).all().delete()
-        for part in reversed(parts):
-            part.rows(target)._raw_delete(target)  # no cascade collection: the rows go as they are
-        for part in parts:
-            objs: list[models.Model] = []
-            digest = hashlib.sha256()
-            count = 0
-            renumber = part.renumbered(shared_target)
-            with _keep_timestamps(part.model):
-                for obj in part.rows(source, renumbered=renumber).iterator(chunk_size=BATCH):
-                    digest.update(json.dumps(row_values(obj, without_pk=renumber), default=str).encode() + b"\n")
-                    count += 1
-                    if renumber:
-                        obj.pk = None
-                    objs.append(obj)
-                    if len(objs) >= BATCH:
-                        part.model._base_manager.using(target).bulk_create(objs)
-                        progress(len(objs))
-                        objs = []
-                if objs:
-                    part.model._base_manager.using(target).bulk_create(objs)
-                    progress(len(objs))
-            expected.append(TableReport(part.label, count, digest.hexdigest()))
-        if accounts:
-            ug, up, _skipped = _memberships(source, target)
-            user.groups.through.objects.using(target).bulk_create(ug)
-            user.user_permissions.through.objects.using(target).bulk_create(up)
-            progress(len(ug) + len(up))
-            expected.append(TableReport("auth.user_groups", len(ug), ""))
-        _reset_sequences(target, [p.model for p in parts])
-    verify(parts, expected, target, shared_target=shared_target)
+        with phase(COPY_PHASES[0]):
+            # A rerun starts clean; memberships first (they point at users).
+            if accounts:
+                user.groups.through.objects.using(target).all().delete()
+                user.user_permissions.through.objects.using(target).all().delete()
+            for part in reversed(parts):
+                part.rows(target)._raw_delete(target)  # no cascade collection: the rows go as they are
+        with phase(COPY_PHASES[1]):
+            for part in parts:
+                expected.append(
+                    _copy_part(part, source, target, renumber=part.renumbered(shared_target), progress=progress)
+                )
+            if accounts:
+                ug, up, _skipped = _memberships(source, target)
+                user.groups.through.objects.using(target).bulk_create(ug)
+                user.user_permissions.through.objects.using(target).bulk_create(up)
+                progress(len(ug) + len(up))
+                expected.append(TableReport("auth.user_groups", len(ug), ""))
+        with phase(COPY_PHASES[2]):
+            # Rows that kept their ids move the target's sequences past them. Renumbered rows
+            # (the bus's, in a target other services write) took theirs from the sequences:
+            # setting those to the largest committed id would hand out ids that the other
+            # services' writers under way already hold.
+            _reset_sequences(target, [p.model for p in parts if not p.renumbered(shared_target)])
+    with phase(COPY_PHASES[3]):
+        verify(parts, expected, target, shared_target=shared_target)
     return expected
+
+
+def _copy_part(part: Part, source: str, target: str, *, renumber: bool, progress: Callable[[int], None]) -> TableReport:
+    objs: list[models.Model] = []
+    digest = hashlib.sha256()
+    count = 0
+    with _keep_timestamps(part.model):
+        for obj in part.rows(source, renumbered=renumber).iterator(chunk_size=BATCH):
+            digest.update(json.dumps(row_values(obj, without_pk=renumber), default=str).encode() + b"\n")
+            count += 1
+            if renumber:
+                obj.pk = None
+            objs.append(obj)
+            if len(objs) >= BATCH:
+                part.model._base_manager.using(target).bulk_create(objs)
+                progress(len(objs))
+                objs = []
+        if objs:
+            part.model._base_manager.using(target).bulk_create(objs)
+            progress(len(objs))
+    return TableReport(part.label, count, digest.hexdigest())
 
 
 def _reset_sequences(using: str, model_list: list[type[models.Model]]) -> None:

@@ -41,7 +41,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -212,6 +212,26 @@ class Timing:
     seconds: float
 
 
+# What runs between "writes paused" and "writes resumed", each way the same phases in the
+# same order (the way back differs only in which database is paused and which is copied
+# into). Each is printed as ``phase: <name>: <seconds> s`` when it ends, and the summary
+# adds them up (bench/cutover_bench.py reads them).
+PAUSE_PHASES = (
+    "wait for the writes under way",
+    "publish the last outbox rows",
+    *copying.COPY_PHASES,
+    "open the gate",
+    "route the front door",
+    "check a request through the front door",
+)
+
+
+@dataclass
+class Phase:
+    name: str
+    seconds: float
+
+
 class Output(Protocol):
     """Where a move writes its lines: a text stream, or a management command's ``stdout``."""
 
@@ -229,6 +249,7 @@ class Split:
     drain_timeout: float = 60.0  # for the monolith's relay to publish the service's last rows
     progress: Callable[[int, int], Any] | None = None  # (total, done) -> bar; see the command
     timings: list[Timing] = field(default_factory=list)
+    phases: list[Phase] = field(default_factory=list)  # the pause's, in order (PAUSE_PHASES)
     paused_at: float | None = None
     pause_seconds: float | None = None
     # Who starts, routes and restarts the processes (cutover/supervisor.py); runstack by default.
@@ -250,6 +271,15 @@ class Split:
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
         self.out.flush()
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time one phase of the pause; printed when it ends (not when it fails)."""
+        started = time.monotonic()
+        yield
+        seconds = time.monotonic() - started
+        self.phases.append(Phase(name, seconds))
+        self.say(f"    phase: {name}: {seconds:.3f} s")
 
     # ------------------------------------------------------------------ checks
     def preflight(self) -> None:
@@ -352,11 +382,16 @@ class Split:
         self.sup.start(self.service, self.url)
 
     def pause(self) -> None:
-        gate.pause(self.service, note=f"split_service: moving to {mask(self.url)}")
-        self.paused_at = time.monotonic()
+        self.paused_at = time.monotonic()  # writes that start from here are refused
+        with self.phase(PAUSE_PHASES[0]):
+            gate.pause(self.service, note=f"split_service: moving to {mask(self.url)}")
         deployment.place(self.data_dir, self.service, state="paused")
 
     def drain(self, using: str = "default") -> None:
+        with self.phase(PAUSE_PHASES[1]):
+            self._drain(using)
+
+    def _drain(self, using: str) -> None:
         deadline = time.monotonic() + self.drain_timeout
         left = pending_outbox(self.service, using)
         total = left
@@ -385,6 +420,7 @@ class Split:
             target=TARGET,
             history=False,  # the published outbox rows follow after the pause (copy_history)
             progress=(bar.update if bar is not None else lambda n: None),
+            phase=self.phase,
         )
         if bar is not None:
             bar.close()
@@ -396,17 +432,12 @@ class Split:
     def switch(self) -> None:
         # The point of no automatic return: recorded before the new gate opens.
         deployment.place(self.data_dir, self.service, state=deployment.SWITCHING)
-        gate.open_(self.service, using=TARGET)
-        front_door = self.sup.route(self.service)
-        from frontdoor.routes import ROUTES
-
-        probe = front_door.rstrip("/") + ROUTES[self.service][0]
-        response = requests.get(probe, timeout=10)
-        upstream = response.headers.get("X-League-Upstream")
-        if response.status_code != 200 or upstream != self.service:
-            raise SplitError(
-                f"GET {probe} answered {response.status_code} from {upstream!r}, not 200 from {self.service}"
-            )
+        with self.phase(PAUSE_PHASES[-3]):
+            gate.open_(self.service, using=TARGET)
+        with self.phase(PAUSE_PHASES[-2]):
+            front_door = self.sup.route(self.service)
+        with self.phase(PAUSE_PHASES[-1]):
+            self.probe(front_door, self.service)
         if self.paused_at is not None:
             self.pause_seconds = time.monotonic() - self.paused_at
 
@@ -457,7 +488,9 @@ class Split:
         """Bring a moved service back into the monolith: the same steps in the other
         direction. As on the way out, the processes that take over start before the pause:
         step 1 restarts the monolith with the service (idle behind its ``moved`` gate there,
-        while its own processes keep serving); then its own database pauses, drains and is
+        while its own processes keep serving) and ends once runstack has finished that
+        restart, so runstack is idle when the switch asks it for the routes; then its own
+        database pauses, drains and is
         copied back, and the switch only opens the monolith's gate and routes the paths (no
         process starts or stops inside the pause); its own processes stop after it. Before
         step 5 a failure reopens the service where it is (and the monolith drops it again);
@@ -501,13 +534,16 @@ class Split:
         )
 
     def pause_moved(self) -> None:
-        gate.pause(self.service, using=TARGET, note="split_service --back: moving back to the monolith")
         self.paused_at = time.monotonic()
+        with self.phase(PAUSE_PHASES[0]):
+            gate.pause(self.service, using=TARGET, note="split_service --back: moving back to the monolith")
 
     def copy_back(self) -> None:
         # As on the way out, the published outbox rows (history) follow after the pause
         # (close_moved): nothing needs them to publish or handle an event.
-        reports = copying.copy(self.service, source=TARGET, target="default", shared_target=True, history=False)
+        reports = copying.copy(
+            self.service, source=TARGET, target="default", shared_target=True, history=False, phase=self.phase
+        )
         width = max(len(r.label) for r in reports)
         for r in reports:
             self.say(f"    {r.label.ljust(width)}  {r.rows:>8} rows  {r.checksum[:16]}")
@@ -515,26 +551,32 @@ class Split:
     def switch_back(self) -> None:
         """Open the monolith's gate and route the paths there: the monolith already runs the
         service (step 1), so this waits for a route switch only, not for a process."""
-        gate.open_(self.service)
-        deployment.place(self.data_dir, self.service, state=deployment.RETURNING)
-        stack = self.wait_stack(
-            lambda s: (
-                self.service in s.get("monolith", {}).get("services", [])
-                and s.get("services", {}).get(self.service, {}).get("state") != deployment.SERVING
-            ),
-            f"runstack to route {self.service} to the monolith again",
-        )
-        from frontdoor.routes import ROUTES
-
-        probe = stack["front_door"].rstrip("/") + ROUTES[self.service][0]
-        response = requests.get(probe, timeout=10)
-        upstream = response.headers.get("X-League-Upstream")
-        if response.status_code != 200 or upstream != "monolith":
-            raise SplitError(
-                f"GET {probe} answered {response.status_code} from {upstream!r}, not 200 from the monolith"
+        with self.phase(PAUSE_PHASES[-3]):
+            gate.open_(self.service)
+        with self.phase(PAUSE_PHASES[-2]):
+            deployment.place(self.data_dir, self.service, state=deployment.RETURNING)
+            stack = self.wait_stack(
+                lambda s: (
+                    self.service in s.get("monolith", {}).get("services", [])
+                    and s.get("services", {}).get(self.service, {}).get("state") != deployment.SERVING
+                ),
+                f"runstack to route {self.service} to the monolith again",
             )
+        with self.phase(PAUSE_PHASES[-1]):
+            self.probe(stack["front_door"], "monolith")
         if self.paused_at is not None:
             self.pause_seconds = time.monotonic() - self.paused_at
+
+    def probe(self, front_door: str, upstream_wanted: str) -> None:
+        """A read of the service through the front door answers 200 from ``upstream_wanted``."""
+        from frontdoor.routes import ROUTES
+
+        probe = front_door.rstrip("/") + ROUTES[self.service][0]
+        response = requests.get(probe, timeout=10)
+        upstream = response.headers.get("X-League-Upstream")
+        if response.status_code != 200 or upstream != upstream_wanted:
+            wanted = "the monolith" if upstream_wanted == "monolith" else upstream_wanted
+            raise SplitError(f"GET {probe} answered {response.status_code} from {upstream!r}, not 200 from {wanted}")
 
     def close_moved(self) -> None:
         """After the pause: the service's published outbox history is copied back (rows the
@@ -567,15 +609,18 @@ class Split:
         self.say(f"  {'step'.ljust(width)}  seconds")
         for t in self.timings:
             self.say(f"  {t.step.ljust(width)}  {t.seconds:7.2f}")
+        if self.phases:
+            self.say(f"\n  {'the pause, phase by phase'.ljust(width)}  seconds")
+            for p in self.phases:
+                self.say(f"  {p.name.ljust(width)}  {p.seconds:7.2f}")
+        steps = "steps 2 to 5" if back else "steps 3 to 6"
+        if self.pause_seconds is not None:
+            self.say(f"\n  The writes of {self.service} were paused for {self.pause_seconds:.2f} s ({steps}).")
         if back:
-            if self.pause_seconds is not None:
-                self.say(f"\n  The writes of {self.service} were paused for {self.pause_seconds:.2f} s (steps 2 to 5).")
             self.say(
                 f"  {self.service} runs in the monolith again; {mask(self.url)} is no longer used (drop it when satisfied)."
             )
             return
-        if self.pause_seconds is not None:
-            self.say(f"\n  The writes of {self.service} were paused for {self.pause_seconds:.2f} s (steps 3 to 6).")
         self.say(
             f"  {self.service} now runs on {mask(self.url)}. `manage.py split_service --cleanup {self.service}` "
             "removes its leftover tables from the monolith once you are satisfied."

@@ -102,6 +102,8 @@ class InstanceQueue:
         sns = aws.client("sns")
         restored = []
         for index, (topic_arn, sub) in enumerate(zip(self.topic_arns, self.subscription_arns, strict=True)):
+            if self.stop.is_set():  # being deleted: its subscriptions are going on purpose
+                break
             try:
                 sns.get_subscription_attributes(SubscriptionArn=sub)
                 continue
@@ -113,7 +115,13 @@ class InstanceQueue:
         return restored
 
     def delete(self) -> None:
+        """Unsubscribe and delete the queue, once its heartbeat has ended: a heartbeat still
+        under way would find the subscriptions gone and make them again, to a queue deleted
+        a moment later (a subscription left behind; moto then fails every publish to
+        those topics for the entries it cannot deliver)."""
         self.stop.set()
+        if self._beat is not None and self._beat is not threading.current_thread():
+            self._beat.join(timeout=10)
         sns = aws.client("sns")
         for sub in self.subscription_arns:
             try:

@@ -15,7 +15,9 @@
   started again;
 - on the way back, at ``rejoining`` the monolith is restarted *with* the service (its gate
   there is still ``moved``: its consumer receives nothing, its writes are refused) while the
-  service's own processes keep serving; at ``returning`` the front door routes the service's
+  service's own processes keep serving; ``stack.json`` says the monolith serves it once the
+  whole restart has finished (split_service's step 1 waits for that, before the pause), so
+  that runstack is idle, not still restarting, when the switch back asks for the routes; at ``returning`` the front door routes the service's
   paths to the monolith (``stack.json`` says so at once), and only then are its own processes
   stopped. So the way back's pause holds no process start and no process stop, as the way out's;
 - a service removed from the file (a rollback) has its processes stopped and its route removed.
@@ -99,8 +101,7 @@ class Placements:
         returning = [s for s, p in wanted.items() if p.get("state") in BACK_STATES]
         back = [s for s in returning if s not in self.monolith_services]
         if back:
-            self.monolith_services = [s for s in settings.SERVICES if s in self.monolith_services or s in back]
-            self.stack.restart_monolith(self.monolith_services)
+            self.restart_monolith([s for s in settings.SERVICES if s in self.monolith_services or s in back])
             self.stack.write_stack()
         # Routes first, reported at once: the pause of the way back ends when the monolith
         # takes the paths, not when the service's own processes have stopped.
@@ -125,9 +126,17 @@ class Placements:
                 self.route()
         moved = [s for s in self.monolith_services if wanted.get(s, {}).get("state") == deployment.MOVED]
         if moved:
-            self.monolith_services = [s for s in self.monolith_services if s not in moved]
-            self.stack.restart_monolith(self.monolith_services)
+            self.restart_monolith([s for s in self.monolith_services if s not in moved])
         self.stack.write_stack()
+
+    def restart_monolith(self, services: list[str]) -> None:
+        """Restart the monolith serving ``services``; ``stack.json`` says it serves them once
+        the restart has finished (new web, old one stopped, worker, beat and consumers
+        replaced), not when the new web takes the routes half-way: ``split_service --back``
+        waits on it before the pause (step 1), so that no restart still under way holds up the
+        switch back inside the pause."""
+        self.stack.restart_monolith(services)
+        self.monolith_services = list(services)
 
     def start(self, service: str, url: str, *, migrate: bool) -> None:
         home = self.data_dir / "services" / service

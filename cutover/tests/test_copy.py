@@ -163,6 +163,64 @@ def test_new_ids_in_the_new_database_do_not_collide_with_copied_ones(target):
     assert template.pk > max(Transfer.objects.values_list("pk", flat=True))
 
 
+@pytest.mark.postgres
+def test_the_way_back_leaves_the_monoliths_shared_id_sequences_where_other_writers_took_them(target):
+    """The monolith's bus tables are written by the other services while the copy back runs:
+    their writers hold ids they have not committed yet. The rows copied back take new ids
+    from the sequences, so the copy must not set those sequences to the largest committed id
+    (the next writer would be given an id a writer under way already holds)."""
+    from events.models import OutboxMessage
+
+    _league()
+    OutboxMessage.objects.filter(aggregate_key__startswith="transfer:").update(state="published")
+    copying.copy("transfers", source="default", target=split.TARGET)
+    with connection.cursor() as cursor:  # two writers of teams under way, ids taken, not committed
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('events_outboxmessage', 'id')) FROM generate_series(1, 2)"
+        )
+        held = [row[0] for row in cursor.fetchall()]
+
+    copying.copy("transfers", source=split.TARGET, target="default", shared_target=True, history=False)
+
+    with transaction.atomic():
+        row = events.publish("team.created", subject=777, data={"id": 777, "name": "After the way back"})
+    assert row.pk > max(held)
+
+
+class _Routes:
+    """A supervisor whose route switch is instant (the phases are what is under test)."""
+
+    name = "test"
+
+    def route(self, service: str) -> str:
+        return "http://front-door.invalid"
+
+
+def test_the_pause_holds_the_same_phases_each_way_in_the_same_order(target, tmp_path, settings, monkeypatch):
+    """What runs between "writes paused" and "writes resumed" is timed phase by phase, and
+    the way back holds the same phases as the way out: nothing extra waits inside its pause."""
+    from events.models import OutboxMessage
+
+    settings.DATA_DIR = tmp_path
+    _league()
+    OutboxMessage.objects.update(state="published")  # no relay runs here to publish them
+    monkeypatch.setattr(split.Split, "probe", lambda self, front_door, upstream: None)
+    monkeypatch.setattr(split.Split, "wait_stack", lambda self, ok, what: {"front_door": "http://front-door.invalid"})
+
+    out = split.Split("transfers", target, io.StringIO(), supervisor=_Routes())  # type: ignore[arg-type]
+    for action in (out.pause, out.drain, out.copy, out.switch):
+        action()
+    back = split.Split("transfers", target, io.StringIO(), supervisor=_Routes())  # type: ignore[arg-type]
+    for action in (back.pause_moved, lambda: back.drain(using=split.TARGET), back.copy_back, back.switch_back):
+        action()
+
+    assert [p.name for p in out.phases] == list(split.PAUSE_PHASES)
+    assert [p.name for p in back.phases] == list(split.PAUSE_PHASES)
+    for run in (out, back):
+        assert run.pause_seconds is not None and run.pause_seconds >= sum(p.seconds for p in run.phases)
+        assert "    phase: copy the rows: " in run.out.getvalue()  # type: ignore[attr-defined]
+
+
 # ----------------------------------------------------------------- the command's refusals
 def _run(*args: str) -> str:
     out = io.StringIO()

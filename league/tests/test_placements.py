@@ -105,3 +105,67 @@ def test_a_failed_way_back_drops_the_service_from_the_monolith_again(moved, tmp_
     assert runstack.log[0] == ("restart monolith", ("teams", "fixtures"))
     assert placements.running["transfers"]["state"] == deployment.SERVING
     assert not [e for e in runstack.log if e[0] == "stop"]
+
+
+class RestartingRunstack(Runstack):
+    """As runstack's ``restart_monolith`` does: the new web comes up and the routes switch to
+    it (writing stack.json), then the old web, worker, beat and consumers are replaced."""
+
+    def restart_monolith(self, services: list[str]) -> None:
+        super().restart_monolith(services)
+        assert self.placements is not None
+        self.log.append(("stack.json mid-restart", tuple(self.placements.report()["monolith"]["services"])))
+        self.log.append(("restart finished", tuple(services)))
+
+
+@pytest.mark.parametrize(
+    ("state", "before", "after"),
+    [
+        (deployment.REJOINING, ("teams", "fixtures"), ("teams", "transfers", "fixtures")),  # the way back, step 1
+        (deployment.MOVED, ("teams", "transfers", "fixtures"), ("teams", "fixtures")),  # a failed way back
+    ],
+)
+def test_stack_json_says_what_the_monolith_serves_once_its_restart_has_finished(moved, tmp_path, state, before, after):
+    """split_service waits on stack.json for the monolith's restart (the way back's step 1,
+    before the pause). Reported while the restart is still under way, the command would go
+    on into the pause and its switch would wait there for runstack to finish restarting."""
+    placements, _ = moved
+    runstack = RestartingRunstack()
+    runstack.placements = placements
+    placements.stack = runstack  # type: ignore[assignment]
+    if state == deployment.MOVED:
+        deployment.place(tmp_path, "transfers", state=deployment.REJOINING)
+        placements.reconcile()
+        runstack.log.clear()
+    deployment.place(tmp_path, "transfers", state=state)
+
+    placements.reconcile()
+
+    mid = [e for e in runstack.log if e[0] == "stack.json mid-restart"]
+    assert mid == [("stack.json mid-restart", before)]
+    assert tuple(placements.report()["monolith"]["services"]) == after
+
+
+def test_a_restart_stops_the_old_worker_beat_and_consumers_together(monkeypatch, settings, tmp_path):
+    """Each old process may take its whole graceful stop (a consumer finishes its receive in
+    flight): stopped together they cost the longest of them, not the sum, and
+    ``split_service`` waits for the whole restart (the way back's step 1, the way out's
+    resume) within its timeout."""
+    from league.management.commands import runstack
+
+    settings.DATA_DIR = tmp_path
+    cmd = runstack.Command()
+    old = [runstack.Child(n, [n]) for n in ("web", "worker", "beat", "consume-teams", "consume-transfers")]
+    cmd.children = list(old)
+    cmd.base_env = {}
+    stops: list[list[str]] = []
+    monkeypatch.setattr(
+        runstack.Command, "_stop", staticmethod(lambda children: stops.append([c.name for c in children]))
+    )
+    monkeypatch.setattr(runstack.Command, "spawn", lambda self, child, env, output=None: self.children.append(child))
+
+    cmd.restart_monolith(["teams", "fixtures"])
+
+    assert ["worker", "beat", "consume-teams", "consume-transfers"] in stops
+    assert not [s for s in stops if s in (["worker"], ["beat"], ["consume-teams"], ["consume-transfers"])]
+    assert {"worker", "beat", "consume-teams", "consume-fixtures"} <= {c.name for c in cmd.children}

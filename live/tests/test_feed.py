@@ -116,3 +116,48 @@ def test_the_feed_waits_for_sqs_instead_of_dying(settings):
         feed.close(timeout=10)
         aws.reset()
     assert not feed._thread.is_alive()
+
+
+def test_a_queue_being_deleted_is_not_subscribed_again_by_its_heartbeat(monkeypatch):
+    """A heartbeat under way when the queue is deleted must not subscribe it again (the
+    subscription would outlive the queue): delete waits for the heartbeat, and a stopped
+    queue restores nothing."""
+    from events import broadcasting
+
+    log: list[str] = []
+
+    class Sns:
+        class exceptions:
+            NotFoundException = KeyError
+
+        def get_subscription_attributes(self, SubscriptionArn):
+            raise KeyError(SubscriptionArn)
+
+        def subscribe(self, **kwargs):
+            log.append("subscribe")
+            return {"SubscriptionArn": "arn:sub:again"}
+
+        def unsubscribe(self, SubscriptionArn):
+            log.append(f"unsubscribe {SubscriptionArn}")
+
+    class Sqs:
+        def delete_queue(self, QueueUrl):
+            log.append("delete queue")
+
+    clients = {"sns": Sns(), "sqs": Sqs()}
+    monkeypatch.setattr(broadcasting.aws, "client", lambda name, **kw: clients[name])
+    queue = broadcasting.InstanceQueue(
+        service="live", instance="i", url="http://q/live-i", arn="arn:q", subscription_arns=["arn:sub:1"],
+        topic_arns=["arn:topic:1"],
+    )  # fmt: skip
+
+    def beat() -> None:  # a heartbeat that is past its stop check when delete begins
+        time.sleep(0.3)
+        log.append("heartbeat ended")
+
+    queue._beat = threading.Thread(target=beat)
+    queue._beat.start()
+    queue.delete()
+
+    assert log == ["heartbeat ended", "unsubscribe arn:sub:1", "delete queue"]
+    assert queue.resubscribe_missing() == [] and "subscribe" not in log

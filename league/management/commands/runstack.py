@@ -425,11 +425,13 @@ class Command(BaseCommand):
             self.monolith = f"127.0.0.1:{port}"
             self.switch_routes(dict(self.front_door.upstreams))
             self.stop_children(old_web)
-        for child in list(self.children):
-            if child.name in ("worker", "beat") or child.name.startswith("consume-"):
-                self.stop_children([child])
-                if child.name in ("worker", "beat"):
-                    self.spawn(Child(child.name, child.argv), env)
+        # Stopped together: each may take its whole graceful stop (a consumer finishes its
+        # receive in flight), so the restart costs the longest of them, not their sum.
+        replaced = [c for c in self.children if c.name in ("worker", "beat") or c.name.startswith("consume-")]
+        self.stop_children(replaced)
+        for child in replaced:
+            if child.name in ("worker", "beat"):
+                self.spawn(Child(child.name, child.argv), env)
         # One consumer per service the monolith serves now (a moved one's runs with the service).
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         for service in monolith_consumers(services):
