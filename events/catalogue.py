@@ -13,25 +13,21 @@ reason).
 Versions. A type's ``data`` has versions (the envelope's ``dataversion``): ``schema`` is the
 current one, ``older`` keeps each earlier version's schema with its upcaster, the one
 function that turns that version's data into the next version's shape. ``accept`` is what a
-consumer calls: a version it knows is checked against that version's schema and upcast to
-the current shape; a newer version than it knows (a producer upgraded before this consumer)
-is read as the newest version it knows, whose fields a newer version keeps (tolerant reader:
-fields it does not know are ignored). ``manage.py catalogue --check-compatible REF`` refuses a
-change that would break a running producer or consumer: a type removed or reused for another
-aggregate or source, a version removed, a field removed or retyped, a field made required in
-a version that exists already, a new version that drops a field or changes its type.
-
-Guarantees of a versioned type (docs/EVENTS.md shows how to add a version, with the team
-short name as the worked example):
+consumer calls. Guarantees (docs/EVENTS.md: how to add a version, the order of a rolling
+upgrade, the team short name as the worked example):
 
 - a producer publishes the current version only; every version ever published stays in
   ``older`` for good, so an event written before an upgrade (in an outbox, a queue, a
-  dead-letter queue, a replay) is still read after it, upcast to the current shape;
+  dead-letter queue, a replay) is still read after it: checked against its own version's
+  schema and upcast to the current shape;
 - an upcaster is a pure function of the old version's data (no database, no network), so a
   consumer, a replay and a redrive read an old event the same way;
-- a consumer that knows an older version only reads a newer one as its newest (the fields it
-  knows keep their types, the rest it ignores), so producers and consumers may be upgraded in
-  either order.
+- a consumer meeting a newer version than it knows (a producer upgraded first) reads it as
+  the newest version it knows, whose fields every later version keeps with their types
+  (tolerant reader: fields it does not know are ignored), so producers and consumers may be
+  upgraded in either order;
+- ``manage.py catalogue --check-compatible REF`` refuses a change that would break a running
+  producer or consumer (events/compatibility.py lists what breaks).
 
 ``team.created`` and ``team.renamed`` v2 carry the team's ``short_name``; their v1 upcasters
 give the short name ``derive_short_name`` makes of the name, the rule the teams service

@@ -183,11 +183,11 @@ def name_key(value: str) -> str:
 
 
 def clean_short_name(value: object, *, label: str = "Short name") -> str:
-    """The stored form of a short name someone chose: NFC, trimmed, upper-cased, 2 to 5
-    letters or digits; ``ValidationError`` naming ``label`` otherwise."""
+    """The stored form of a short name someone chose: NFC, upper-cased, 2 to 5 letters or
+    digits (no space, even around them); ``ValidationError`` naming ``label`` otherwise."""
     if not isinstance(value, str):
         raise ValidationError(f"{label} must be text.")
-    text = unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).strip().upper())
+    text = unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).upper())
     if not all(char.isalpha() or char.isdecimal() for char in text):
         raise ValidationError(f"{label} may hold letters and digits only (no spaces or punctuation).")
     if not SHORT_NAME_MIN <= len(text) <= SHORT_NAME_MAX:

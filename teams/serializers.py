@@ -17,7 +17,7 @@ class PlayerInputSerializer(serializers.Serializer):
 
 
 SHORT_NAME_HELP = (
-    "2 to 5 letters or digits, upper-cased (\"red\" is stored as RED); not unique. Left out on create, it is "
+    "2 to 5 letters or digits (any script, no space), stored upper-cased (\"red\" is stored as RED); not unique. Left out on create, it is "
     "derived from the name (kernel/names.py: one word gives its first three characters, more the initials of "
     "the first three words, e.g. Reds -> RED, Queens Park Rangers -> QPR, Real Madrid -> RMA)."
 )
@@ -34,7 +34,7 @@ class TeamUpdateInputSerializer(serializers.Serializer):
     short_name = ShortNameField(
         required=False,
         help_text=(
-            "2 to 5 letters or digits, upper-cased. Left out while the name changes, a short name derived from "
+            "2 to 5 letters or digits (any script, no space), stored upper-cased. Left out while the name changes, a short name derived from "
             "the old name is derived again from the new one; one someone chose is kept."
         ),
     )

@@ -36,12 +36,12 @@ def test_the_migrations_frozen_rule_is_todays_rule(name, short):
     assert frozen.short_name_v1(name) == derive_short_name(name)
 
 
-@pytest.mark.parametrize("value,stored", [("red", "RED"), (" qpr ", "QPR"), ("Az2", "AZ2"), ("ßa", "SSA"), ("東京", "東京")])
+@pytest.mark.parametrize("value,stored", [("red", "RED"), ("Az2", "AZ2"), ("ßa", "SSA"), ("東京", "東京")])
 def test_a_chosen_short_name_is_trimmed_and_upper_cased(value, stored):
     assert clean_short_name(value) == stored
 
 
-@pytest.mark.parametrize("value", ["R", "", "ABCDEF", "R D", "R-D", "R_D", "R\u200bD", 12, None])
+@pytest.mark.parametrize("value", ["R", "", "ABCDEF", "R D", " RED", "R-D", "R_D", "R\u200bD", 12, None])
 def test_a_short_name_of_other_characters_or_lengths_is_refused(value):
     with pytest.raises(ValidationError):
         clean_short_name(value)

@@ -140,7 +140,7 @@ def test_a_team_created_without_a_short_name_gets_the_derived_one(outbox):
 
 
 def test_a_chosen_short_name_is_upper_cased_and_published(outbox):
-    team = services.team_create(name="Reds", short_name=" lfc ")
+    team = services.team_create(name="Reds", short_name="lfc")
 
     assert Team.objects.get(pk=team.pk).short_name == "LFC"
     assert outbox()[0][3]["short_name"] == "LFC"
