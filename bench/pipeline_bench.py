@@ -132,7 +132,7 @@ def commit_events(rate: float, seconds: float, *, start: int) -> tuple[int, floa
             time.sleep(delay)
         with transaction.atomic():
             n = start + i
-            events.publish("team.created", subject=n, data={"id": n, "name": f"T{n}", "players": []})
+            events.publish("team.created", subject=n, data={"id": n, "name": f"T{n}", "players": [], "short_name": "TM"})
     return total, time.monotonic() - t0
 
 

@@ -23,9 +23,9 @@ def make_rows(n: int, *, offset: int = 0) -> None:
     with transaction.atomic():
         for i in range(offset + 1, offset + n + 1):
             if i % 2 == 1:
-                events.publish("team.created", subject=i, data={"id": i, "name": f"Team {i}", "players": []})
+                events.publish("team.created", subject=i, data={"id": i, "name": f"Team {i}", "players": [], "short_name": "TM"})
             else:
-                events.publish("team.renamed", subject=i, data={"id": i, "name": f"Team {i}b", "old_name": f"Team {i}"})
+                events.publish("team.renamed", subject=i, data={"id": i, "name": f"Team {i}b", "old_name": f"Team {i}", "short_name": "TM"})
 
 
 def pending_envelopes() -> list[tuple[str, dict, str]]:

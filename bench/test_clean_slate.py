@@ -17,10 +17,10 @@ from events.models import OutboxMessage, OutboxState
 def test_clean_slate_purges_every_queue_and_the_pending_outbox(bus):
     for subject in range(1, 26):
         with transaction.atomic():
-            events.publish("team.created", subject=subject, data={"id": subject, "name": f"T{subject}"})
+            events.publish("team.created", subject=subject, data={"id": subject, "name": f"T{subject}", "short_name": "TM"})
     bus.relay()  # 25 messages on each subscribed queue
     with transaction.atomic():
-        events.publish("team.created", subject=99, data={"id": 99, "name": "still pending"})
+        events.publish("team.created", subject=99, data={"id": 99, "name": "still pending", "short_name": "TM"})
     assert common.queue_depth(aws.queue_name("transfers")) == 25
 
     cleared = common.clean_slate()

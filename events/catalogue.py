@@ -13,13 +13,25 @@ reason).
 Versions. A type's ``data`` has versions (the envelope's ``dataversion``): ``schema`` is the
 current one, ``older`` keeps each earlier version's schema with its upcaster, the one
 function that turns that version's data into the next version's shape. ``accept`` is what a
-consumer calls: a version it knows is checked against that version's schema and upcast to
-the current shape; a newer version than it knows (a producer upgraded before this consumer)
-is read as the newest version it knows, whose fields a newer version keeps (tolerant reader:
-fields it does not know are ignored). ``manage.py catalogue --check-compatible REF`` refuses a
-change that would break a running producer or consumer: a type removed or reused for another
-aggregate or source, a version removed, a field removed or retyped, a field made required in
-a version that exists already, a new version that drops a field or changes its type.
+consumer calls. Guarantees (docs/EVENTS.md: how to add a version, the order of a rolling
+upgrade, the team short name as the worked example):
+
+- a producer publishes the current version only; every version ever published stays in
+  ``older`` for good, so an event written before an upgrade (in an outbox, a queue, a
+  dead-letter queue, a replay) is still read after it: checked against its own version's
+  schema and upcast to the current shape;
+- an upcaster is a pure function of the old version's data (no database, no network), so a
+  consumer, a replay and a redrive read an old event the same way;
+- a consumer meeting a newer version than it knows (a producer upgraded first) reads it as
+  the newest version it knows, whose fields every later version keeps with their types
+  (tolerant reader: fields it does not know are ignored), so producers and consumers may be
+  upgraded in either order;
+- ``manage.py catalogue --check-compatible REF`` refuses a change that would break a running
+  producer or consumer (events/compatibility.py lists what breaks).
+
+``team.created`` and ``team.renamed`` v2 carry the team's ``short_name``; their v1 upcasters
+give the short name ``derive_short_name`` makes of the name, the rule the teams service
+applies when a team is created without one.
 """
 
 from __future__ import annotations
@@ -74,6 +86,45 @@ _NAME = {"type": "string", "minLength": 1, "maxLength": 100}
 _POSITION = {"type": "string", "enum": ["GK", "DEF", "MID", "ST"]}
 _PLAYER = _obj({"id": _ID, "name": _NAME, "position": _POSITION})
 _MONEY = {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$"}
+# 2 to 5 letters or digits, upper-cased ("RED", "QPR", "AZ2"): kernel.names.clean_short_name
+# holds the characters; the schema the length, which every JSON Schema dialect reads alike.
+SHORT_NAME_MIN, SHORT_NAME_MAX = 2, 5
+_SHORT_NAME = {"type": "string", "minLength": SHORT_NAME_MIN, "maxLength": SHORT_NAME_MAX}
+
+
+def derive_short_name(name: str) -> str:
+    """The short name of a team called ``name``, when nobody chose one.
+
+    The name's words are its runs of letters and digits (any script; punctuation and spaces
+    split words), upper-cased. One word gives its first three characters ("Reds" -> "RED",
+    "Straße" -> "STR"); more give the initials of the first three words ("Queens Park
+    Rangers" -> "QPR"), filled up to three characters from the rest of the last of those
+    words ("Real Madrid" -> "RMA", "AZ 67" -> "A67"). Shorter than two characters, it is
+    padded with "X" ("A" -> "AX"; a name without a letter or digit -> "XX"). Never longer
+    than five. Short names are labels, not keys: two teams may derive the same one."""
+    words: list[str] = []
+    current = ""
+    for char in name.upper():
+        if char.isalpha() or char.isdecimal():
+            current += char
+        elif current:
+            words.append(current)
+            current = ""
+    if current:
+        words.append(current)
+    if len(words) <= 1:
+        short = "".join(words)[:3]
+    else:
+        firsts = words[:3]
+        short = "".join(w[0] for w in firsts)
+        short += firsts[-1][1 : 1 + 3 - len(short)]
+    return short[:SHORT_NAME_MAX].ljust(SHORT_NAME_MIN, "X")
+
+
+def _with_derived_short_name(data: dict[str, Any]) -> dict[str, Any]:
+    """The v1 -> v2 upcaster of ``team.created`` and ``team.renamed``: v1 had no short name."""
+    return {**data, "short_name": derive_short_name(data["name"])}
+
 
 EVENT_TYPES: dict[str, EventType] = {
     e.name: e
@@ -82,15 +133,33 @@ EVENT_TYPES: dict[str, EventType] = {
             "team.created",
             source="teams",
             aggregate="team",
-            description="A team was created (with its players, if any).",
-            schema=_obj({"id": _ID, "name": _NAME, "players": {"type": "array", "items": _PLAYER}}, ["id", "name"]),
+            description="A team was created (with its players, if any). v2 adds its short name.",
+            schema=_obj(
+                {"id": _ID, "name": _NAME, "short_name": _SHORT_NAME, "players": {"type": "array", "items": _PLAYER}},
+                ["id", "name", "short_name"],
+            ),
+            version=2,
+            examples=[{"id": 1, "name": "Reds", "short_name": "RED", "players": []}],
+            older=(
+                OlderVersion(
+                    1,
+                    _obj({"id": _ID, "name": _NAME, "players": {"type": "array", "items": _PLAYER}}, ["id", "name"]),
+                    _with_derived_short_name,
+                ),
+            ),
         ),
         EventType(
             "team.renamed",
             source="teams",
             aggregate="team",
-            description="A team changed its name.",
-            schema=_obj({"id": _ID, "name": _NAME, "old_name": _NAME}),
+            description=(
+                "A team changed its name or its short name. v2 adds the short name (a change of the "
+                "short name alone has name == old_name)."
+            ),
+            schema=_obj({"id": _ID, "name": _NAME, "old_name": _NAME, "short_name": _SHORT_NAME}),
+            version=2,
+            examples=[{"id": 1, "name": "Blues", "old_name": "Reds", "short_name": "BLU"}],
+            older=(OlderVersion(1, _obj({"id": _ID, "name": _NAME, "old_name": _NAME}), _with_derived_short_name),),
         ),
         EventType(
             "team.deleted",

@@ -53,6 +53,12 @@ def describe(event_types: dict[str, Any]) -> Description:
 def load(ref: str, *, root: Path) -> Description:
     """The catalogue at git ``ref``, described. Raises ``ValueError`` naming the ref when
     git cannot show it."""
+    return describe(load_module(ref, root=root).EVENT_TYPES)
+
+
+def load_module(ref: str, *, root: Path) -> types.ModuleType:
+    """The catalogue module as it was at git ``ref``, executed on its own: what a producer or
+    consumer running that commit reads events with (its ``accept``, if it had one)."""
     shown = subprocess.run(
         ["git", "show", f"{ref}:{CATALOGUE_PATH}"], cwd=root, capture_output=True, text=True, check=False
     )
@@ -63,7 +69,7 @@ def load(ref: str, *, root: Path) -> Description:
     sys.modules[name] = module  # dataclasses look their module up while the class is made
     try:
         exec(compile(shown.stdout, f"{ref}:{CATALOGUE_PATH}", "exec"), module.__dict__)
-        return describe(module.EVENT_TYPES)
+        return module
     finally:
         del sys.modules[name]
 

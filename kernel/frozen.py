@@ -37,6 +37,31 @@ def name_key_nfkc_casefold(value: str) -> str:
     return " ".join(text.split())
 
 
+def short_name_v1(name: str) -> str:
+    """A team's short name derived from its name, as the short-name migrations stored it
+    (the rule of events.catalogue.derive_short_name when they were written): the upper-cased
+    words (runs of letters and digits); one word gives its first three characters, more the
+    initials of the first three, filled up to three from the rest of the last of them; at
+    most five characters, padded with "X" to two."""
+    words: list[str] = []
+    current = ""
+    for char in name.upper():
+        if char.isalpha() or char.isdecimal():
+            current += char
+        elif current:
+            words.append(current)
+            current = ""
+    if current:
+        words.append(current)
+    if len(words) <= 1:
+        short = "".join(words)[:3]
+    else:
+        firsts = words[:3]
+        short = "".join(w[0] for w in firsts)
+        short += firsts[-1][1 : 1 + 3 - len(short)]
+    return short[:5].ljust(2, "X")
+
+
 def grant_roles(apps: Any, app_label: str, roles: Mapping[str, Iterable[str]]) -> None:
     """Create the groups of ``roles`` if missing and add ``app_label``'s permissions to
     them, with a migration's historical registry ``apps``. The permissions are created

@@ -26,6 +26,11 @@ removed): "Straße" and "STRASSE", "Café" in NFC and NFD, fullwidth "ＡＢＣ"
 collide. Models store it in a ``name_key`` column with a unique constraint, so the database
 holds the rule even against a racing writer.
 
+A team's **short name** (2 to 5 letters or digits of any script, upper-cased: "RED") is a
+label for where space is short, not a key: ``clean_short_name`` checks one a person chose,
+``derive_short_name`` (the event catalogue's, so that the upcaster of an event from before
+short names existed applies the very same rule) makes one from a name.
+
 ``clean_text`` is the rule for free text: NFC, trimmed, and the characters that hide or
 reorder what a reader sees refused (controls, newlines included; bidi embeddings,
 overrides and isolates; private-use, unassigned, noncharacters, surrogates).
@@ -46,6 +51,9 @@ from django.core.exceptions import ValidationError
 from idna.core import valid_contextj
 from rest_framework import serializers
 
+from events.catalogue import SHORT_NAME_MAX as SHORT_NAME_MAX
+from events.catalogue import SHORT_NAME_MIN as SHORT_NAME_MIN
+from events.catalogue import derive_short_name as derive_short_name  # the one rule, for the services
 from kernel import frozen
 
 MAX_NAME_LENGTH = 100
@@ -174,6 +182,21 @@ def name_key(value: str) -> str:
     return frozen.name_key_nfkc_casefold(value)
 
 
+def clean_short_name(value: object, *, label: str = "Short name") -> str:
+    """The stored form of a short name someone chose: NFC, upper-cased, 2 to 5 letters or
+    digits (no space, even around them); ``ValidationError`` naming ``label`` otherwise."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{label} must be text.")
+    text = unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).upper())
+    if not all(char.isalpha() or char.isdecimal() for char in text):
+        raise ValidationError(f"{label} may hold letters and digits only (no spaces or punctuation).")
+    if not SHORT_NAME_MIN <= len(text) <= SHORT_NAME_MAX:
+        raise ValidationError(
+            f"{label} has {len(text)} characters; it must have {SHORT_NAME_MIN} to {SHORT_NAME_MAX} letters or digits."
+        )
+    return text
+
+
 def clean_text(value: object, *, label: str, max_length: int) -> str:
     """Short free text (a reason): see the module docstring."""
     if not isinstance(value, str):
@@ -216,6 +239,28 @@ class NameField(serializers.CharField):
             return clean_name(data, label=self.name_label, max_length=self.max_length or MAX_NAME_LENGTH)
         except ValidationError as exc:
             raise serializers.ValidationError(exc.messages) from None
+
+
+class ShortNameField(serializers.CharField):
+    """A DRF field for a short name, cleaned by ``clean_short_name`` (the services' messages)."""
+
+    def __init__(self, *, label: str = "Short name", **kwargs: Any) -> None:
+        self.name_label = label
+        kwargs.setdefault("min_length", SHORT_NAME_MIN)
+        kwargs.setdefault("max_length", SHORT_NAME_MAX)
+        super().__init__(trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        try:
+            return clean_short_name(data, label=self.name_label)
+        except ValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+
+    def run_validators(self, value: Any) -> None:
+        # clean_short_name checked the length with its own message: none twice.
+        return None
 
 
 class TextField(serializers.CharField):

@@ -351,6 +351,25 @@ class TextFieldExtension(OpenApiSerializerFieldExtension):
         return schema
 
 
+SHORT_NAME_FORMAT = "league-short-name"
+
+
+class ShortNameFieldExtension(OpenApiSerializerFieldExtension):
+    """A team's short name (``kernel.names.ShortNameField``): the format ``league-short-name``,
+    whose rule the description gives (``kernel.names.clean_short_name``)."""
+
+    target_class = "kernel.names.ShortNameField"
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        return {
+            "type": "string",
+            "format": SHORT_NAME_FORMAT,
+            "minLength": self.target.min_length,
+            "maxLength": self.target.max_length,
+            "description": self.target.help_text or "2 to 5 letters or digits (any script), stored upper-cased.",
+        }
+
+
 class AutoSchema(SpectacularAutoSchema):
     """drf-spectacular's schema, with the truth about authentication (kernel/permissions.py):
     a public read has no ``security`` (no lock in Swagger UI); a write, and a read with

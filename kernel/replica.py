@@ -18,7 +18,10 @@ teams service's state (the replica converges):
   tombstone (``deleted_at``; old fixtures and transfers still name it) and every fact
   arriving after it, newer or older, is ignored;
 - a row may exist before its name is known (a stub: ``name_sequence == 0``), when a fact
-  about the team (a player event) overtook its ``team.created``.
+  about the team (a player event) overtook its ``team.created``;
+- a replica that keeps the team's short name (a ``short_name`` column: fixtures') takes it
+  with the name, as one element under ``name_sequence``; one that does not (transfers')
+  ignores it (tolerant reader). Callers pass it only to a model that has the column.
 
 The functions write the database only and must run inside a transaction (the consumer's,
 with its inbox row): they lock the team's row (``select_for_update``), so two handlers of
@@ -100,13 +103,19 @@ def bump(team: ReplicatedTeam, sequence: int) -> bool:
     return False
 
 
-def set_name(team: ReplicatedTeam, name: str, sequence: int, *, snapshot: bool = False) -> bool:
-    """Take ``name`` if the fact is newer than the one that set the current name."""
+def set_name(
+    team: ReplicatedTeam, name: str, sequence: int, *, snapshot: bool = False, short_name: str | None = None
+) -> bool:
+    """Take ``name`` (and ``short_name``, if given) if the fact is newer than the one that
+    set the current name."""
     newer = sequence >= team.name_sequence if snapshot else sequence > team.name_sequence
-    if not newer or (team.name == name and team.name_sequence == sequence):
+    same_short = short_name is None or getattr(team, "short_name", None) == short_name
+    if not newer or (team.name == name and same_short and team.name_sequence == sequence):
         return False
-    changed = team.name != name or team.name_sequence == 0
+    changed = team.name != name or not same_short or team.name_sequence == 0
     team.name = name
+    if short_name is not None:
+        team.short_name = short_name  # type: ignore[attr-defined]
     team.name_sequence = sequence
     return changed
 
@@ -128,13 +137,17 @@ def mark_deleted(team: ReplicatedTeam, *, name: str, sequence: int, at: datetime
 # ---------------------------------------------------------------------------------------
 
 
-def apply_created(model: type[Team], *, team_id: int, name: str, sequence: int) -> Team | None:
-    return _apply_name(model, team_id=team_id, name=name, sequence=sequence)
+def apply_created(
+    model: type[Team], *, team_id: int, name: str, sequence: int, short_name: str | None = None
+) -> Team | None:
+    return _apply_name(model, team_id=team_id, name=name, sequence=sequence, short_name=short_name)
 
 
-def apply_renamed(model: type[Team], *, team_id: int, name: str, sequence: int) -> Team | None:
+def apply_renamed(
+    model: type[Team], *, team_id: int, name: str, sequence: int, short_name: str | None = None
+) -> Team | None:
     """Also creates the row when the rename overtook the creation."""
-    return _apply_name(model, team_id=team_id, name=name, sequence=sequence)
+    return _apply_name(model, team_id=team_id, name=name, sequence=sequence, short_name=short_name)
 
 
 def apply_deleted(
@@ -147,11 +160,13 @@ def apply_deleted(
     return team
 
 
-def _apply_name(model: type[Team], *, team_id: int, name: str, sequence: int) -> Team | None:
+def _apply_name(
+    model: type[Team], *, team_id: int, name: str, sequence: int, short_name: str | None = None
+) -> Team | None:
     team, created = lock(model, team_id)
     if team.deleted:
         return None
-    changed = set_name(team, name, sequence)
+    changed = set_name(team, name, sequence, short_name=short_name)
     changed = bump(team, sequence) or changed
     if not (changed or created):
         return None

@@ -64,7 +64,7 @@ class NewPlayerInline(admin.TabularInline):
 
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
-    list_display = ("name", "squad_size", "created_at", "updated_at")
+    list_display = ("name", "short_name", "squad_size", "created_at", "updated_at")
     search_fields = ("name", "players__name")
     list_filter = ("created_at", "updated_at", "players__position")
     date_hierarchy = "created_at"
@@ -80,10 +80,12 @@ class TeamAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Team, form, change: bool) -> None:
         if change:
-            services.team_rename(team=Team.objects.get(pk=obj.pk), name=obj.name)
+            # A short name left as it was follows the service's rule (re-derived with the name).
+            short_name = obj.short_name if "short_name" in form.changed_data else None
+            services.team_rename(team=Team.objects.get(pk=obj.pk), name=obj.name, short_name=short_name)
             obj.refresh_from_db()
             return
-        team = services.team_create(name=obj.name)
+        team = services.team_create(name=obj.name, short_name=obj.short_name)
         # The inline formsets hold ``obj``: make it the row the service created.
         obj.pk = team.pk
         obj._state.adding = False

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from kernel.names import clean_name, name_key
+from kernel.names import SHORT_NAME_MAX, clean_name, clean_short_name, derive_short_name, name_key
 
 # Case folding can lengthen a name (ß -> ss): room for three characters per character.
 NAME_KEY_LENGTH = 300
@@ -27,6 +27,13 @@ class Team(models.Model):
     name = models.CharField(max_length=100)
     # What uniqueness compares (kernel.names.name_key): NFC, case-folded. Set by save().
     name_key = models.CharField(max_length=NAME_KEY_LENGTH, editable=False)
+    # A label for where space is short (kernel/names.py): 2 to 5 letters or digits,
+    # upper-cased; derived from the name when none is given. Not unique.
+    short_name = models.CharField(
+        max_length=SHORT_NAME_MAX,
+        blank=True,
+        help_text="2 to 5 letters or digits (upper-cased), e.g. RED; left empty, it is derived from the name.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -47,6 +54,8 @@ class Team(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         self.name_key = name_key(self.name)
+        if not self.short_name:
+            self.short_name = derive_short_name(self.name)
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
@@ -54,6 +63,10 @@ class Team(models.Model):
         that no other team has, compared on the key the unique constraint holds."""
         self.name = _clean(self.name, "Team name")
         self.name_key = name_key(self.name)
+        try:
+            self.short_name = clean_short_name(self.short_name) if self.short_name else derive_short_name(self.name)
+        except ValidationError as exc:
+            raise ValidationError({"short_name": exc.messages}) from None
         if Team.objects.filter(name_key=self.name_key).exclude(pk=self.pk).exists():
             raise ValidationError({"name": [ValidationError(team_name_taken(self.name), code="conflict")]})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from kernel.names import NameField
+from kernel.names import NameField, ShortNameField
 
 from .models import POSITION_ERROR, Player, Position, Team
 
@@ -16,13 +16,28 @@ class PlayerInputSerializer(serializers.Serializer):
     position = serializers.ChoiceField(choices=Position.choices, error_messages={"invalid_choice": POSITION_ERROR})
 
 
+SHORT_NAME_HELP = (
+    "2 to 5 letters or digits (any script, no space), stored upper-cased (\"red\" is stored as RED); not unique. Left out on create, it is "
+    "derived from the name (kernel/names.py: one word gives its first three characters, more the initials of "
+    "the first three words, e.g. Reds -> RED, Queens Park Rangers -> QPR, Real Madrid -> RMA)."
+)
+
+
 class TeamCreateInputSerializer(serializers.Serializer):
     name = NameField(label="Team name")
+    short_name = ShortNameField(required=False, help_text=SHORT_NAME_HELP)
     players = PlayerInputSerializer(many=True, required=False)
 
 
 class TeamUpdateInputSerializer(serializers.Serializer):
     name = NameField(label="Team name")
+    short_name = ShortNameField(
+        required=False,
+        help_text=(
+            "2 to 5 letters or digits (any script, no space), stored upper-cased. Left out while the name changes, a short name derived from "
+            "the old name is derived again from the new one; one someone chose is kept."
+        ),
+    )
 
 
 class PlayerSerializer(serializers.ModelSerializer):
@@ -39,10 +54,11 @@ class TeamSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Team
-        fields = ["id", "name", "sequence", "players", "created_at"]
+        fields = ["id", "name", "short_name", "sequence", "players", "created_at"]
+        extra_kwargs = {"short_name": {"help_text": "2 to 5 letters or digits, upper-cased; not unique."}}
 
 
 class TeamExportItemSerializer(TeamSerializer):
     class Meta(TeamSerializer.Meta):
-        fields = ["id", "name", "sequence", "players"]
+        fields = ["id", "name", "short_name", "sequence", "players"]
 

@@ -31,7 +31,7 @@ from django.utils import timezone
 
 import events
 from events import retention
-from kernel.names import name_key
+from kernel.names import derive_short_name, name_key
 
 from .models import (
     POSITION_ERROR,
@@ -71,12 +71,15 @@ def _lock_team(team_id: int) -> Team:
 
 
 @transaction.atomic
-def team_create(*, name: str, players: Iterable[Mapping[str, str]] | None = None) -> Team:
-    """Create a team, optionally with its squad (``[{"name": ..., "position": ...}]``).
+def team_create(
+    *, name: str, players: Iterable[Mapping[str, str]] | None = None, short_name: str | None = None
+) -> Team:
+    """Create a team, optionally with its squad (``[{"name": ..., "position": ...}]``) and
+    its short name (derived from the name when absent or empty: kernel/names.py).
 
-    One ``team.created`` event carries the team and its players."""
+    One ``team.created`` event carries the team, its short name and its players."""
     name = _clean_team_name(name)
-    team = Team(name=name)
+    team = Team(name=name, short_name=short_name or "")
     team.full_clean()
     _save_unique(team, field="name", message=team_name_taken(name))
 
@@ -94,23 +97,41 @@ def team_create(*, name: str, players: Iterable[Mapping[str, str]] | None = None
     events.publish(
         "team.created",
         subject=team.id,
-        data={"id": team.id, "name": team.name, "players": [_player_data(p) for p in created]},
+        data={
+            "id": team.id,
+            "name": team.name,
+            "short_name": team.short_name,
+            "players": [_player_data(p) for p in created],
+        },
     )
     return team
 
 
 @transaction.atomic
-def team_rename(*, team: Team, name: str) -> Team:
-    """Rename ``team``; no event when the name does not change."""
+def team_rename(*, team: Team, name: str | None = None, short_name: str | None = None) -> Team:
+    """Change ``team``'s name, its short name, or both; no event when neither changes.
+
+    A new name without a short name re-derives the short name if the team had the one
+    derived from its old name; a short name someone chose is kept. One ``team.renamed``
+    carries the name (``old_name`` equal to it when only the short name changed) and the
+    short name."""
     team = _lock_team(team.pk)
-    name = _clean_team_name(name)
-    if name == team.name:
-        return team
-    old_name = team.name
-    team.name = name
+    old_name, old_short = team.name, team.short_name
+    new_name = old_name if name is None else _clean_team_name(name)
+    if short_name:
+        team.short_name = short_name
+    elif new_name != old_name and old_short == derive_short_name(old_name):
+        team.short_name = ""  # full_clean derives it from the new name
+    team.name = new_name
     team.full_clean()
-    _save_unique(team, field="name", message=team_name_taken(name))
-    events.publish("team.renamed", subject=team.id, data={"id": team.id, "name": name, "old_name": old_name})
+    if (team.name, team.short_name) == (old_name, old_short):
+        return team
+    _save_unique(team, field="name", message=team_name_taken(team.name))
+    events.publish(
+        "team.renamed",
+        subject=team.id,
+        data={"id": team.id, "name": team.name, "old_name": old_name, "short_name": team.short_name},
+    )
     return team
 
 

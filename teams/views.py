@@ -62,6 +62,7 @@ def _gone_is_404() -> Iterator[None]:
 TEAM_EXAMPLE = {
     "id": 1,
     "name": "Ajax",
+    "short_name": "AJA",
     "sequence": 2,
     "players": [{"id": 1, "name": "Johan Cruijff", "position": "ST"}],
     "created_at": "2026-07-01T12:00:00Z",
@@ -102,6 +103,7 @@ class TeamListApi(ListAPIView):
                 value={"name": "Ajax", "players": [{"name": "Johan Cruijff", "position": "ST"}]},
                 request_only=True,
             ),
+            OpenApiExample("With a short name", value={"name": "Ajax", "short_name": "AJX"}, request_only=True),
             OpenApiExample(
                 "Created",
                 value=TEAM_EXAMPLE,
@@ -112,7 +114,7 @@ class TeamListApi(ListAPIView):
     )
     def post(self, request: Request) -> Response:
         data = _valid(TeamCreateInputSerializer, request)
-        team = services.team_create(name=data["name"], players=data.get("players"))
+        team = services.team_create(name=data["name"], players=data.get("players"), short_name=data.get("short_name"))
         return Response(TeamSerializer(_team_or_404(team.id)).data, status=status.HTTP_201_CREATED)
 
 
@@ -300,20 +302,21 @@ class TeamDetailApi(GenericAPIView):
         responses={200: TeamSerializer, **errors(400, 401, 404, 409)},
         examples=[
             OpenApiExample("Rename", value={"name": "AFC Ajax"}, request_only=True),
+            OpenApiExample("A new short name", value={"short_name": "AJX"}, request_only=True),
             OpenApiExample(
                 "Renamed",
-                value={**TEAM_EXAMPLE, "name": "AFC Ajax", "sequence": 3},
+                value={**TEAM_EXAMPLE, "name": "AFC Ajax", "short_name": "AA", "sequence": 3},
                 response_only=True,
             ),
         ],
     )
     def patch(self, request: Request, team_id: int) -> Response:
         team = _team_or_404(team_id)
-        # A partial update, as documented: without a name there is nothing to change.
+        # A partial update, as documented: without a name or a short name there is nothing to change.
         data = _valid(TeamUpdateInputSerializer, request, partial=True)
-        if "name" in data:
+        if "name" in data or "short_name" in data:
             with _gone_is_404():
-                services.team_rename(team=team, name=data["name"])
+                services.team_rename(team=team, name=data.get("name"), short_name=data.get("short_name"))
         return Response(TeamSerializer(_team_or_404(team_id)).data)
 
     @extend_schema(operation_id="teams_delete", responses={204: None, **errors(401, 404)})

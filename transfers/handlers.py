@@ -3,6 +3,10 @@
 Each handler parses the event and calls one service; the consumer runs it inside
 ``transaction.atomic()`` with an inbox row, so it is handled effectively once. Ordering is
 the replica's business (``transfers/replica.py``): events may arrive in any order.
+
+The transfers replica keeps no short name: ``team.created`` / ``team.renamed`` v2 carry one,
+and these handlers read only the fields they need (tolerant reader), so its digest over
+teams (events/antientropy.py) covers what it did before.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def _league():
                 subject=t.id,
                 data={"id": t.id, "player_id": t.player_id, "from_team_id": a.id, "to_team_id": b.id, "fee": "1.00"},
             )
-        events.publish("team.created", subject=999, data={"id": 999, "name": "Not transfers'"})
+        events.publish("team.created", subject=999, data={"id": 999, "name": "Not transfers'", "short_name": "TM"})
     InboxMessage.objects.create(
         event_id="5f0f0f0f-0000-0000-0000-000000000001",
         handler="transfers.handlers.x",
@@ -290,7 +290,7 @@ def test_the_way_back_renumbers_the_bus_rows_and_keeps_the_monoliths_accounts(ta
     # service writes its own (its ids continue from the copied ones: the same numbers).
     for team_id in (501, 502, 503):
         with transaction.atomic():
-            events.publish("team.created", subject=team_id, data={"id": team_id, "name": f"Club {team_id}"})
+            events.publish("team.created", subject=team_id, data={"id": team_id, "name": f"Club {team_id}", "short_name": "TM"})
     moved = Transfer.objects.using(split.TARGET).first()
     from events.models import OutboxMessage
 

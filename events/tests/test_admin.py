@@ -20,7 +20,7 @@ BUS_URL = "/admin/events/bus/"
 
 def _publish(subject: int, name: str = "Ajax") -> OutboxMessage:
     with transaction.atomic():
-        return events.publish("team.created", subject=subject, data={"id": subject, "name": name})
+        return events.publish("team.created", subject=subject, data={"id": subject, "name": name, "short_name": "TM"})
 
 
 def _fail(row: OutboxMessage, error: str = "AuthorizationError: no publish on topic") -> OutboxMessage:

@@ -91,7 +91,7 @@ def test_a_published_envelope_matches_its_message_payload(default_bus_names, db)
 
     doc = yaml.safe_load(asyncapi.render())
     with transaction.atomic():
-        row = events.publish("team.created", subject=7, data={"id": 7, "name": "Ajax", "players": []})
+        row = events.publish("team.created", subject=7, data={"id": 7, "name": "Ajax", "players": [], "short_name": "TM"})
     payload = doc["components"]["messages"]["team.created"]["payload"]
     # References point at the document root: validate with the components alongside.
     schema = {**payload, "components": doc["components"]}
@@ -99,3 +99,31 @@ def test_a_published_envelope_matches_its_message_payload(default_bus_names, db)
     wrong = {**row.envelope, "type": "team.renamed"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(wrong, schema)
+
+
+def test_a_v1_team_created_envelope_matches_the_v1_message_and_not_v2(default_bus_names):
+    """Both versions are documented: an envelope an old producer wrote (dataversion 1, no
+    short name) is a team.created.v1 message; without a short name it is no v2 message."""
+    doc = yaml.safe_load(asyncapi.render())
+    v1 = {
+        "specversion": "1.0",
+        "id": "7c1c0b9e-0a55-4f7e-9d55-1f8f0d3b2a11",
+        "source": "/league/teams",
+        "type": "team.created",
+        "time": "2026-07-01T12:00:00Z",
+        "subject": "7",
+        "datacontenttype": "application/json",
+        "dataversion": "1",
+        "sequence": 1,
+        "data": {"id": 7, "name": "Ajax", "players": []},
+    }
+    messages = doc["components"]["messages"]
+    assert {"team.created.v1", "team.created", "team.renamed.v1", "team.renamed"} <= set(messages)
+
+    def schema(key):
+        return {**messages[key]["payload"], "components": doc["components"]}
+
+    jsonschema.validate(v1, schema("team.created.v1"))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(v1, schema("team.created"))
+    jsonschema.validate({**v1, "dataversion": "2", "data": {**v1["data"], "short_name": "AJA"}}, schema("team.created"))

@@ -23,7 +23,7 @@ DAY = 24 * 3600
 
 def _create(team_id: int) -> OutboxMessage:
     with transaction.atomic():
-        return events.publish("team.created", subject=team_id, data={"id": team_id, "name": f"Team {team_id}"})
+        return events.publish("team.created", subject=team_id, data={"id": team_id, "name": f"Team {team_id}", "short_name": "TM"})
 
 
 def _depth(name: str) -> int:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from events import catalogue, compatibility
@@ -83,11 +85,11 @@ def test_each_breaking_change_is_named():
         d["player.added"]["source"] = "transfers"
 
     def new_version_drops_a_field(d):
-        v1 = d["team.renamed"]["versions"][1]
-        v2 = copy.deepcopy(v1)
-        del v2["properties"]["old_name"]
-        d["team.renamed"]["versions"][2] = v2
-        d["team.renamed"]["version"] = 2
+        v2 = d["team.renamed"]["versions"][2]
+        v3 = copy.deepcopy(v2)
+        del v3["properties"]["old_name"]
+        d["team.renamed"]["versions"][3] = v3
+        d["team.renamed"]["version"] = 3
 
     assert _breaking(removed_field) == ["team.renamed v1: old_name: removed"]
     assert _breaking(retyped) == ["team.created v1: id: type changed from {'type': 'integer'} to {'type': 'string'}"]
@@ -97,17 +99,17 @@ def test_each_breaking_change_is_named():
     assert _breaking(removed_type) == ["team.deleted: removed (retire it: retired=True keeps the type string from being reused)"]
     assert _breaking(reused) == ["player.added: source changed from 'teams' to 'transfers' (a type is never reused)"]
     assert _breaking(new_version_drops_a_field) == [
-        "team.renamed v2: old_name: removed since v1 (an older consumer reads v2 as v1)"
+        "team.renamed v3: old_name: removed since v2 (an older consumer reads v3 as v2)"
     ]
 
 
 def test_additive_changes_are_compatible():
     def additive(d):
-        d["team.renamed"]["versions"][1]["properties"]["short_name"] = {"type": "string"}
-        v2 = copy.deepcopy(d["team.renamed"]["versions"][1])
-        v2["required"] = [*v2["required"], "short_name"]
-        d["team.renamed"]["versions"][2] = v2
-        d["team.renamed"]["version"] = 2
+        d["team.renamed"]["versions"][2]["properties"]["colour"] = {"type": "string"}
+        v3 = copy.deepcopy(d["team.renamed"]["versions"][2])
+        v3["required"] = [*v3["required"], "colour"]
+        d["team.renamed"]["versions"][3] = v3
+        d["team.renamed"]["version"] = 3
         d["brand.new"] = {"source": "teams", "aggregate": "team", "retired": False, "version": 1, "versions": {1: {}}}
 
     assert _breaking(additive) == []
@@ -118,8 +120,76 @@ def test_the_command_fails_on_a_deliberately_breaking_change(monkeypatch):
     schema = copy.deepcopy(renamed.schema)
     del schema["properties"]["old_name"]
     monkeypatch.setitem(catalogue.EVENT_TYPES, "team.renamed", dataclasses.replace(renamed, schema=schema))
-    with pytest.raises(CommandError, match=r"since HEAD: team.renamed v1: old_name: removed"):
+    with pytest.raises(CommandError, match=r"since HEAD: team.renamed v2: old_name: removed"):
         call_command("catalogue", "--check-compatible", "HEAD")
+
+
+# ---- the team short name: team.created and team.renamed v2 ------------------------------
+
+
+def _last_catalogue_with_team_v1() -> str:
+    """The newest committed catalogue whose team.created is at v1: what producers and
+    consumers ran before the short name."""
+    root = Path(settings.BASE_DIR)
+    for ref in compatibility.history(root=root):
+        if compatibility.load(ref, root=root)["team.created"]["version"] == 1:
+            return ref
+    raise AssertionError("no committed catalogue has team.created at v1: is this a clone with its history?")
+
+
+def test_team_v2_with_v1_kept_is_compatible_with_the_catalogue_before_it(capsys):
+    call_command("catalogue", "--check-compatible", _last_catalogue_with_team_v1())
+    assert "compatible with 1 catalogue(s)" in capsys.readouterr().out
+    for name in ("team.created", "team.renamed"):
+        et = catalogue.EVENT_TYPES[name]
+        assert et.version == 2 and "short_name" in et.schema["required"]
+        assert [o.version for o in et.older] == [1] and "short_name" not in et.schemas[1]["properties"]
+
+
+def test_a_team_v2_that_drops_the_name_is_refused(monkeypatch):
+    created = catalogue.EVENT_TYPES["team.created"]
+    schema = copy.deepcopy(created.schema)
+    del schema["properties"]["name"]
+    schema["required"].remove("name")
+    monkeypatch.setitem(catalogue.EVENT_TYPES, "team.created", dataclasses.replace(created, schema=schema))
+    ref = _last_catalogue_with_team_v1()
+    with pytest.raises(CommandError, match=r"team.created v2: name: removed since v1 \(an older consumer reads v2 as v1\)"):
+        call_command("catalogue", "--check-compatible", ref)
+
+
+def test_team_v2_without_v1_is_refused(monkeypatch):
+    renamed = catalogue.EVENT_TYPES["team.renamed"]
+    monkeypatch.setitem(catalogue.EVENT_TYPES, "team.renamed", dataclasses.replace(renamed, older=()))
+    ref = _last_catalogue_with_team_v1()
+    with pytest.raises(CommandError, match=r"team.renamed v1: removed \(events of it may still be in an outbox or a DLQ\)"):
+        call_command("catalogue", "--check-compatible", ref)
+
+
+def test_a_v1_team_event_is_upcast_with_the_derived_short_name():
+    assert catalogue.accept("team.created", "1", {"id": 1, "name": "Queens Park Rangers", "players": []}) == (
+        {"id": 1, "name": "Queens Park Rangers", "players": [], "short_name": "QPR"},
+        None,
+    )
+    assert catalogue.accept("team.renamed", "1", {"id": 1, "name": "Real Madrid", "old_name": "Reds"}) == (
+        {"id": 1, "name": "Real Madrid", "old_name": "Reds", "short_name": "RMA"},
+        None,
+    )
+    v2 = {"id": 1, "name": "Reds", "old_name": "Reds", "short_name": "LFC"}
+    assert catalogue.accept("team.renamed", "2", v2) == (v2, None)
+    data, problem = catalogue.accept("team.created", "2", {"id": 1, "name": "Reds"})
+    assert data is None and "'short_name' is a required property" in problem
+
+
+def test_an_old_consumer_reads_a_v2_team_event_as_v1():
+    """The catalogue of before the short name, as committed (its own ``accept``), reads a
+    v2 event as v1: checked against v1's schema, the short name ignored (tolerant reader)."""
+    old = compatibility.load_module(_last_catalogue_with_team_v1(), root=Path(settings.BASE_DIR))
+    assert old.EVENT_TYPES["team.created"].version == 1
+    created = {"id": 1, "name": "Reds", "short_name": "LFC", "players": []}
+    data, problem = old.accept("team.created", "2", created)
+    assert problem is None and (data["id"], data["name"], data["players"]) == (1, "Reds", [])
+    data, problem = old.accept("team.renamed", "2", {"id": 1, "name": "Blues", "old_name": "Reds", "short_name": "BLU"})
+    assert problem is None and (data["name"], data["old_name"]) == ("Blues", "Reds")
 
 
 def test_an_unknown_ref_is_a_clear_error():

@@ -78,14 +78,14 @@ def test_one_id_from_the_request_to_the_transfers_consumer_log(auth_client, bus,
 
 def test_an_event_written_by_a_handler_is_caused_by_the_handled_event(aws_mock, db):
     def rename_on_create(event):
-        events.publish("team.renamed", subject=event.subject, data={"id": 1, "name": "AFC Ajax", "old_name": "Ajax"})
+        events.publish("team.renamed", subject=event.subject, data={"id": 1, "name": "AFC Ajax", "old_name": "Ajax", "short_name": "TM"})
 
     probe = registry.Handler(service="probe", event_type="team.created", func=rename_on_create)
     registry._handlers.append(probe)
     try:
         topology.ensure(["probe"])
         with context.bound(correlation="corr-1"), transaction.atomic():
-            created = events.publish("team.created", subject=1, data={"id": 1, "name": "Ajax"})
+            created = events.publish("team.created", subject=1, data={"id": 1, "name": "Ajax", "short_name": "TM"})
         BusDriver(services=["probe"]).drain()
     finally:
         registry._handlers.remove(probe)

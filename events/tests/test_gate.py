@@ -19,7 +19,7 @@ from events.models import InboxMessage, OutboxMessage, SubjectSequence
 
 def _publish_team(team_id: int) -> None:
     with transaction.atomic():
-        events.publish("team.created", subject=team_id, data={"id": team_id, "name": f"Team {team_id}"})
+        events.publish("team.created", subject=team_id, data={"id": team_id, "name": f"Team {team_id}", "short_name": "TM"})
 
 
 def test_the_consumer_of_a_paused_service_gives_its_batch_back(transactional_db, probe_bus, recorder, monkeypatch):
@@ -79,7 +79,7 @@ def test_a_pause_waits_for_the_write_under_way_and_refuses_every_later_one():
     def writer() -> None:
         try:
             with transaction.atomic():
-                events.publish("team.created", subject=1, data={"id": 1, "name": "Ajax"})
+                events.publish("team.created", subject=1, data={"id": 1, "name": "Ajax", "short_name": "TM"})
                 published.set()
                 release.wait(10)
             marks["writer_committed"] = time.monotonic()
@@ -127,7 +127,7 @@ def test_a_write_that_began_before_the_pause_cannot_commit_after_it():
                 SubjectSequence.objects.create(key="domain:row")  # the domain write, before the pause
                 started.set()
                 go_on.wait(10)
-                events.publish("team.created", subject=1, data={"id": 1, "name": "Ajax"})
+                events.publish("team.created", subject=1, data={"id": 1, "name": "Ajax", "short_name": "TM"})
             outcome.append(None)
         except BaseException as exc:  # noqa: BLE001 - asserted below
             outcome.append(exc)

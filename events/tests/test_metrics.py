@@ -18,7 +18,7 @@ from events.models import OutboxMessage, OutboxState
 
 def _publish(subject: int) -> OutboxMessage:
     with transaction.atomic():
-        return events.publish("team.created", subject=subject, data={"id": subject, "name": f"Team {subject}"})
+        return events.publish("team.created", subject=subject, data={"id": subject, "name": f"Team {subject}", "short_name": "TM"})
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:

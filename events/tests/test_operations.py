@@ -15,7 +15,7 @@ from events.models import InboxMessage, OutboxMessage, OutboxState
 
 def _create(team_id, name=None):
     with transaction.atomic():
-        return events.publish("team.created", subject=team_id, data={"id": team_id, "name": name or f"Team {team_id}"})
+        return events.publish("team.created", subject=team_id, data={"id": team_id, "name": name or f"Team {team_id}", "short_name": "TM"})
 
 
 def _depth(name):
@@ -206,7 +206,7 @@ def test_fifo_mode_publishes_and_consumes_through_fifo_topics_and_queues(aws_moc
     assert attrs["FifoQueue"] == "true"
     _create(1)
     with transaction.atomic():
-        events.publish("team.renamed", subject=1, data={"id": 1, "name": "B", "old_name": "Team 1"})
+        events.publish("team.renamed", subject=1, data={"id": 1, "name": "B", "old_name": "Team 1", "short_name": "TM"})
     from events import relay
 
     assert relay.relay().published == 2

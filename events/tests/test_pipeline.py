@@ -10,7 +10,7 @@ from events.models import InboxMessage, OutboxMessage, OutboxState
 
 def _create(team_id, name="Ajax"):
     with transaction.atomic():
-        return events.publish("team.created", subject=team_id, data={"id": team_id, "name": name})
+        return events.publish("team.created", subject=team_id, data={"id": team_id, "name": name, "short_name": "TM"})
 
 
 def test_relay_publishes_to_sns_and_the_consumer_handles_once(probe_bus, recorder):
@@ -108,7 +108,7 @@ def test_publish_failure_backs_off_then_fails_for_good(probe_bus, settings):
 def test_a_row_waits_while_an_older_row_of_its_subject_is_unpublished(probe_bus):
     first = _create(1)
     with transaction.atomic():
-        second = events.publish("team.renamed", subject=1, data={"id": 1, "name": "B", "old_name": "Ajax"})
+        second = events.publish("team.renamed", subject=1, data={"id": 1, "name": "B", "old_name": "Ajax", "short_name": "TM"})
     other = _create(2, "PSV")
     OutboxMessage.objects.filter(pk=first.pk).update(next_attempt_at="2999-01-01T00:00:00Z")
     assert relay.relay().published == 1  # only subject 2

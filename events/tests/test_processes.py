@@ -26,7 +26,7 @@ PROBE = {"EVENTS_HANDLER_MODULES": "events.tests.probe_handlers"}
 def publish_teams(n: int, start: int = 1) -> None:
     with transaction.atomic():
         for i in range(start, start + n):
-            events.publish("team.created", subject=i, data={"id": i, "name": f"Team {i}"})
+            events.publish("team.created", subject=i, data={"id": i, "name": f"Team {i}", "short_name": "TM"})
 
 
 def depth(name: str) -> tuple[int, int]:
@@ -94,7 +94,7 @@ def test_concurrent_writers_get_consecutive_sequences_in_commit_order():
         try:
             for _ in range(25):
                 with transaction.atomic():
-                    events.publish("team.renamed", subject=1, data={"id": 1, "name": "X", "old_name": "Y"})
+                    events.publish("team.renamed", subject=1, data={"id": 1, "name": "X", "old_name": "Y", "short_name": "TM"})
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:

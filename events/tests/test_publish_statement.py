@@ -35,11 +35,11 @@ def _statements(queries: CaptureQueriesContext) -> list[str]:
 def test_publish_is_one_statement_and_writes_what_the_orm_wrote(settings):
     settings.OUTBOX_KICK = False
     with transaction.atomic():
-        events.publish("team.created", subject=5, data={"id": 5, "name": "Ajax"})
+        events.publish("team.created", subject=5, data={"id": 5, "name": "Ajax", "short_name": "TM"})
         token = context.correlation_id.set("req-1")
         try:
             with CaptureQueriesContext(connection) as queries:
-                row = events.publish("team.renamed", subject=5, data={"id": 5, "name": "AFC", "old_name": "Ajax"})
+                row = events.publish("team.renamed", subject=5, data={"id": 5, "name": "AFC", "old_name": "Ajax", "short_name": "TM"})
         finally:
             context.correlation_id.reset(token)
     assert len(_statements(queries)) == 1, _statements(queries)
@@ -62,7 +62,7 @@ def test_sequences_stay_per_subject_and_consecutive(settings):
     settings.OUTBOX_KICK = False
     with transaction.atomic():
         for subject in (1, 2, 1, 1, 2):
-            events.publish("team.created", subject=subject, data={"id": subject, "name": f"T{subject}"})
+            events.publish("team.created", subject=subject, data={"id": subject, "name": f"T{subject}", "short_name": "TM"})
     seen = list(OutboxMessage.objects.order_by("id").values_list("subject", "sequence"))
     assert seen == [("1", 1), ("2", 1), ("1", 2), ("1", 3), ("2", 2)]
 
@@ -82,12 +82,12 @@ def test_notify_wakes_a_listener_at_commit_and_not_on_rollback(settings, monkeyp
     try:
         with pytest.raises(ZeroDivisionError):
             with transaction.atomic():
-                events.publish("team.created", subject=1, data={"id": 1, "name": "A"})
+                events.publish("team.created", subject=1, data={"id": 1, "name": "A", "short_name": "TM"})
                 raise ZeroDivisionError
         assert not listener.wait(0.5)
         with transaction.atomic():
             with CaptureQueriesContext(connection) as queries:
-                events.publish("team.created", subject=2, data={"id": 2, "name": "B"})
+                events.publish("team.created", subject=2, data={"id": 2, "name": "B", "short_name": "TM"})
             assert not listener.wait(0.2)  # not before commit
         assert len(_statements(queries)) == 1  # the NOTIFY rides on the insert
         assert listener.wait(5)
@@ -104,7 +104,7 @@ def test_without_notify_the_celery_kick_stays(settings, monkeypatch):
     listener = _listener()
     try:
         with transaction.atomic():
-            events.publish("team.created", subject=1, data={"id": 1, "name": "A"})
+            events.publish("team.created", subject=1, data={"id": 1, "name": "A", "short_name": "TM"})
         assert kicks == [1] and not listener.wait(0.2)
     finally:
         listener.close()
@@ -137,7 +137,7 @@ def test_a_listening_relay_sweeps_on_the_wake_up_not_on_its_interval(settings, m
         # The first sweep is over (found nothing): from now on only a wake-up makes it sweep.
         assert first_sweep_done.wait(10), "the relay never swept"
         with transaction.atomic():
-            row = events.publish("team.created", subject=1, data={"id": 1, "name": "A"})
+            row = events.publish("team.created", subject=1, data={"id": 1, "name": "A", "short_name": "TM"})
         wait_until(
             OutboxMessage.objects.filter(pk=row.pk, state=OutboxState.PUBLISHED).exists,
             timeout=10,
@@ -147,7 +147,7 @@ def test_a_listening_relay_sweeps_on_the_wake_up_not_on_its_interval(settings, m
     finally:
         stop.set()
         with transaction.atomic():  # one more wake-up lets the loop see the stop
-            events.publish("team.created", subject=2, data={"id": 2, "name": "B"})
+            events.publish("team.created", subject=2, data={"id": 2, "name": "B", "short_name": "TM"})
         thread.join(15)
     assert len(sweeps) >= 2 and not thread.is_alive()
 

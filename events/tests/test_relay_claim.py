@@ -20,7 +20,7 @@ from events.models import OutboxMessage, OutboxState
 
 def _publish(subject: int, name: str = "") -> OutboxMessage:
     with transaction.atomic():
-        return events.publish("team.created", subject=subject, data={"id": subject, "name": name or f"Team {subject}"})
+        return events.publish("team.created", subject=subject, data={"id": subject, "name": name or f"Team {subject}", "short_name": "TM"})
 
 
 class Recording(relay.NullPublisher):
@@ -75,7 +75,7 @@ def test_the_sweeper_moves_large_batches(settings):
     settings.OUTBOX_SWEEP_BATCH_SIZE = 50
     with transaction.atomic():
         for i in range(1, 121):
-            events.publish("team.created", subject=i, data={"id": i, "name": f"Team {i}"})
+            events.publish("team.created", subject=i, data={"id": i, "name": f"Team {i}", "short_name": "TM"})
     recorder = Recording()
     result = relay.relay(recorder)
     assert result.published == 120 and result.batches == 3

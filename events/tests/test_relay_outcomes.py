@@ -21,7 +21,7 @@ from events.models import OutboxFailure, OutboxMessage, OutboxState
 
 def _create(team_id: int) -> OutboxMessage:
     with transaction.atomic():
-        return events.publish("team.created", subject=team_id, data={"id": team_id, "name": f"Team {team_id}"})
+        return events.publish("team.created", subject=team_id, data={"id": team_id, "name": f"Team {team_id}", "short_name": "TM"})
 
 
 def _expire_leases() -> None:

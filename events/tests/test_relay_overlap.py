@@ -25,7 +25,7 @@ def _write(n: int, *, subjects: int | None = None) -> None:
     with transaction.atomic():
         for i in range(n):
             subject = i % subjects + 1 if subjects else i + 1
-            events.publish("team.created", subject=subject, data={"id": subject, "name": f"Team {i}"})
+            events.publish("team.created", subject=subject, data={"id": subject, "name": f"Team {i}", "short_name": "TM"})
 
 
 def _update_counts() -> tuple[int, int]:

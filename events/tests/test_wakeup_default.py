@@ -81,7 +81,7 @@ def test_on_postgresql_the_celery_worker_publishes_on_the_writers_notify(moto_se
     try:
         wait_until(lambda: _listening(), timeout=60, what="the worker to LISTEN for the writers' wake-up")
         with transaction.atomic():
-            row = events.publish("team.created", subject=1, data={"id": 1, "name": "Reds"})
+            row = events.publish("team.created", subject=1, data={"id": 1, "name": "Reds", "short_name": "TM"})
         wait_until(
             lambda: OutboxMessage.objects.filter(pk=row.pk, state=OutboxState.PUBLISHED).exists(),
             timeout=15,

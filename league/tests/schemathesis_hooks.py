@@ -1,7 +1,7 @@
 """schemathesis hooks of league/tests/test_fuzz.py (``SCHEMATHESIS_HOOKS``).
 
-Names and short free text: the schema gives them the formats ``league-name`` and
-``league-text`` (a regular expression of the rule is too large for a fuzzer to draw from);
+Names, short names and short free text: the schema gives them the formats ``league-name``,
+``league-short-name`` and ``league-text`` (a regular expression of the rule is too large for a fuzzer to draw from);
 the strategies below draw what the rules accept.
 
 A client sends a new ``Idempotency-Key`` with each new request: the schema cannot say that a
@@ -57,6 +57,28 @@ def _accepted_text(text: str) -> bool:
 schemathesis.openapi.format(
     "league-text",
     st.text(st.characters(exclude_categories=REFUSED), max_size=200).filter(_accepted_text),
+)
+
+
+def _accepted_short_name(text: str) -> bool:
+    from django.core.exceptions import ValidationError
+
+    from kernel.names import clean_short_name
+
+    try:
+        clean_short_name(text)
+    except ValidationError:
+        return False
+    return True
+
+
+# The format of a team's short name (kernel.names.ShortNameField): letters and digits that
+# clean_short_name accepts (upper-casing may lengthen one: "ß" is "SS").
+schemathesis.openapi.format(
+    "league-short-name",
+    st.text(st.characters(categories=("Lu", "Ll", "Lt", "Lm", "Lo", "Nd")), min_size=2, max_size=5).filter(
+        _accepted_short_name
+    ),
 )
 
 

@@ -28,6 +28,8 @@ def event(type_: str, sequence: int, name: str) -> Event:
         data["players"] = []
     if type_ == "team.renamed":
         data["old_name"] = "?"
+    if type_ in ("team.created", "team.renamed"):  # v2, as the consumer hands it over
+        data["short_name"] = name[:3].upper()
     return Event(
         id=str(uuid.uuid4()), type=type_, source="/league/teams", subject="7", time=WHEN, sequence=sequence, data=data
     )

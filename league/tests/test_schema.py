@@ -161,6 +161,28 @@ def test_each_write_documents_its_conflicts_with_an_example(schema):
                 assert (method, path) in RULE_STATUSES and "422" in RULE_STATUSES[method, path], (method, path)
 
 
+def test_a_short_name_has_the_format_the_fuzzer_draws_valid_short_names_for(schema):
+    """A team's short name has the format ``league-short-name`` on create and on PATCH; the
+    fuzzer's strategy for it draws only short names ``clean_short_name`` accepts."""
+    from hypothesis import given, settings
+
+    from kernel.names import clean_short_name
+    from league.tests import schemathesis_hooks  # noqa: F401  (registers the format)
+
+    for component in ("TeamCreateInputRequest", "PatchedTeamUpdateInputRequest"):
+        field = schema["components"]["schemas"][component]["properties"]["short_name"]
+        assert (field["format"], field["minLength"], field["maxLength"]) == ("league-short-name", 2, 5)
+    assert schema["components"]["schemas"]["Team"]["properties"]["short_name"]["maxLength"] == 5
+    import schemathesis.specs.openapi.formats as formats
+
+    @settings(max_examples=200, deadline=None)
+    @given(formats.STRING_FORMATS["league-short-name"])
+    def accepted(short_name):
+        clean_short_name(short_name)
+
+    accepted()
+
+
 def test_a_name_has_the_format_the_fuzzer_draws_valid_names_for(schema):
     """The schema gives a name the format ``league-name``; the fuzzer's strategy for it
     (league/tests/schemathesis_hooks.py) draws only names ``clean_name`` accepts."""

@@ -137,7 +137,7 @@ def test_a_handler_failure_is_an_error_span_and_a_bad_traceparent_starts_a_new_t
     try:
         topology.ensure(["probe"])
         with transaction.atomic():
-            row = events.publish("team.created", subject=1, data={"id": 1, "name": "Ajax"})
+            row = events.publish("team.created", subject=1, data={"id": 1, "name": "Ajax", "short_name": "TM"})
             row.envelope["traceparent"] = "00-not-a-trace-context"
             row.save(update_fields=["envelope"])
         BusDriver(services=["probe"]).relay()
@@ -154,7 +154,7 @@ def test_off_by_default_nothing_installed_and_no_traceparent(db, settings):
     assert telemetry.setup() is False
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)
     with transaction.atomic():
-        row = events.publish("team.created", subject=7, data={"id": 7, "name": "Ajax"})
+        row = events.publish("team.created", subject=7, data={"id": 7, "name": "Ajax", "short_name": "TM"})
     assert "traceparent" not in row.envelope and "tracestate" not in row.envelope
 
 
@@ -197,7 +197,7 @@ def test_with_the_endpoint_set_spans_are_exported_over_otlp(otlp_collector, sett
         provider = trace.get_tracer_provider()
         assert isinstance(provider, TracerProvider)
         with transaction.atomic():
-            row = events.publish("team.created", subject=8, data={"id": 8, "name": "Ajax"})
+            row = events.publish("team.created", subject=8, data={"id": 8, "name": "Ajax", "short_name": "TM"})
         assert row.envelope["traceparent"].startswith("00-")
         assert provider.force_flush(10_000)
     finally:
@@ -280,7 +280,7 @@ def test_a_request_sampled_out_still_passes_its_decision_on(db):
     saved = _install(provider)
     try:
         with transaction.atomic():
-            row = events.publish("team.created", subject=9, data={"id": 9, "name": "Ajax"})
+            row = events.publish("team.created", subject=9, data={"id": 9, "name": "Ajax", "short_name": "TM"})
     finally:
         _restore(saved)
     flags = int(row.envelope["traceparent"].rsplit("-", 1)[1], 16)

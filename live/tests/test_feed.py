@@ -77,7 +77,7 @@ def test_a_message_is_one_server_sent_event():
 
 def publish_and_relay() -> None:
     with transaction.atomic():
-        events.publish("team.created", subject=7, data={"id": 7, "name": "Feedham Town"})
+        events.publish("team.created", subject=7, data={"id": 7, "name": "Feedham Town", "short_name": "TM"})
     assert relay.relay().published == 1
 
 

@@ -61,6 +61,30 @@ def test_rename_and_remove_a_player(admin_client):
     ]
 
 
+def test_the_admin_sets_and_changes_the_short_name(admin_client):
+    response = admin_client.post("/admin/teams/team/add/", {"name": "Reds", "short_name": "lfc", **inline_data()})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    team = Team.objects.get()
+    assert team.short_name == "LFC"
+
+    response = admin_client.post(
+        f"/admin/teams/team/{team.id}/change/", {"name": "Reds", "short_name": "RDS", **inline_data()}
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Team.objects.get().short_name == "RDS"
+    renamed = OutboxMessage.objects.filter(type="team.renamed").get()
+    assert renamed.envelope["data"] == {"id": team.id, "name": "Reds", "old_name": "Reds", "short_name": "RDS"}
+    assert "RDS" in admin_client.get("/admin/teams/team/").content.decode()
+
+
+def test_a_bad_short_name_is_a_form_error(admin_client):
+    response = admin_client.post("/admin/teams/team/add/", {"name": "Reds", "short_name": "R-D", **inline_data()})
+
+    assert response.status_code == 200
+    assert "Short name may hold letters and digits only" in response.content.decode()
+    assert not Team.objects.exists()
+
+
 def test_duplicate_team_name_is_a_form_error(admin_client):
     PlayerFactory(team__name="Holloway")
 

@@ -43,11 +43,34 @@ def test_create_team(auth_client):
     assert body == {
         "id": team.id,
         "name": "Lynwood Rovers",
+        "short_name": "LRO",
         "sequence": 1,
         "players": [],
         "created_at": body["created_at"],
     }
     assert OutboxMessage.objects.get().type == "team.created"
+
+
+def test_create_team_with_a_short_name_and_change_it_by_patch(auth_client):
+    response = auth_client.post(TEAMS, {"name": "Reds", "short_name": "lfc"}, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["short_name"] == "LFC"
+    team_id = response.json()["id"]
+
+    patched = auth_client.patch(team_url(team_id), {"short_name": "RDS"}, format="json")
+
+    assert patched.status_code == 200, patched.json()
+    assert (patched.json()["name"], patched.json()["short_name"]) == ("Reds", "RDS")
+    assert OutboxMessage.objects.filter(type="team.renamed").get().envelope["data"]["short_name"] == "RDS"
+
+
+@pytest.mark.parametrize("short_name", ["R", "TOOLONG", "R-D", 12, ""])
+def test_a_bad_short_name_is_a_400_on_short_name(auth_client, short_name):
+    response = auth_client.post(TEAMS, {"name": "Reds", "short_name": short_name}, format="json")
+
+    assert response.status_code == 400
+    assert [e["pointer"] for e in response.json()["errors"]] == ["/short_name"]
+    assert not Team.objects.exists()
 
 
 def test_create_team_with_players(auth_client):
@@ -139,7 +162,7 @@ def test_list_teams_is_paginated_and_anonymous(api_client):
 
     assert body["count"] == 3
     assert len(body["results"]) == 2
-    assert set(body["results"][0]) == {"id", "name", "sequence", "players", "created_at"}
+    assert set(body["results"][0]) == {"id", "name", "short_name", "sequence", "players", "created_at"}
 
 
 def test_get_team(api_client):
@@ -152,6 +175,7 @@ def test_get_team(api_client):
     assert body == {
         "id": team.id,
         "name": "Pemberton",
+        "short_name": "PEM",
         "sequence": 2,
         "players": [
             {"id": ann.id, "name": "Ann", "position": "GK"},
@@ -207,10 +231,17 @@ def test_export(export_client):
         {
             "id": a.id,
             "name": "Queensferry Albion",
+            "short_name": "QAL",
             "sequence": 2,
             "players": [{"id": ann.id, "name": "Ann", "position": "GK"}],
         },
-        {"id": b.id, "name": "Redhill", "sequence": 0, "players": [{"id": bo.id, "name": "Bo", "position": "DEF"}]},
+        {
+            "id": b.id,
+            "name": "Redhill",
+            "short_name": "RED",
+            "sequence": 0,
+            "players": [{"id": bo.id, "name": "Bo", "position": "DEF"}],
+        },
     ]
 
 

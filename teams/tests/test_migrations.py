@@ -74,3 +74,31 @@ def test_nfkc_key_migration_rekeys_and_keeps_rows_that_now_collide():
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_short_name_migration_gives_every_team_the_derived_short_name():
+    """Teams from before short names get the one a v1 event's upcaster gives them, so the
+    teams service and the replicas that read its old events agree."""
+    from events.catalogue import derive_short_name
+
+    before, after = [("teams", "0008_move_asked_at")], [("teams", "0009_team_short_name")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        apps = executor.loader.project_state(before).apps
+        Team = apps.get_model("teams", "Team")
+        for name in ("Reds", "Queens Park Rangers", "Real Madrid"):
+            Team.objects.create(name=name, name_key=name.casefold())
+
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        Team = executor.loader.project_state(after).apps.get_model("teams", "Team")
+
+        rows = list(Team.objects.order_by("pk").values_list("name", "short_name"))
+        assert rows == [("Reds", "RED"), ("Queens Park Rangers", "QPR"), ("Real Madrid", "RMA")]
+        assert all(short == derive_short_name(name) for name, short in rows)
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())

@@ -20,7 +20,9 @@ def test_team_create_writes_team_and_one_event(outbox):
     team = services.team_create(name="  Ashford Rovers ")
 
     assert Team.objects.get().name == "Ashford Rovers"
-    assert outbox() == [("team.created", str(team.id), 1, {"id": team.id, "name": "Ashford Rovers", "players": []})]
+    assert outbox() == [
+        ("team.created", str(team.id), 1, {"id": team.id, "name": "Ashford Rovers", "short_name": "ARO", "players": []})
+    ]
 
 
 def test_team_create_with_players_is_one_event_carrying_the_squad(outbox):
@@ -110,7 +112,7 @@ def test_team_rename_publishes_old_and_new_name(outbox):
         "team.renamed",
         str(team.id),
         2,
-        {"id": team.id, "name": "Eastleigh Athletic", "old_name": "Eastleigh"},
+        {"id": team.id, "name": "Eastleigh Athletic", "old_name": "Eastleigh", "short_name": "EAT"},
     )
 
 
@@ -127,7 +129,68 @@ def test_team_rename_may_change_only_the_case(outbox):
 
     services.team_rename(team=team, name="Eastleigh")
 
-    assert outbox()[-1][3] == {"id": team.id, "name": "Eastleigh", "old_name": "eastleigh"}
+    assert outbox()[-1][3] == {"id": team.id, "name": "Eastleigh", "old_name": "eastleigh", "short_name": "EAS"}
+
+
+def test_a_team_created_without_a_short_name_gets_the_derived_one(outbox):
+    team = services.team_create(name="Queens Park Rangers")
+
+    assert Team.objects.get(pk=team.pk).short_name == "QPR"
+    assert outbox()[0][3]["short_name"] == "QPR"
+
+
+def test_a_chosen_short_name_is_upper_cased_and_published(outbox):
+    team = services.team_create(name="Reds", short_name="lfc")
+
+    assert Team.objects.get(pk=team.pk).short_name == "LFC"
+    assert outbox()[0][3]["short_name"] == "LFC"
+
+
+@pytest.mark.parametrize(
+    "short_name,message",
+    [
+        ("R", "Short name has 1 characters; it must have 2 to 5 letters or digits."),
+        ("REDSXX", "Short name has 6 characters; it must have 2 to 5 letters or digits."),
+        ("R-D", "Short name may hold letters and digits only (no spaces or punctuation)."),
+        ("R D", "Short name may hold letters and digits only (no spaces or punctuation)."),
+    ],
+)
+def test_a_bad_short_name_is_refused_and_nothing_is_written(short_name, message, outbox):
+    with pytest.raises(ValidationError) as exc:
+        services.team_create(name="Reds", short_name=short_name)
+
+    assert message in exc.value.message_dict["short_name"]
+    assert Team.objects.count() == 0 and outbox() == []
+
+
+def test_short_names_are_not_unique(outbox):
+    a = services.team_create(name="Real Madrid")
+    b = services.team_create(name="Real Mallorca")
+
+    assert (a.short_name, b.short_name) == ("RMA", "RMA")
+
+
+def test_changing_only_the_short_name_publishes_a_rename_with_the_same_name(outbox):
+    team = services.team_create(name="Reds")
+
+    services.team_rename(team=team, short_name="lfc")
+
+    assert Team.objects.get(pk=team.pk).short_name == "LFC"
+    assert outbox()[-1] == ("team.renamed", str(team.id), 2, {"id": team.id, "name": "Reds", "old_name": "Reds", "short_name": "LFC"})
+    services.team_rename(team=team, short_name="LFC")  # no change, no event
+    assert len(outbox()) == 2
+
+
+def test_a_rename_derives_a_derived_short_name_again_and_keeps_a_chosen_one(outbox):
+    derived = services.team_create(name="Reds")
+    chosen = services.team_create(name="Whites", short_name="LUFC")
+
+    services.team_rename(team=derived, name="Blues")
+    services.team_rename(team=chosen, name="Leeds United")
+
+    assert Team.objects.get(pk=derived.pk).short_name == "BLU"
+    assert Team.objects.get(pk=chosen.pk).short_name == "LUFC"
+    assert [e[3]["short_name"] for e in outbox() if e[0] == "team.renamed"] == ["BLU", "LUFC"]
 
 
 def test_team_rename_refuses_a_taken_name(outbox):
