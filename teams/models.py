@@ -32,6 +32,9 @@ class Team(models.Model):
     short_name = models.CharField(
         max_length=SHORT_NAME_MAX,
         blank=True,
+        # The release before short names inserts rows without the column while the next one
+        # is rolling out (a database default, not Django's): save() derives it from then on.
+        db_default="",
         help_text="2 to 5 letters or digits (upper-cased), e.g. RED; left empty, it is derived from the name.",
     )
     created_at = models.DateTimeField(auto_now_add=True)

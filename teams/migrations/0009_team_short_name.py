@@ -18,6 +18,7 @@ class Migration(migrations.Migration):
             name="short_name",
             field=models.CharField(
                 blank=True,
+                db_default="",
                 help_text="2 to 5 letters or digits (upper-cased), e.g. RED; left empty, it is derived from the name.",
                 max_length=5,
             ),
