@@ -1,0 +1,117 @@
+"""The entrypoint of League Manager's swarm services (docker-stack.yml mounts this file as
+a swarm config at /etc/league/swarm_entrypoint.py, so any image version runs it the same):
+
+    python /etc/league/swarm_entrypoint.py [--no-wait] [--timeout SECONDS] -- COMMAND [ARG...]
+
+1. Secrets: ``<NAME>_FILE`` variables name files under /run/secrets. An image whose
+   settings read ``<NAME>_FILE`` themselves (league/settings.py) gets them as they are; an
+   older image gets ``NAME`` set from the file for the command (the "file_env" pattern of
+   the official database images), never in the stack file or ``docker inspect``.
+2. Unless ``--no-wait`` (the one-shot setup itself): wait until this service's setup has
+   run, what swarm offers no way to say (it starts every service at once and ignores
+   compose's ``depends_on: service_completed_successfully``). Ready means: the database answers, every migration this image knows is applied (the
+service's ``setup`` task of the same image ran ``migrate``), and the service's SQS queue
+exists (it ran ``setup_bus``). Checked every 2 s; after ``--timeout`` (default 300) it exits
+1 saying what it still waits for, and the orchestrator starts the task again. On success it
+writes /tmp/league-ready and the command replaces this process (``exec``: signals reach it
+directly).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+APP = Path.cwd()  # the image's WORKDIR (/app): the code, wherever this file is mounted
+sys.path.insert(0, str(APP))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "league.settings")
+
+
+# Written when the wait is over, just before the command replaces this process: the health
+# check of the processes without an HTTP port (docker-stack.yml) is that this file exists (the
+# command runs, or the container would have exited), with no Python started per check.
+READY = Path("/tmp/league-ready")
+
+
+def load_secret_files(environ: dict[str, str], settings_source: str) -> list[str]:
+    """Set NAME from the file ``NAME_FILE`` names (one final newline dropped) where NAME is
+    unset, unless the settings read ``_FILE`` variables themselves; returns the names set."""
+    if "_FILE" in settings_source:
+        return []
+    loaded = []
+    for key, path in sorted(environ.items()):
+        name = key[: -len("_FILE")]
+        if key.endswith("_FILE") and name and name not in environ:
+            value = Path(path).read_text()
+            environ[name] = value[:-1] if value.endswith("\n") else value
+            loaded.append(name)
+    return loaded
+
+
+def not_ready() -> str:
+    """What is still missing; "" when ready."""
+    from django.conf import settings
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from events import aws
+
+    try:
+        connection.ensure_connection()
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as exc:  # the database is not there yet
+        connection.close()
+        return f"database: {type(exc).__name__}: {str(exc).strip()[:200]}"
+    if pending:
+        return f"{len(pending)} migrations not applied (first: {pending[0][0]})"
+    for service in settings.ACTIVE_SERVICES:
+        try:
+            aws.client("sqs").get_queue_url(QueueName=aws.queue_name(service))
+        except Exception as exc:  # the bus, or its topology, is not there yet
+            return f"queue {aws.queue_name(service)}: {type(exc).__name__}"
+    return ""
+
+
+def main(argv: list[str]) -> int:
+    timeout, wait = 300.0, True
+    while argv[:1] in (["--timeout"], ["--no-wait"]):
+        if argv[0] == "--no-wait":
+            wait, argv = False, argv[1:]
+        else:
+            timeout, argv = float(argv[1]), argv[2:]
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        print("usage: swarm_entrypoint.py [--no-wait] [--timeout SECONDS] -- COMMAND [ARG...]", file=sys.stderr)
+        return 2
+    load_secret_files(os.environ, (APP / "league" / "settings.py").read_text())  # type: ignore[arg-type]
+    if not wait:
+        os.execvp(argv[0], argv)
+    import django
+
+    django.setup()
+    deadline, missing, said = time.monotonic() + timeout, "", ""
+    while True:
+        missing = not_ready()
+        if not missing:
+            break
+        if missing != said:
+            print(f"swarm_entrypoint: waiting: {missing}", file=sys.stderr, flush=True)
+            said = missing
+        if time.monotonic() >= deadline:
+            print(f"swarm_entrypoint: not ready after {timeout:.0f} s: {missing}", file=sys.stderr, flush=True)
+            return 1
+        time.sleep(3)
+    from django.db import connection
+
+    connection.close()
+    READY.write_text(f"{os.getpid()}\n")
+    os.execvp(argv[0], argv)
+    return 127  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
