@@ -108,13 +108,17 @@ class SwarmStack:
         return {s["Spec"]["Name"][len(STACK) + 1 :]: s for s in docker_json("service", "inspect", *ids.split())}
 
     def tasks(self, service: str) -> list[dict[str, Any]]:
-        """The tasks swarm wants running (desired state running or complete) of a service."""
+        """The tasks of a service that swarm wants running, or that completed (one-shots)."""
         ids = run(["docker", "service", "ps", "-q", f"{STACK}_{service}"], timeout=60).stdout.split()
         if not ids:
             return []
         # A task may go between the two commands (history trimmed): inspect says what is left.
         found = run(["docker", "inspect", *ids], timeout=60, check=False, quiet=True).stdout
-        return [t for t in json.loads(found or "[]") if t["DesiredState"] in ("running", "complete")]
+        return [
+            t
+            for t in json.loads(found or "[]")
+            if t["DesiredState"] in ("running", "complete") or t["Status"]["State"] == "complete"
+        ]
 
     def not_ready(self) -> list[str]:
         """Services whose tasks are not all running (healthy: swarm counts a task with a health
