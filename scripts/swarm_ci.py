@@ -81,7 +81,14 @@ def build(argv: list[str], timeout: float = 1800) -> None:
 
 
 def build_previous(workdir: Path) -> str:
+    """``league-manager:previous`` from the commit in docker/PREVIOUS_RELEASE; also tagged
+    ``league-manager:previous-<commit>``, and taken from that tag when a run built it already."""
     ref = (ROOT / "docker" / "PREVIOUS_RELEASE").read_text().split()[0]
+    kept = f"{PREVIOUS}-{ref[:12]}"
+    if run(["docker", "image", "inspect", kept], check=False, quiet=True).returncode == 0:
+        run(["docker", "tag", kept, PREVIOUS])
+        say(f"  {kept} is in the engine's store: tagged {PREVIOUS}")
+        return ref
     context = workdir / "previous"
     context.mkdir()
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, timeout=120)
@@ -89,6 +96,7 @@ def build_previous(workdir: Path) -> str:
         raise Failed(f"git archive {ref}: {archive.stderr.decode()[-300:]}")
     subprocess.run(["tar", "-x", "-C", str(context)], input=archive.stdout, check=True, timeout=120)
     build(["docker/build_offline_images.sh", "--app", str(context), PREVIOUS])
+    run(["docker", "tag", PREVIOUS, kept])
     return ref
 
 
