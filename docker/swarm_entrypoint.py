@@ -11,7 +11,7 @@ a swarm config at /etc/league/swarm_entrypoint.py, so any image version runs it 
    run, what swarm offers no way to say (it starts every service at once and ignores
    compose's ``depends_on: service_completed_successfully``). Ready means: the database answers, every migration this image knows is applied (the
 service's ``setup`` task of the same image ran ``migrate``), and the service's SQS queue
-exists (it ran ``setup_bus``). Checked every 2 s; after ``--timeout`` (default 300) it exits
+exists (it ran ``setup_bus``). Checked every 5 s; after ``--timeout`` (default 300) it exits
 1 saying what it still waits for, and the orchestrator starts the task again. On success it
 writes /tmp/league-ready and the command replaces this process (``exec``: signals reach it
 directly).
@@ -51,7 +51,9 @@ def load_secret_files(environ: dict[str, str], settings_source: str) -> list[str
 
 
 def not_ready() -> str:
-    """What is still missing; "" when ready."""
+    """What is still missing; "" when ready. The cheap checks first (the setup runs
+    ``migrate`` before ``setup_bus``, so on a first deploy no queue means no schema yet):
+    the migration graph is loaded only once the database answers and the queues exist."""
     from django.conf import settings
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
@@ -60,18 +62,22 @@ def not_ready() -> str:
 
     try:
         connection.ensure_connection()
-        executor = MigrationExecutor(connection)
-        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
     except Exception as exc:  # the database is not there yet
         connection.close()
         return f"database: {type(exc).__name__}: {str(exc).strip()[:200]}"
-    if pending:
-        return f"{len(pending)} migrations not applied (first: {pending[0][0]})"
     for service in settings.ACTIVE_SERVICES:
         try:
             aws.client("sqs").get_queue_url(QueueName=aws.queue_name(service))
         except Exception as exc:  # the bus, or its topology, is not there yet
             return f"queue {aws.queue_name(service)}: {type(exc).__name__}"
+    try:
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as exc:
+        connection.close()
+        return f"database: {type(exc).__name__}: {str(exc).strip()[:200]}"
+    if pending:
+        return f"{len(pending)} migrations not applied (first: {pending[0][0]})"
     return ""
 
 
@@ -104,7 +110,7 @@ def main(argv: list[str]) -> int:
         if time.monotonic() >= deadline:
             print(f"swarm_entrypoint: not ready after {timeout:.0f} s: {missing}", file=sys.stderr, flush=True)
             return 1
-        time.sleep(3)
+        time.sleep(5)
     from django.db import connection
 
     connection.close()
