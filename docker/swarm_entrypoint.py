@@ -38,7 +38,7 @@ READY = Path("/tmp/league-ready")
 def load_secret_files(environ: dict[str, str], settings_source: str) -> list[str]:
     """Set NAME from the file ``NAME_FILE`` names (one final newline dropped) where NAME is
     unset, unless the settings read ``_FILE`` variables themselves; returns the names set."""
-    if "_FILE" in settings_source:
+    if "FileAwareMapping" in settings_source:  # league/settings.py reads <NAME>_FILE itself
         return []
     loaded = []
     for key, path in sorted(environ.items()):
