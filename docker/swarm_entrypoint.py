@@ -1,7 +1,7 @@
 """The entrypoint of League Manager's swarm services (docker-stack.yml mounts this file as
 a swarm config at /etc/league/swarm_entrypoint.py, so any image version runs it the same):
 
-    python /etc/league/swarm_entrypoint.py [--no-wait] [--timeout SECONDS] -- COMMAND [ARG...]
+    python /etc/league/swarm_entrypoint.py [--no-wait] [--timeout SECONDS] [--stop-delay SECONDS] -- COMMAND [ARG...]
 
 1. Secrets: ``<NAME>_FILE`` variables name files under /run/secrets. An image whose
    settings read ``<NAME>_FILE`` themselves (league/settings.py) gets them as they are; an
@@ -14,7 +14,8 @@ service's ``setup`` task of the same image ran ``migrate``), and the service's S
 exists (it ran ``setup_bus``). Checked every 5 s; after ``--timeout`` (default 300) it exits
 1 saying what it still waits for, and the orchestrator starts the task again. On success it
 writes /tmp/league-ready and the command replaces this process (``exec``: signals reach it
-directly).
+directly), or with ``--stop-delay`` (web) runs as its child and passes SIGTERM on that many
+seconds late (``run_with_stop_delay``).
 """
 
 from __future__ import annotations
@@ -81,11 +82,40 @@ def not_ready() -> str:
     return ""
 
 
+def run_with_stop_delay(argv: list[str], delay: float) -> int:
+    """Run the command as a child; on SIGTERM wait ``delay`` seconds before passing it on.
+    Swarm takes a stopping task out of its service's DNS name when it sends SIGTERM, but a
+    proxy that resolved the name a moment before (the front door caches 10 s) still sends
+    it requests: a server that stopped at once would refuse or reset them. Meanwhile it
+    serves them; then the command's own graceful stop runs."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(argv)
+    stopping: list[int] = []
+
+    def later(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, later)
+    signal.signal(signal.SIGINT, lambda signum, _frame: child.send_signal(signum))
+    while child.poll() is None:
+        if stopping:
+            print(f"swarm_entrypoint: stop in {delay:.0f} s (out of the service's DNS name by then)", flush=True)
+            time.sleep(delay)
+            child.send_signal(stopping[0])
+            return child.wait()
+        time.sleep(0.2)
+    return child.returncode
+
+
 def main(argv: list[str]) -> int:
-    timeout, wait = 300.0, True
-    while argv[:1] in (["--timeout"], ["--no-wait"]):
+    timeout, wait, stop_delay = 300.0, True, 0.0
+    while argv[:1] in (["--timeout"], ["--no-wait"], ["--stop-delay"]):
         if argv[0] == "--no-wait":
             wait, argv = False, argv[1:]
+        elif argv[0] == "--stop-delay":
+            stop_delay, argv = float(argv[1]), argv[2:]
         else:
             timeout, argv = float(argv[1]), argv[2:]
     if argv[:1] == ["--"]:
@@ -115,6 +145,8 @@ def main(argv: list[str]) -> int:
 
     connection.close()
     READY.write_text(f"{os.getpid()}\n")
+    if stop_delay:
+        return run_with_stop_delay(argv, stop_delay)
     os.execvp(argv[0], argv)
     return 127  # not reached
 

@@ -111,13 +111,16 @@ def one_order(name: str, order: list[str], times: dict[str, dict[str, float]], f
             smoke(stack)
         traffic = Traffic(stack)
         traffic.start()
+        traffic.phase = "upgrade"
         with step(f"order {name}: rolling upgrade to {CURRENT} under traffic ({order[0]} first)"):
             for service, took in upgrade(stack, order, CURRENT):
                 times.setdefault(service, {})[name] = took
             say(f"  traffic so far: {traffic.summary()}")
         if faults:
+            traffic.phase = "kill"
             with step(f"order {name}: docker kill a web, a consumer and a relay mid-traffic"):
                 kill_tasks(stack, traffic)
+            traffic.phase = "scale"
             with step(f"order {name}: scale transfers-consumer 3 -> 6 -> 2 mid-traffic"):
                 scale_consumers(stack)
         traffic.stop()

@@ -92,7 +92,13 @@ def test_setups_run_once_and_every_other_app_process_waits_for_them():
         assert SERVICES[name]["command"][:4] == ["python", "/etc/league/swarm_entrypoint.py", "--no-wait", "--"]
         assert "migrate" in SERVICES[name]["command"][-1] and "setup_bus" in SERVICES[name]["command"][-1]
     for name in set(APP) - ONE_SHOTS:
-        assert SERVICES[name]["command"][:3] == ["python", "/etc/league/swarm_entrypoint.py", "--"], name
+        command = SERVICES[name]["command"]
+        if name.endswith("-web"):
+            # Out of the DNS name before gunicorn stops: longer than the front door's cache (10 s).
+            assert command[2:4] == ["--stop-delay", "12"] and float(command[3]) > 10, name
+            assert int(SERVICES[name]["stop_grace_period"].rstrip("s")) >= 12 + 30, name
+            command = command[:2] + command[4:]
+        assert command[:3] == ["python", "/etc/league/swarm_entrypoint.py", "--"], name
         assert SERVICES[name]["deploy"]["restart_policy"]["condition"] == "any", name
     entrypoint = STACK["configs"]["swarm_entrypoint"]["file"]
     assert (ROOT / entrypoint).is_file()

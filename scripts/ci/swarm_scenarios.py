@@ -45,6 +45,10 @@ class Traffic(threading.Thread):
         self.stack = stack
         self.statuses: Counter[str] = Counter()
         self.bad: list[str] = []  # 5xx but a 503 with Retry-After, and dropped connections
+        # What the stack is going through ("steady", "upgrade", "kill", "scale"): a docker
+        # kill drops the requests the killed task was answering, nothing else may.
+        self.phase = "steady"
+        self.dropped_by_kill: list[str] = []
         self.teams: list[dict[str, Any]] = []
         self.transfers: list[int] = []
         self.seasons: list[int] = []
@@ -55,12 +59,15 @@ class Traffic(threading.Thread):
             response = self.stack.api(method, service, path, body, timeout=15)
         except requests.RequestException as exc:
             self.statuses[type(exc).__name__] += 1
-            self.bad.append(f"{method} {path}: {type(exc).__name__}")
+            self.failed(f"{method} {path}: {type(exc).__name__}")
             return None
         self.statuses[str(response.status_code)] += 1
         if response.status_code >= 500 and not (response.status_code == 503 and "Retry-After" in response.headers):
-            self.bad.append(f"{method} {path}: {response.status_code} via {response.headers.get('X-League-Upstream')}")
+            self.failed(f"{method} {path}: {response.status_code} via {response.headers.get('X-League-Upstream')}")
         return response
+
+    def failed(self, what: str) -> None:
+        (self.dropped_by_kill if self.phase == "kill" else self.bad).append(f"{what} ({self.phase})")
 
     def run(self) -> None:
         tag, n = secrets.token_hex(3), 0
@@ -109,7 +116,7 @@ class Traffic(threading.Thread):
     def summary(self) -> str:
         return (
             f"{len(self.teams)} teams, {len(self.transfers)} transfers, {len(self.seasons)} seasons; "
-            f"answers {dict(sorted(self.statuses.items()))}"
+            f"answers {dict(sorted(self.statuses.items()))}; dropped by the kills: {self.dropped_by_kill or 'none'}"
         )
 
 
@@ -270,7 +277,10 @@ def settled(stack: SwarmStack, traffic: Traffic, timeout: float = 240) -> list[s
             raise Failed(f"teams says short_name {sample['short_name']!r}, the fixtures replica {replica[max(owner)]}")
         lines.append(f"short names: the fixtures replica shows the owner's ({sample['short_name']!r})")
     lines.append(f"traffic: {traffic.summary()}")
+    for line in lines:
+        say(f"  {line}")
+    lines.clear()
     if traffic.bad:
         raise Failed(f"{len(traffic.bad)} requests failed other than a documented 503: {traffic.bad[:8]}")
-    lines.append("no 5xx but documented 503s (with Retry-After), no dropped connection")
+    lines.append("no 5xx but documented 503s (with Retry-After), no dropped connection (but by a docker kill)")
     return lines
