@@ -18,7 +18,17 @@
 # hosts, read with `pip config list`) and the system certificate bundle, which trusts the
 # host's extra CA certificates. The configuration lives in build stages only. Prints each
 # image's size; exits non-zero with the build's last lines when one fails.
+#
+#   docker/build_offline_images.sh --app CONTEXT TAG
+#
+# builds only the League Manager image, from the directory CONTEXT (e.g. an earlier release
+# out of `git archive`), on the same base and pip configuration: its dependencies' layer is
+# shared with the other app images whose requirements.txt is the same.
 set -euo pipefail
+app_context=""
+if [ "${1:-}" = "--app" ]; then
+    app_context="$(cd "${2:?--app CONTEXT TAG}" && pwd)"; app_tag="${3:?--app CONTEXT TAG}"
+fi
 cd "$(dirname "$0")/.."
 export DOCKER_BUILDKIT=0   # the classic builder: the same on Debian's engine and newer ones
 
@@ -65,6 +75,11 @@ build() {  # build NAME TAG ARGS... : one image, its log kept for a failure
 }
 
 build python local/python:3.11 -f docker/offline/python.Dockerfile docker/offline
+if [ -n "$app_context" ]; then
+    build app "$app_tag" --build-arg BASE_IMAGE=local/python:3.11 --build-arg PIP_CONF="$pip_conf" "$app_context"
+    docker image inspect -f '{{.Size}}' "$app_tag" | awk -v t="$app_tag" '{printf "  %-28s %5.0f MB\n", t, $1/1e6}'
+    exit 0
+fi
 # Postgres, Redis and nginx only need the base; the app image needs local/python. Two at a
 # time at most on a small machine: the app (the long pip install) beside the three apt ones.
 wait_all() { local rc=0 pid; for pid in "${pids[@]}"; do wait "$pid" || rc=1; done; pids=(); return $rc; }

@@ -20,7 +20,22 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+
+class _SecretFiles(environ.FileAwareMapping):
+    """os.environ where ``<NAME>_FILE`` names a file holding NAME's value (a secret mounted
+    under /run/secrets); one final newline, as ``echo`` writes, is not part of the value."""
+
+    def __getitem__(self, key: str) -> str:
+        value = super().__getitem__(key)
+        return value[:-1] if value.endswith("\n") and self.env.get(key + "_FILE") else value
+
+
+class _Env(environ.Env):
+    ENVIRON = _SecretFiles()
+
+
+#: Any variable below may instead name a file holding its value: `<NAME>_FILE` (e.g. `SECRET_KEY_FILE=/run/secrets/secret_key`, a swarm or Kubernetes secret); the file's content is the value, one final newline dropped. The file wins when both are set.
+env = _Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
 
 # --------------------------------------------------------------------------------------

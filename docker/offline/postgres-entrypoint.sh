@@ -1,9 +1,14 @@
 #!/bin/sh
-# First start of the server (command `postgres`, empty PGDATA): initdb with POSTGRES_USER/POSTGRES_PASSWORD, create
+# First start of the server (command `postgres`, empty PGDATA): initdb with POSTGRES_USER/POSTGRES_PASSWORD
+# (or POSTGRES_PASSWORD_FILE), create
 # POSTGRES_DB, run /docker-entrypoint-initdb.d/*.sql and *.sh on a server that listens on
 # the Unix socket only, stop it. Every start: exec the server, listening on all addresses,
 # password (scram) required over TCP.
 set -eu
+# POSTGRES_PASSWORD_FILE (a swarm secret) stands for POSTGRES_PASSWORD, as in the official image.
+if [ -z "${POSTGRES_PASSWORD:-}" ] && [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    POSTGRES_PASSWORD="$(cat "$POSTGRES_PASSWORD_FILE")"
+fi
 if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
     : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set on the first start}"
     user="${POSTGRES_USER:-postgres}"

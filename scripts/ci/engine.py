@@ -160,7 +160,7 @@ class Engine:
         for table in ("nat", "filter"):
             rules = run(["iptables", "-t", table, "-S"], check=False).stdout.splitlines()
             for rule in rules:
-                if rule.startswith("-A ") and re.search(r"DOCKER|docker0|br-[0-9a-f]{12}", rule):
+                if rule.startswith("-A ") and re.search(r"DOCKER|docker0|docker_gwbridge|br-[0-9a-f]{12}", rule):
                     run(["iptables", "-t", table, "-D", *rule[3:].split()], check=False, quiet=True)
             for rule in rules:
                 chain = re.match(r"-N (DOCKER\S*)", rule)
@@ -169,7 +169,7 @@ class Engine:
                     run(["iptables", "-t", table, "-X", chain.group(1)], check=False, quiet=True)
         run(["iptables", "-P", "FORWARD", self.forward_policy], check=False)
         for link in re.findall(
-            r"^\d+: (docker0|br-[0-9a-f]{12})[@:]", run(["ip", "-o", "link"], check=False).stdout, flags=re.M
+            r"^\d+: (docker0|docker_gwbridge|br-[0-9a-f]{12})[@:]", run(["ip", "-o", "link"], check=False).stdout, flags=re.M
         ):
             run(["ip", "link", "delete", link], check=False, quiet=True)
         after = run(["iptables-save"], check=False).stdout

@@ -114,6 +114,8 @@ def render(source: str) -> str:
         "Generated from `league/settings.py` by `manage.py settings_reference --write`; CI fails when",
         "this file and the code differ. Every setting comes from an environment variable (or a `.env`",
         "file beside `manage.py`); with none set, `manage.py runstack` runs on embedded defaults.",
+        "Each variable may instead come from a file: `<NAME>_FILE` names it (a secret under",
+        "`/run/secrets`, one final newline dropped; the file wins when both are set).",
         "",
     ]
     section = None
