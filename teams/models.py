@@ -33,7 +33,8 @@ class Team(models.Model):
         max_length=SHORT_NAME_MAX,
         blank=True,
         # The release before short names inserts rows without the column while the next one
-        # is rolling out (a database default, not Django's): save() derives it from then on.
+        # is rolling out: a database default. Python's default stays "" so save() derives it.
+        default="",
         db_default="",
         help_text="2 to 5 letters or digits (upper-cased), e.g. RED; left empty, it is derived from the name.",
     )

@@ -183,7 +183,7 @@ def test_the_way_back_leaves_the_monoliths_shared_id_sequences_where_other_write
     copying.copy("transfers", source=split.TARGET, target="default", shared_target=True, history=False)
 
     with transaction.atomic():
-        row = events.publish("team.created", subject=777, data={"id": 777, "name": "After the way back"})
+        row = events.publish("team.created", subject=777, data={"id": 777, "name": "After the way back", "short_name": "AWB"})
     assert row.pk > max(held)
 
 

@@ -318,14 +318,16 @@ def test_a_batch_is_handled_in_one_lock_order_whatever_order_sqs_returns(probe_b
 def test_the_heartbeat_keeps_every_held_message_of_the_batch_invisible(probe_bus, recorder, settings):
     """Not only the message in hand: the unstarted ones of the batch and the handled ones
     waiting for the commit stay invisible until the batch is done."""
-    settings.CONSUMER_VISIBILITY_TIMEOUT = 1
+    # A 3 s visibility that the heartbeat renews every second: a heartbeat late by up to 2 s
+    # (a loaded machine) still keeps the messages; the batch takes 7.5 s, far past it.
+    settings.CONSUMER_VISIBILITY_TIMEOUT = 3
     topology.ensure(["probe"])
     for i in (1, 2, 3):
         _create(i)
     relay.relay()
 
     def slow(event):
-        time.sleep(0.8)  # 2.4 s for the batch: far past the 1 s visibility of each message
+        time.sleep(2.5)
         recorder.seen.append(event)
 
     _replace_probe_handler(slow)
@@ -333,8 +335,8 @@ def test_the_heartbeat_keeps_every_held_message_of_the_batch_invisible(probe_bus
     stolen: list = []
 
     def another_consumer() -> None:
-        time.sleep(1.2)
-        for _ in range(4):
+        time.sleep(3.5)  # past the first visibility: only the heartbeat keeps them hidden
+        for _ in range(8):
             stolen.extend(
                 aws.client("sqs")
                 .receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)

@@ -19,6 +19,7 @@ class Migration(migrations.Migration):
             field=models.CharField(
                 blank=True,
                 db_default="",
+                default="",
                 help_text="2 to 5 letters or digits (upper-cased), e.g. RED; left empty, it is derived from the name.",
                 max_length=5,
             ),
