@@ -339,7 +339,7 @@ def settled_across(stack: Stack, moved: dict[str, str], transfer_ids: list[int])
     """devtools/cutover/checks.py over the monolith's database and each moved service's: every event
     handled exactly once, the transfers final, the replicas equal to the teams service."""
     script = (
-        "import django, sys; django.setup(); from cutover import checks; "
+        "import django, sys; django.setup(); from devtools.cutover import checks; "
         f"v = checks.settled(checks.Placement({stack.database_url('league')!r}, {moved!r}), "
         f"transfer_ids={transfer_ids!r}, timeout=120); print(v.describe()); sys.exit(0 if v.ok else 1)"
     )
