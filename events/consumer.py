@@ -90,7 +90,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from . import aws, broadcasting, catalogue, context, gate, inbox, metrics, registry, telemetry
+from . import aws, broadcasting, catalogue, context, gate, inbox, metrics, readiness, registry, telemetry
 from .dbprobe import DatabaseProbe, first_line
 from .envelope import EnvelopeError, Event
 from .sqsclient import Acks, ConsumerConfigError, QueueClient, queue_missing, receive_count
@@ -408,6 +408,7 @@ class Consumer:
                 return True
             if state != said:
                 said = state
+                readiness.announce()  # started: what is left is the gate's business
                 log.warning(
                     "consumer %s: the service's gate is %s in this database (split_service); not receiving%s",
                     self.service,

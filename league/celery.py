@@ -12,7 +12,7 @@ import os
 from datetime import timedelta
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import beat_init, worker_ready, worker_shutdown
 
 from . import broker
 
@@ -85,9 +85,17 @@ def _schedule(sender: Celery, **_: object) -> None:
 def _listen_for_wakeups(**_: object) -> None:
     """On PostgreSQL (``OUTBOX_WAKEUP=notify``) writers send a NOTIFY, no task: the worker
     runs the LISTENing relay in a thread of its own (events/wakeup.py)."""
-    from events import relay
+    from events import readiness, relay
 
     relay.listen_in_background()
+    readiness.announce()
+
+
+@beat_init.connect
+def _beat_is_ready(**_: object) -> None:
+    from events import readiness
+
+    readiness.announce()
 
 
 @worker_shutdown.connect

@@ -7,7 +7,9 @@
   web (uvicorn on a free loopback port), Celery worker + beat (its relay, with its own broker
   folder and queue), and its consumer, all with ``DATABASE_URL`` = its database and
   ``LEAGUE_SERVICE`` = the service, under ``DATA_DIR/services/NAME``. It reports ``standby``
-  once its web answers;
+  once its web answers and the others have said their start-up is over
+  (``events/readiness.py``), so that the pause that follows shares the machine with no
+  process start-up;
 - from ``switching`` on, the front door routes the service's paths to that web (``serving``);
 - at ``moved`` the monolith is restarted without the service in ``LEAGUE_SERVICE``: a new web
   first, the front door switched to it, then the old one stopped gracefully (no request is
@@ -16,8 +18,10 @@
 - on the way back, at ``rejoining`` the monolith is restarted *with* the service (its gate
   there is still ``moved``: its consumer receives nothing, its writes are refused) while the
   service's own processes keep serving; ``stack.json`` says the monolith serves it once the
-  whole restart has finished (split_service's step 1 waits for that, before the pause), so
-  that runstack is idle, not still restarting, when the switch back asks for the routes; at ``returning`` the front door routes the service's
+  whole restart has finished, the new processes' start-ups included (split_service's step 1
+  waits for that, before the pause), so that runstack is idle, not still restarting, when the
+  switch back asks for the routes, and the copy back does not share the machine with five
+  start-ups; at ``returning`` the front door routes the service's
   paths to the monolith (``stack.json`` says so at once), and only then are its own processes
   stopped. So the way back's pause holds no process start and no process stop, as the way out's;
 - a service removed from the file (a rollback) has its processes stopped and its route removed.
@@ -163,16 +167,23 @@ class Placements:
         celery = [self.stack.bin("celery"), "-A", "league"]
         children: list[Child] = [
             self.stack.child(f"{service}/web", self.stack.web_argv("127.0.0.1", port, 1), env),
-            self.stack.child(f"{service}/worker", [*celery, "worker", "-l", "warning", "-P", "solo"], env),
+            self.stack.child(f"{service}/worker", [*celery, "worker", "-l", "warning", "-P", "solo"], env, ready=True),
             self.stack.child(
-                f"{service}/beat", [*celery, "beat", "-l", "warning", "-s", str(home / "celerybeat-schedule")], env
+                f"{service}/beat",
+                [*celery, "beat", "-l", "warning", "-s", str(home / "celerybeat-schedule")],
+                env,
+                ready=True,
             ),
         ]
         from events import topology
 
         if service in topology.consuming_services():
-            children.append(self.stack.child(f"{service}/consume", [*manage, "consume", "--service", service], env))
+            children.append(
+                self.stack.child(f"{service}/consume", [*manage, "consume", "--service", service], env, ready=True)
+            )
         wait_for_http(f"http://{address}/healthz", timeout=60)
+        # Placed once their start-ups are over: split_service pauses the writes next.
+        self.stack.wait_ready(children)
         self.running[service] = {"web": address, "state": deployment.STANDBY, "children": children, "env": env}
         self.stack.say(f"placed    {service} on its own database (web {address}, on standby)")
 

@@ -363,6 +363,9 @@ _ON_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
 OUTBOX_WAKEUP = env.str("OUTBOX_WAKEUP", default="notify" if _ON_POSTGRES else "celery").strip().lower()
 if OUTBOX_WAKEUP not in ("celery", "notify"):
     raise ImproperlyConfigured(f"OUTBOX_WAKEUP={OUTBOX_WAKEUP!r}: use 'celery' or 'notify'.")
+# Supervision.
+#: A file a consumer, Celery worker or beat writes its pid to once its start-up is over (events/readiness.py); set by the supervisor that starts it (runstack), empty otherwise.
+READY_FILE = env.str("READY_FILE", default="")
 # Consumers.
 #: Long poll of a receive (SQS WaitTimeSeconds, at most 20); also the longest a stop waits for the receive in flight.
 CONSUMER_WAIT_SECONDS = env.int("CONSUMER_WAIT_SECONDS", default=5)

@@ -5,6 +5,8 @@ what the placements ask of it, in order."""
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import pytest
@@ -162,10 +164,43 @@ def test_a_restart_stops_the_old_worker_beat_and_consumers_together(monkeypatch,
     monkeypatch.setattr(
         runstack.Command, "_stop", staticmethod(lambda children: stops.append([c.name for c in children]))
     )
-    monkeypatch.setattr(runstack.Command, "spawn", lambda self, child, env, output=None: self.children.append(child))
+    monkeypatch.setattr(
+        runstack.Command, "spawn", lambda self, child, env, output=None, ready=False: self.children.append(child)
+    )
 
     cmd.restart_monolith(["teams", "fixtures"])
 
     assert ["worker", "beat", "consume-teams", "consume-transfers"] in stops
     assert not [s for s in stops if s in (["worker"], ["beat"], ["consume-teams"], ["consume-transfers"])]
     assert {"worker", "beat", "consume-teams", "consume-fixtures"} <= {c.name for c in cmd.children}
+
+
+def test_a_restart_is_over_once_the_new_processes_have_started_up(monkeypatch, settings, tmp_path):
+    """A start-up (Django, boto3, Celery) costs a second or more of CPU each: the restart of
+    the way back's step 1 ends when the new worker, beat and consumers have said theirs is
+    over (events/readiness.py), so the pause after it does not share the machine with them.
+    Real processes stand in for them, each saying so a second after it starts."""
+    from league.management.commands import runstack
+
+    settings.DATA_DIR = tmp_path
+    cmd = runstack.Command()
+    cmd.children = [runstack.Child(n, [n]) for n in ("web", "worker", "beat", "consume-teams")]
+    cmd.base_env = {}
+    monkeypatch.setattr(runstack.Command, "_stop", staticmethod(lambda children: None))
+    real_spawn = runstack.Command.spawn
+    slow_start = "import os, time; time.sleep(1); open(os.environ['READY_FILE'], 'w').write(str(os.getpid()))"
+
+    def spawn(self, child, env, output=None, ready=False):
+        child.argv = [sys.executable, "-c", slow_start if ready else "pass"]
+        real_spawn(self, child, dict(os.environ, **env), output, ready=ready)
+
+    monkeypatch.setattr(runstack.Command, "spawn", spawn)
+    cmd.restart_monolith(["teams", "transfers"])
+
+    new = [c for c in cmd.children if c.name in ("worker", "beat", "consume-teams", "consume-transfers")]
+    try:
+        assert len(new) == 4
+        assert all(c.ready_file is not None and c.ready_file.read_text() == str(c.proc.pid) for c in new)
+    finally:
+        for c in new:
+            c.proc.wait(10)

@@ -5,7 +5,7 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from events import registry, topology
+from events import readiness, registry, topology
 from events.consumer import Consumer, ConsumerConfigError
 
 log = logging.getLogger("events.consumer")
@@ -72,6 +72,7 @@ class Command(BaseCommand):
         types = registry.subscriptions(service, broadcast=broadcast)
         self.stdout.write(f"consuming {consumer.queue_name} ({', '.join(types)})")
         self.stdout.flush()
+        readiness.announce()
         stats = consumer.run(drain=drain)
         self.stdout.write(
             f"stopped: received {stats.received}, handled {stats.handled}, duplicates {stats.duplicates}, "

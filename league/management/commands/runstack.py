@@ -63,6 +63,8 @@ from .service_account import ensure_service_account
 SERVICE_USER = "transfers-service"
 # In STATIC_ROOT: the fingerprint of the static sources the last collection copied.
 STATIC_STAMP = ".runstack-collected"
+# The longest runstack waits for a started process to say its start-up is over.
+READY_TIMEOUT = 60.0
 
 
 def static_fingerprint() -> str:
@@ -89,6 +91,8 @@ class Child:
     env: dict[str, str] | None = None
     output: Any = None
     restarts: list[float] = field(default_factory=list)
+    # Where the process says its start-up is over (events/readiness.py), when runstack waits on it.
+    ready_file: Path | None = None
 
 
 @dataclass
@@ -401,9 +405,9 @@ class Command(BaseCommand):
             "--no-proxy-headers",
         ]
 
-    def child(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+    def child(self, name: str, argv: list[str], env: dict[str, str], *, ready: bool = False) -> Child:
         child = Child(name, argv)
-        self.spawn(child, env)
+        self.spawn(child, env, ready=ready)
         return child
 
     def stop_children(self, children: list[Child]) -> None:
@@ -429,13 +433,18 @@ class Command(BaseCommand):
         # receive in flight), so the restart costs the longest of them, not their sum.
         replaced = [c for c in self.children if c.name in ("worker", "beat") or c.name.startswith("consume-")]
         self.stop_children(replaced)
+        started: list[Child] = []
         for child in replaced:
             if child.name in ("worker", "beat"):
-                self.spawn(Child(child.name, child.argv), env)
+                started.append(Child(child.name, child.argv))
         # One consumer per service the monolith serves now (a moved one's runs with the service).
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         for service in monolith_consumers(services):
-            self.spawn(Child(f"consume-{service}", [*manage, "consume", "--service", service]), env)
+            started.append(Child(f"consume-{service}", [*manage, "consume", "--service", service]))
+        for child in started:
+            self.spawn(child, env, ready=True)
+        # The restart is over when their start-ups are: split_service --back pauses next.
+        self.wait_ready(started)
         if self.front_door is None:  # no front door: the web restarts in place (a short gap)
             for child in old_web:
                 self.stop_children([child])
@@ -449,16 +458,45 @@ class Command(BaseCommand):
         self.stdout.write(line)
         self.stdout.flush()
 
-    def spawn(self, child: Child, env: dict[str, str], output: Any = None) -> None:
+    def spawn(self, child: Child, env: dict[str, str], output: Any = None, *, ready: bool = False) -> None:
+        """Start ``child``; with ``ready``, it names a file to say when its start-up is over
+        (``READY_FILE``, events/readiness.py) for ``wait_ready``."""
+        if ready:
+            ready_dir = settings.DATA_DIR / "ready"
+            ready_dir.mkdir(parents=True, exist_ok=True)
+            child.ready_file = ready_dir / f"{child.name.replace('/', '-')}.{secrets.token_hex(4)}"
+            env = {**env, "READY_FILE": str(child.ready_file)}
         child.env, child.output = env, output
         child.proc = self._popen(child)
         self.children.append(child)
         self.say(f"started   {child.name} (pid {child.proc.pid})")
 
+    def wait_ready(self, children: list[Child], timeout: float = READY_TIMEOUT) -> None:
+        """Wait until each of ``children`` has said its start-up is over (or has exited: the
+        supervision restarts it), ``timeout`` at most: a start-up (Django, boto3, Celery) costs
+        a second or more of CPU each, and the cutover's pause must not share the machine with
+        it. Past ``timeout`` it goes on and says which did not say so."""
+        started = time.monotonic()
+
+        def starting(child: Child) -> bool:
+            alive = child.proc is not None and child.proc.poll() is None
+            return alive and child.ready_file is not None and not child.ready_file.exists()
+
+        waiting = [c for c in children if starting(c)]
+        while waiting and time.monotonic() - started < timeout:
+            time.sleep(0.1)
+            waiting = [c for c in waiting if starting(c)]
+        if waiting:
+            self.say(f"not ready {', '.join(c.name for c in waiting)} after {timeout:.0f} s; going on")
+        elif children:
+            self.say(f"ready     {', '.join(c.name for c in children)} ({time.monotonic() - started:.1f} s)")
+
     @staticmethod
     def _popen(child: Child) -> subprocess.Popen:
         # Own process group: Ctrl-C in the terminal reaches only runstack, which then
-        # stops each child in order.
+        # stops each child in order. A restarted child says its start-up is over again.
+        if child.ready_file is not None:
+            child.ready_file.unlink(missing_ok=True)
         return subprocess.Popen(
             child.argv,
             env=child.env,
