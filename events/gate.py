@@ -5,8 +5,9 @@ Guarantees, for one database:
 
 - Every write of service S commits only while S's gate is ``open``. ``events.publish``
   (which every state change calls, in the writer's transaction) reads S's gate row with
-  ``SELECT … FOR SHARE``, and every consumer batch of S does the same inside its
-  transaction. A gate that is ``paused`` or ``moved`` makes the write raise
+  ``SELECT … FOR SHARE`` (on PostgreSQL in the statement that writes the outbox row, which
+  writes nothing unless the gate is open: events/publisher.py), and every consumer batch of
+  S does the same inside its transaction. A gate that is ``paused`` or ``moved`` makes the write raise
   ``ServicePaused``: the transaction rolls back, the API answers 503 with ``Retry-After``,
   a consumer gives its messages back to the queue (nothing is lost: the service's next
   consumer, wherever it runs, handles them).

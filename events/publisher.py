@@ -6,10 +6,11 @@ event is published if and only if the change committed. Calling ``publish`` outs
 and a failure after it would leave an event describing a change that never happened.
 The owning service's write gate (``events/gate.py``) must be open: it is read, and locked
 in share mode, in the same transaction, so a service being moved takes no write after its
-pause. Nothing here talks to the network. On PostgreSQL the sequence bump and the outbox row are
-one statement (a CTE that upserts the sequence and inserts the row); with
-``OUTBOX_WAKEUP=notify`` that statement also sends the relay's wake-up, a ``NOTIFY`` delivered
-at commit (events/wakeup.py). Otherwise the relay is kicked through Celery after commit.
+pause. Nothing here talks to the network. On PostgreSQL the gate's check, the sequence bump
+and the outbox row are one statement (a CTE that reads the gate row ``FOR SHARE``, upserts
+the sequence and inserts the row only while the gate is open); with ``OUTBOX_WAKEUP=notify``
+that statement also sends the relay's wake-up, a ``NOTIFY`` delivered at commit
+(events/wakeup.py). Otherwise the relay is kicked through Celery after commit.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Out
     if problem:
         raise InvalidEventData(problem)
 
-    # The owning service's write gate (events/gate.py): refused while it is being moved.
-    gate.check_writable(et.source)
+    # The owning service's write gate (events/gate.py): refused while it is being moved. On
+    # PostgreSQL the statement that writes the row checks it (one round trip, not two).
+    postgres = connection.vendor == "postgresql"
+    if not postgres:
+        gate.check_writable(et.source)
     subject = str(subject)
     key = f"{et.aggregate}:{subject}"
     event_id = str(uuid.uuid4())
@@ -86,8 +90,8 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Out
             request=origin[0] if origin else "",
             request_at=origin[1] if origin else None,
         )
-        if connection.vendor == "postgresql":
-            _insert_with_sequence(row, notify=notify)
+        if postgres:
+            _insert_with_sequence(row, gate_of=et.source, notify=notify)
         else:
             row.sequence = body["sequence"] = next_sequence(key)
             row.save(force_insert=True)
@@ -99,18 +103,23 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Out
 _SEQUENCED = ("id", "sequence", "envelope")
 
 
-def _insert_with_sequence(row: OutboxMessage, *, notify: bool) -> None:
-    """PostgreSQL: bump the subject's sequence and insert ``row`` with it (in its column and
-    in the envelope) in one statement; with ``notify``, wake the relay in the same statement.
-    Every other column gets what ``Model.save`` would give it (``pre_save``, then the field's
-    database value), so a field added to the model needs nothing here.
+def _insert_with_sequence(row: OutboxMessage, *, gate_of: str, notify: bool) -> None:
+    """PostgreSQL: check ``gate_of``'s write gate, bump the subject's sequence and insert
+    ``row`` with it (in its column and in the envelope) in one statement; with ``notify``,
+    wake the relay in the same statement. Every other column gets what ``Model.save`` would
+    give it (``pre_save``, then the field's database value), so a field added to the model
+    needs nothing here.
+
+    The gate row is read ``FOR SHARE`` first (``gate.check_writable``'s lock, held until the
+    transaction ends); a gate that is not open writes nothing (no sequence bumped, no row, no
+    wake-up) and raises ``ServicePaused``. A missing gate row counts as open, as there.
 
     The upsert's row lock is held until the caller's transaction ends, as ``next_sequence``'s:
     concurrent writers on one subject get consecutive numbers in commit order. The row is an
     ``INSERT ... SELECT ... FROM seq``, so its id is drawn after the upsert got that lock (a
     ``VALUES`` list would draw it first) and ids follow sequences as with two statements."""
     fields = [f for f in OutboxMessage._meta.concrete_fields if f.attname not in _SEQUENCED]
-    params: list[Any] = [row.aggregate_key]
+    params: list[Any] = [gate_of, row.aggregate_key]
     params += [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
     envelope_field = OutboxMessage._meta.get_field("envelope")
     params.append(envelope_field.get_db_prep_save(row.envelope, connection))
@@ -119,21 +128,26 @@ def _insert_with_sequence(row: OutboxMessage, *, notify: bool) -> None:
     placeholders = ", ".join(["%s"] * len(fields))
     wake = ""
     if notify:
-        wake = ", pg_notify(%s, '')"
+        wake = ", CASE WHEN ins.id IS NOT NULL THEN pg_notify(%s, '') END"
         params.append(wakeup.CHANNEL)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH seq AS ("
-            f"INSERT INTO {quote('events_subjectsequence')} AS s (key, last) VALUES (%s, 1) "
+            f"WITH g AS ("
+            f"SELECT state FROM {quote('events_servicegate')} WHERE service = %s FOR SHARE"
+            f"), seq AS ("
+            f"INSERT INTO {quote('events_subjectsequence')} AS s (key, last) "
+            f"SELECT %s, 1 WHERE COALESCE((SELECT state FROM g), '{gate.OPEN}') = '{gate.OPEN}' "
             f"ON CONFLICT (key) DO UPDATE SET last = s.last + 1 RETURNING last"
             f"), ins AS ("
             f"INSERT INTO {quote(OutboxMessage._meta.db_table)} ({columns}, sequence, envelope) "
             f"SELECT {placeholders}, seq.last, jsonb_set(%s, '{{sequence}}', to_jsonb(seq.last)) FROM seq "
             f"RETURNING id, sequence"
-            f") SELECT id, sequence{wake} FROM ins",
+            f") SELECT (SELECT state FROM g), ins.id, ins.sequence{wake} FROM (VALUES (1)) AS one (x) LEFT JOIN ins ON true",
             params,
         )
-        pk, number = cursor.fetchone()[:2]
+        state, pk, number = cursor.fetchone()[:3]
+    if pk is None:
+        raise gate.ServicePaused(gate_of, state)
     row.pk, row.sequence = pk, number
     row.envelope["sequence"] = number
     row._state.adding = False

@@ -1,6 +1,7 @@
-"""``events.publish`` on PostgreSQL: the sequence bump and the outbox row
-are one statement, and with ``OUTBOX_WAKEUP=notify`` the relay's wake-up is a ``NOTIFY`` in
-that same statement (delivered at commit, never on rollback) instead of a Celery kick."""
+"""``events.publish`` on PostgreSQL: the write gate's share-locked read, the sequence bump
+and the outbox row are one statement, and with ``OUTBOX_WAKEUP=notify`` the relay's wake-up
+is a ``NOTIFY`` in that same statement (delivered at commit, never on rollback) instead of a
+Celery kick."""
 
 from __future__ import annotations
 
@@ -19,16 +20,17 @@ pytestmark = pytest.mark.postgres
 
 
 def _statements(queries: CaptureQueriesContext) -> list[str]:
-    """The statements of a publish besides the write gate's share-locked read (events/gate.py),
-    which stays a statement of its own, before the insert."""
+    """The statements of a publish; each reads the write gate (events/gate.py) share-locked
+    before anything else."""
     sqls = [
         q["sql"]
         for q in queries.captured_queries
         if not q["sql"].upper().startswith(("SET ", "SAVEPOINT", "RELEASE", "ROLLBACK TO"))
     ]
-    gate_reads = [i for i, sql in enumerate(sqls) if "events_servicegate" in sql.lower()]
-    assert gate_reads == [0], sqls  # the gate is read first, once
-    return sqls[1:]
+    for sql in sqls:
+        assert sql.startswith('WITH g AS (SELECT state FROM "events_servicegate" WHERE service = '), sql
+        assert " FOR SHARE)" in sql, sql
+    return sqls
 
 
 @pytest.mark.django_db
@@ -55,6 +57,33 @@ def test_publish_is_one_statement_and_writes_what_the_orm_wrote(settings):
     assert stored.event_id == uuid.UUID(row.envelope["id"]) and stored.correlation_id == "req-1"
     assert stored.created_at is not None and stored.attempts == 0 and stored.claim_token is None
     assert stored.sns_message_id == "" and stored.failure == "" and stored.last_error == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_closed_gate_is_refused_by_the_same_statement_which_then_writes_nothing(settings):
+    """No sequence bumped, no row, no wake-up: the refused write leaves no trace even inside
+    a transaction that goes on (the API's rolls back; this one commits what else it did)."""
+    from events import gate
+    from events.models import SubjectSequence
+
+    settings.OUTBOX_KICK, settings.OUTBOX_WAKEUP = True, "notify"
+    with transaction.atomic():
+        events.publish("team.created", subject=7, data={"id": 7, "name": "Ajax", "short_name": "TM"})
+    gate.pause("teams", note="closed for the test")
+    listener = _listener()
+    try:
+        with transaction.atomic():
+            with CaptureQueriesContext(connection) as queries:
+                with pytest.raises(gate.ServicePaused) as refused:
+                    events.publish("team.renamed", subject=7, data={"id": 7, "name": "AFC", "old_name": "Ajax", "short_name": "TM"})
+        assert len(_statements(queries)) == 1
+        assert (refused.value.service, refused.value.state) == ("teams", gate.PAUSED)
+        assert not listener.wait(0.5)
+    finally:
+        listener.close()
+        gate.open_("teams")
+    assert SubjectSequence.objects.get(key="team:7").last == 1
+    assert list(OutboxMessage.objects.values_list("type", flat=True)) == ["team.created"]
 
 
 @pytest.mark.django_db
