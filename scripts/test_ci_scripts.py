@@ -132,6 +132,39 @@ def test_answers_are_counted_per_endpoint_with_the_first_bodies_of_each_4xx_and_
         swarm_scenarios.answers_expected(traffic)
 
 
+class LaggingFixtures:
+    """The fixtures service whose replica learns teams only after two refused seasons."""
+
+    def __init__(self) -> None:
+        self.refusals = 2
+        self.seasons: list[Any] = []
+
+    def api(self, method: str, service: str, path: str, body: Any = None, timeout: float = 10) -> Answer:
+        if path == "/api/seasons/":
+            if self.refusals:
+                self.refusals -= 1
+                return Answer(409, {"team_ids": [f"Unknown team ids: {body['team_ids'][0]}."]})
+            self.seasons.append(body)
+            return Answer(201, {"id": len(self.seasons)})
+        if path.endswith("/fixtures/?matchday=1"):
+            return Answer(200, {"results": [{"id": 5}]})
+        return Answer(200, {})
+
+
+def test_a_season_refused_while_the_fixtures_replica_is_behind_is_asked_again_and_is_no_conflict():
+    stack = LaggingFixtures()
+    traffic = swarm_scenarios.Traffic(stack)  # type: ignore[arg-type]
+    body = {"name": "S", "starts_on": "2026-12-07", "team_ids": [1, 2, 3, 4]}
+    traffic.create_season(body)
+    assert traffic.season_waiting == body
+    traffic.create_season(traffic.season_waiting)
+    traffic.create_season(traffic.season_waiting)
+    assert traffic.season_waiting is None and stack.seasons == [body] and traffic.seasons == [1]
+    assert traffic.answers[swarm_scenarios.SEASONS] == {"409 replica behind": 2, "201": 1}
+    assert traffic.conflicts() == {}
+    assert swarm_scenarios.answers_expected(traffic).startswith("no 5xx but documented 503s")
+
+
 def test_an_upgrade_runs_each_setup_first_then_the_rest_of_its_domain_side_by_side(monkeypatch):
     calls: list[str] = []
     # The four of a domain service must all be updating at once for any of them to finish.
