@@ -2,6 +2,7 @@
 """docker-compose.yml run for real by a Docker engine, with containers killed: CI's compose step.
 
     python -m scripts.compose_ci [--keep-engine] [--profiles monolith,microservices]
+                                 [--skip SCENARIO[,SCENARIO]]
 
 What it does, in order, printing each step with its duration:
 
@@ -47,6 +48,11 @@ What it does, in order, printing each step with its duration:
    policy restored. The images stay in the engine's store: the next run on this machine
    reuses them (the base image is rebuilt only when its inputs change).
 
+``--skip`` leaves steps of 3 and 4 out by name (``flow``, ``front-door``, ``split-services``,
+``scaled-consumers``, ``kill-mid-traffic``, ``restart-postgres``, ``front-door-after-kills``;
+default: none), e.g. ``--skip scaled-consumers,kill-mid-traffic`` where the swarm step kills
+tasks and scales consumers itself; the table of steps lists them as skipped.
+
 Every wait has a timeout. Exits 0 when everything passed, 1 otherwise (with the last log
 lines of the containers that were not healthy). Needs root (apt, dockerd, iptables).
 """
@@ -57,12 +63,9 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,12 +80,74 @@ from scripts.ci.compose_scenarios import (  # noqa: E402  (run as a script or wi
     split_transfers_then_fixtures,
 )
 from scripts.ci.compose_stack import APP_IMAGE, PROJECT, Stack, image_sizes  # noqa: E402
-from scripts.ci.engine import STARTED, TIMINGS, Engine, Failed, run, say, step  # noqa: E402
+from scripts.ci.engine import Engine, conclude, run, say, skipped, step, stream  # noqa: E402
+
+
+def login_and_flow(stack: Stack) -> None:
+    stack.login()
+    flow(stack)
+
+
+# What runs on each profile once it is up, in this order: a name for --skip, the profiles
+# that run it, the step's title, the check. The swarm step kills tasks and scales consumers
+# itself: it can leave those out here.
+BOTH = ("monolith", "microservices")
+SCENARIOS: list[tuple[str, tuple[str, ...], str, Callable[[Stack], None]]] = [
+    ("flow", BOTH, "{profile}: flow (propagation, transfer, season)", login_and_flow),
+    ("front-door", BOTH, "{profile}: the front door routes by path (X-League-Upstream)", front_door),
+    (
+        "split-services",
+        ("monolith",),
+        "monolith: split_service transfers, then fixtures (--supervisor compose), then checks",
+        split_transfers_then_fixtures,
+    ),
+    (
+        "scaled-consumers",
+        ("microservices",),
+        "microservices: transfers-consumer x4, each event handled once",
+        scaled_consumers,
+    ),
+    (
+        "kill-mid-traffic",
+        ("microservices",),
+        "microservices: docker kill a consumer and the teams web mid-traffic",
+        kill_mid_traffic,
+    ),
+    (
+        "restart-postgres",
+        ("microservices",),
+        "microservices: restart PostgreSQL, the stack recovers by itself",
+        restart_postgres,
+    ),
+    (
+        "front-door-after-kills",
+        ("microservices",),
+        "microservices: the front door still routes (teams-web came back after its kill)",
+        front_door,
+    ),
+]
+SCENARIO_NAMES = [name for name, *_ in SCENARIOS]
+
+
+def scenario_list(value: str) -> frozenset[str]:
+    """``--skip``'s value: scenario names, comma-separated, each one of SCENARIO_NAMES."""
+    names = frozenset(n.strip() for n in value.split(",") if n.strip())
+    unknown = sorted(names - set(SCENARIO_NAMES))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown scenario {', '.join(unknown)} (valid: {', '.join(SCENARIO_NAMES)})")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profiles", default="monolith,microservices")
+    parser.add_argument(
+        "--skip",
+        type=scenario_list,
+        default=frozenset(),
+        metavar="SCENARIO[,SCENARIO]",
+        help=f"leave these steps out (default: none); one or more of {', '.join(SCENARIO_NAMES)}",
+    )
     parser.add_argument("--keep-engine", action="store_true", help="leave dockerd running at the end")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -91,30 +156,14 @@ def main(argv: list[str] | None = None) -> int:
 
     engine = Engine()
     stacks: list[Stack] = []
-    ok = False
     workdir = Path(tempfile.mkdtemp(prefix="league-compose-ci."))
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
+
+    def body() -> None:
         with step("engine: install and start dockerd"):
             engine.install()
             engine.start()
         with step("images: build with no registry (docker/build_offline_images.sh)"):
-            build = subprocess.Popen(
-                ["docker/build_offline_images.sh"],
-                cwd=ROOT,
-                text=True,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "LEAGUE_IMAGE": APP_IMAGE},
-            )
-            timer = threading.Timer(1800, build.kill)  # bounded, like every other wait
-            timer.start()
-            assert build.stdout is not None
-            for line in build.stdout:
-                say(f"  {line.rstrip()}")
-            timer.cancel()
-            if build.wait() != 0:
-                raise Failed(f"docker/build_offline_images.sh exited {build.returncode}")
+            stream(["docker/build_offline_images.sh"], env={"LEAGUE_IMAGE": APP_IMAGE})
         for profile in args.profiles.split(","):
             stack = Stack(profile, workdir)
             stacks.append(stack)
@@ -122,40 +171,24 @@ def main(argv: list[str] | None = None) -> int:
                 with step(f"{profile}: up -d and wait for health"):
                     stack.up()
                     stack.wait_healthy()
-                with step(f"{profile}: flow (propagation, transfer, season)"):
-                    stack.login()
-                    flow(stack)
-                with step(f"{profile}: the front door routes by path (X-League-Upstream)"):
-                    front_door(stack)
-                if profile == "monolith":
-                    with step("monolith: split_service transfers, then fixtures (--supervisor compose), then checks"):
-                        split_transfers_then_fixtures(stack)
-                if profile == "microservices":
-                    with step("microservices: transfers-consumer x4, each event handled once"):
-                        scaled_consumers(stack)
-                    with step("microservices: docker kill a consumer and the teams web mid-traffic"):
-                        kill_mid_traffic(stack)
-                    with step("microservices: restart PostgreSQL, the stack recovers by itself"):
-                        restart_postgres(stack)
-                    with step("microservices: the front door still routes (teams-web came back after its kill)"):
-                        front_door(stack)
+                    if "flow" in args.skip:
+                        stack.login()  # otherwise the flow's first act
+                for name, profiles, title, check in SCENARIOS:
+                    if profile not in profiles:
+                        continue
+                    if name in args.skip:
+                        skipped(title.format(profile=profile), f"--skip {name}")
+                        continue
+                    with step(title.format(profile=profile)):
+                        check(stack)
             except Exception:
                 stack.logs_of_failures()
                 raise
             finally:
                 with step(f"{profile}: down -v"):
                     stack.down()
-        ok = True
-    except Failed as exc:
-        print(f"\ncompose_ci FAILED: {exc}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("\ncompose_ci interrupted", file=sys.stderr)
-    except Exception:  # a bug here or an answer nobody expected: said, then cleaned up
-        import traceback
 
-        traceback.print_exc()
-        print("\ncompose_ci FAILED with an unexpected error", file=sys.stderr)
-    finally:
+    def cleanup() -> None:
         with step("cleanup: containers, networks, volumes, engine, iptables"):
             with contextlib.suppress(Exception):
                 for stack in stacks:
@@ -173,13 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.keep_engine:
                 engine.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-        signal.signal(signal.SIGTERM, previous)
-    total = time.monotonic() - STARTED
-    print("\nstep                                                              seconds  result")
-    for name, took, outcome in TIMINGS:
-        print(f"{name:<65} {took:7.1f}  {outcome}")
-    print(f"\ncompose_ci {'passed' if ok else 'FAILED'} in {total:.0f} s ({total / 60:.1f} min)")
-    return 0 if ok else 1
+
+    return conclude("compose_ci", body, cleanup, width=65)
 
 
 if __name__ == "__main__":

@@ -18,20 +18,25 @@ What it does, in order, printing each step with its duration (every wait bounded
    service converged; a token per service; the front door routes and a team reaches both
    replicas; then traffic through the front door in a thread (teams with players,
    transfers, seasons with a result) while ``docker service update --image
-   league-manager:current`` moves one service after another (each timed). In order A, with
-   the traffic still on: ``docker kill`` of a web, a consumer and a relay container (swarm
-   replaces each), and the transfers consumers scaled 3 -> 6 -> 2. Then the end state:
+   league-manager:current`` moves one domain service after another: its one-shot setup
+   until it completed, then its web, worker, beat and consumer side by side (each timed,
+   and the domain service's wall time). In order A, with the traffic still on: ``docker
+   kill`` of a web, a consumer and a relay container (swarm replaces each), and the
+   transfers consumers scaled 3 -> 6 -> 2. Then the end state:
    every outbox row published; every queue drained, nothing in flight, DLQs empty; every
    event handled once by every consumer (outbox ids vs inbox rows, per (event, handler));
    no transfer requested or cancelling; both replicas equal to the teams database (ids and
    names; the short name too where the teams API has one); no 5xx but a 503 with
-   Retry-After, and no dropped connection.
+   Retry-After, no 409 (the traffic asks for each player's transfer once: nothing it asks
+   for conflicts with what it did before), and no dropped connection. The traffic's
+   answers are printed per endpoint and status, with the first bodies of each 4xx.
 4. ``docker stack rm`` after each order and at the end (also on failure or Ctrl-C), the
    secrets and the volume removed, the swarm left (if this script made it), dockerd stopped
    (if this script started it) and the host's network as it was. The images stay in the
    engine's store for the next run.
 
-Prints a table of the time each service's update took. Exits 0 when everything passed.
+Prints a table of the time each swarm service's update took, each domain service's (its
+setup, then the rest side by side) and the upgrade's in all. Exits 0 when everything passed.
 Needs root (dockerd, iptables).
 """
 
@@ -40,21 +45,19 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.ci.engine import STARTED, TIMINGS, Engine, Failed, run, say, step  # noqa: E402
+from scripts.ci.engine import Engine, Failed, conclude, run, say, step, stream  # noqa: E402
 from scripts.ci.swarm_scenarios import (  # noqa: E402  (run as a script or with -m)
     ORDER_A,
     ORDER_B,
+    ROLES,
     Traffic,
     kill_tasks,
     scale_consumers,
@@ -67,17 +70,8 @@ from scripts.ci.swarm_stack import SwarmStack  # noqa: E402
 PREVIOUS, CURRENT = "league-manager:previous", "league-manager:current"
 
 
-def build(argv: list[str], timeout: float = 1800) -> None:
-    proc = subprocess.Popen(argv, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "LEAGUE_IMAGE": CURRENT})  # fmt: skip
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        say(f"  {line.rstrip()}")
-    timer.cancel()
-    if proc.wait() != 0:
-        raise Failed(f"{' '.join(argv)} exited {proc.returncode}")
+def build(argv: list[str]) -> None:
+    stream(argv, env={"LEAGUE_IMAGE": CURRENT})
 
 
 def build_previous(workdir: Path) -> str:
@@ -100,7 +94,42 @@ def build_previous(workdir: Path) -> str:
     return ref
 
 
-def one_order(name: str, order: list[str], times: dict[str, dict[str, float]], faults: bool) -> None:
+class Times:
+    """Seconds of each update per order: swarm service -> order -> s, domain service -> order -> s."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, dict[str, float]] = {}
+        self.domains: dict[str, dict[str, float]] = {}
+
+    def print_table(self, orders: list[str]) -> None:
+        """A row per swarm service, then per domain service (its setup, then the rest side by
+        side: wall time), then all of them (the whole upgrade's wall time)."""
+        if not self.services:
+            return
+        print("\nrolling update of                 " + "".join(f"{'order ' + o:>10}" for o in orders))
+
+        def row(label: str, seconds: dict[str, float]) -> None:
+            print(f"{label:<33}" + "".join(f"{seconds.get(o, float('nan')):9.1f}s" for o in orders))
+
+        for domain in ORDER_A:
+            for service in (f"{domain}-setup", *(f"{domain}-{role}" for role in ROLES)):
+                if service in self.services:
+                    row(service, self.services[service])
+        for domain in ORDER_A:
+            if domain in self.domains:
+                row(f"{domain} (setup, then the rest)", self.domains[domain])
+        totals = "".join(f"{sum(t.get(o, 0) for t in self.domains.values()):9.1f}s" for o in orders)
+        print(f"{'all services':<33}{totals}")
+
+
+def say_traffic(heading: str, traffic: Traffic) -> None:
+    totals, *endpoints = traffic.summary()
+    say(f"  {heading}: {totals}")
+    for line in endpoints:
+        say(f"    {line}")
+
+
+def one_order(name: str, order: list[str], times: Times, faults: bool) -> None:
     stack = SwarmStack(PREVIOUS)
     traffic: Traffic | None = None
     try:
@@ -113,9 +142,12 @@ def one_order(name: str, order: list[str], times: dict[str, dict[str, float]], f
         traffic.start()
         traffic.phase = "upgrade"
         with step(f"order {name}: rolling upgrade to {CURRENT} under traffic ({order[0]} first)"):
-            for service, took in upgrade(stack, order, CURRENT):
-                times.setdefault(service, {})[name] = took
-            say(f"  traffic so far: {traffic.summary()}")
+            done = upgrade(stack, order, CURRENT)
+            for service, took in done.services.items():
+                times.services.setdefault(service, {})[name] = took
+            for domain, took in done.domains.items():
+                times.domains.setdefault(domain, {})[name] = took
+            say_traffic("traffic so far", traffic)
         if faults:
             traffic.phase = "kill"
             with step(f"order {name}: docker kill a web, a consumer and a relay mid-traffic"):
@@ -130,7 +162,8 @@ def one_order(name: str, order: list[str], times: dict[str, dict[str, float]], f
     except Exception:
         if traffic is not None:
             traffic.stop()
-            say(f"  traffic: {traffic.summary()}; failed: {traffic.bad[:10]}")
+            say_traffic("traffic", traffic)
+            say(f"  failed: {traffic.bad[:10]}")
         stack.logs_of_failures()
         raise
     finally:
@@ -149,11 +182,11 @@ def main(argv: list[str] | None = None) -> int:
 
     engine = Engine()
     made_swarm = False
-    ok = False
-    times: dict[str, dict[str, float]] = {}
+    times = Times()
     workdir = Path(tempfile.mkdtemp(prefix="league-swarm-ci."))
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
+
+    def body() -> None:
+        nonlocal made_swarm
         with step("engine: install and start dockerd, swarm init"):
             engine.install()
             engine.start()
@@ -171,17 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         orders = {"A": ORDER_A, "B": ORDER_B}
         for name in args.orders.split(","):
             one_order(name, orders[name], times, faults=name == "A")
-        ok = True
-    except Failed as exc:
-        print(f"\nswarm_ci FAILED: {exc}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("\nswarm_ci interrupted", file=sys.stderr)
-    except Exception:  # a bug here or an answer nobody expected: said, then cleaned up
-        import traceback
 
-        traceback.print_exc()
-        print("\nswarm_ci FAILED with an unexpected error", file=sys.stderr)
-    finally:
+    def cleanup() -> None:
         with step("cleanup: stack, secrets, swarm, engine, iptables"):
             try:
                 SwarmStack.remove_leftovers()
@@ -193,21 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.keep_engine:
                 engine.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-        signal.signal(signal.SIGTERM, previous)
-    if times:
-        print("\nrolling update of                 " + "".join(f"{'order ' + o:>10}" for o in args.orders.split(",")))
-        for service in ORDER_A:
-            if service in times:
-                row = "".join(f"{times[service].get(o, float('nan')):9.1f}s" for o in args.orders.split(","))
-                print(f"{service:<33}{row}")
-        totals = "".join(f"{sum(t.get(o, 0) for t in times.values()):9.1f}s" for o in args.orders.split(","))
-        print(f"{'all services':<33}{totals}")
-    total = time.monotonic() - STARTED
-    print("\nstep                                                                        seconds  result")
-    for name, took, outcome in TIMINGS:
-        print(f"{name:<75} {took:7.1f}  {outcome}")
-    print(f"\nswarm_ci {'passed' if ok else 'FAILED'} in {total:.0f} s ({total / 60:.1f} min)")
-    return 0 if ok else 1
+
+    return conclude("swarm_ci", body, cleanup, width=75, report=lambda: times.print_table(args.orders.split(",")))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ read its APIs."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import json
 import re
@@ -17,6 +16,7 @@ import requests
 
 from devtools.netutil import free_port
 from scripts.ci.engine import ROOT, Failed, run, say, wait_until
+from scripts.ci.tokens import api_tokens
 
 PROJECT = "leagueci"
 APP_IMAGE = "league-manager:ci"
@@ -122,29 +122,14 @@ class Stack:
 
     def login(self) -> None:
         """A superuser and an API token on each service's database (one in the monolith):
-        one ``docker exec`` per service, the services side by side."""
+        one ``docker exec`` in its web container per service, the services side by side."""
         services = SERVICES if self.profile == "microservices" else ("teams",)
-        password = secrets.token_urlsafe(16)
 
-        def one(service: str) -> tuple[str, str]:
+        def execute(service: str, env: list[str], script: str) -> str:
             container = self.container_ids(self.web(service))[0]
-            env = [
-                "-e",
-                "DJANGO_SUPERUSER_USERNAME=ci",
-                "-e",
-                "DJANGO_SUPERUSER_EMAIL=ci@example.com",
-                "-e",
-                f"DJANGO_SUPERUSER_PASSWORD={password}",
-            ]
-            script = "python manage.py createsuperuser --noinput && python manage.py drf_create_token ci"
-            out = run(["docker", "exec", *env, container, "sh", "-ec", script], timeout=180).stdout
-            token = re.search(r"Generated token (\S+)", out)
-            if not token:
-                raise Failed(f"{service}: drf_create_token printed no token: {out[-300:]}")
-            return service, token.group(1)
+            return run(["docker", "exec", *env, container, "sh", "-ec", script], timeout=180).stdout
 
-        with concurrent.futures.ThreadPoolExecutor(len(services)) as pool:
-            self.tokens = dict(pool.map(one, services))
+        self.tokens = api_tokens(services, execute)
         if self.profile == "monolith":
             self.tokens = dict.fromkeys(SERVICES, self.tokens["teams"])
 
@@ -211,8 +196,6 @@ def replica_ids(stack: Stack, service: str) -> set[int]:
 
 
 # ----------------------------------------------------------------------------- the flows
-
-
 
 
 def image_sizes() -> list[tuple[str, float]]:

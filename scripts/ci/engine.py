@@ -1,6 +1,7 @@
 """A Docker engine for CI, started and stopped by the script that needs it (compose and swarm
 steps alike), and the small tools every step uses: timed steps, bounded waits, commands that
-fail loudly."""
+fail loudly, a build streamed line by line, and the end of a run (what failed, the table of
+steps, the exit code)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,12 @@ def step(name: str) -> Iterator[None]:
         say(f"{name}: {outcome} ({took:.1f} s)")
 
 
+def skipped(name: str, why: str) -> None:
+    """A step left out on purpose: said, and in the table of steps as such."""
+    TIMINGS.append((name, 0.0, "skipped"))
+    say(f"{name}: skipped ({why})")
+
+
 def run(
     argv: list[str], *, timeout: float = 120, check: bool = True, env: dict[str, str] | None = None, quiet: bool = False
 ) -> subprocess.CompletedProcess[str]:
@@ -76,6 +86,68 @@ def wait_until(what: str, probe: Callable[[], Any], *, timeout: float, interval:
         if time.monotonic() >= deadline:
             raise Failed(f"{what}: not within {timeout:.0f} s (last: {str(last)[:300]})")
         time.sleep(interval)
+
+
+def stream(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 1800) -> None:
+    """Run ``argv`` (an image build), saying each line of its output as it comes; killed
+    after ``timeout`` like every other wait. Raises Failed unless it exits 0."""
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            say(f"  {line.rstrip()}")
+    finally:
+        timer.cancel()
+    if proc.wait() != 0:
+        raise Failed(f"{' '.join(argv)} exited {proc.returncode}")
+
+
+def conclude(
+    name: str,
+    body: Callable[[], None],
+    cleanup: Callable[[], None],
+    *,
+    width: int = 65,
+    report: Callable[[], None] | None = None,
+) -> int:
+    """A CI script's run: ``body``, then ``cleanup`` whatever happened (also on SIGTERM or
+    Ctrl-C, which interrupt ``body``); then ``report`` (tables of the script's own), the
+    table of steps (names ``width`` wide) and "<name> passed|FAILED in N s". Returns the
+    exit code: 0 when ``body`` went through, 1 otherwise."""
+    ok = False
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        body()
+        ok = True
+    except Failed as exc:
+        print(f"\n{name} FAILED: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\n{name} interrupted", file=sys.stderr)
+    except Exception:  # a bug here or an answer nobody expected: said, then cleaned up
+        traceback.print_exc()
+        print(f"\n{name} FAILED with an unexpected error", file=sys.stderr)
+    finally:
+        try:
+            cleanup()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    if report is not None:
+        report()
+    total = time.monotonic() - STARTED
+    print(f"\n{'step':<{width}} seconds  result")
+    for step_name, took, outcome in TIMINGS:
+        print(f"{step_name:<{width}} {took:7.1f}  {outcome}")
+    print(f"\n{name} {'passed' if ok else 'FAILED'} in {total:.0f} s ({total / 60:.1f} min)")
+    return 0 if ok else 1
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -169,7 +241,9 @@ class Engine:
                     run(["iptables", "-t", table, "-X", chain.group(1)], check=False, quiet=True)
         run(["iptables", "-P", "FORWARD", self.forward_policy], check=False)
         for link in re.findall(
-            r"^\d+: (docker0|docker_gwbridge|br-[0-9a-f]{12})[@:]", run(["ip", "-o", "link"], check=False).stdout, flags=re.M
+            r"^\d+: (docker0|docker_gwbridge|br-[0-9a-f]{12})[@:]",
+            run(["ip", "-o", "link"], check=False).stdout,
+            flags=re.M,
         ):
             run(["ip", "link", "delete", link], check=False, quiet=True)
         after = run(["iptables-save"], check=False).stdout
@@ -189,5 +263,3 @@ def _rules(dump: str) -> list[str]:
         for line in dump.splitlines()
         if line.startswith("-A ") or (line.startswith(":") and not builtin.match(line))
     ]
-
-

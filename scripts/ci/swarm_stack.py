@@ -3,7 +3,6 @@ tasks, its APIs through the front door, its databases and queues."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import re
 import secrets
@@ -15,6 +14,7 @@ import requests
 
 from devtools.netutil import free_port
 from scripts.ci.engine import ROOT, Failed, run, say, wait_until
+from scripts.ci.tokens import api_tokens
 
 STACK = "league"
 HTTPS = {"X-Forwarded-Proto": "https"}  # as if through the TLS proxy
@@ -178,25 +178,13 @@ class SwarmStack:
         return run([*argv, "--", "sh", "-ec", script], timeout=timeout).stdout
 
     def login(self) -> None:
-        """A superuser and an API token on each service's database."""
-        password = secrets.token_urlsafe(16)
-        env = ["-e", "DJANGO_SUPERUSER_USERNAME=ci", "-e", "DJANGO_SUPERUSER_EMAIL=ci@example.com"]
-        env += ["-e", f"DJANGO_SUPERUSER_PASSWORD={password}"]
+        """A superuser and an API token on each service's database, through the entrypoint
+        of a ``-web`` task (for the secrets), the services side by side."""
 
-        def one(service: str) -> tuple[str, str]:
-            out = self.exec(
-                f"{service}-web",
-                "python manage.py createsuperuser --noinput >/dev/null && python manage.py drf_create_token ci",
-                env=env,
-                timeout=180,
-            )
-            token = re.search(r"Generated token (\S+)", out)
-            if not token:
-                raise Failed(f"{service}: drf_create_token printed no token: {out[-300:]}")
-            return service, token.group(1)
+        def execute(service: str, env: list[str], script: str) -> str:
+            return self.exec(f"{service}-web", script, env=env, timeout=180)
 
-        with concurrent.futures.ThreadPoolExecutor(len(SERVICES)) as pool:
-            self.tokens = dict(pool.map(one, SERVICES))
+        self.tokens = api_tokens(SERVICES, execute)
 
     # ------------------------------------------------------------------ reading it
     def api(self, method: str, service: str, path: str, body: Any = None, timeout: float = 10) -> requests.Response:
