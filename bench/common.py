@@ -200,6 +200,30 @@ def env() -> Env:
     return _env
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of process group
+    ``pgid`` (an emulator spawned in a session of its own, with whatever it started),
+    from ``/proc/<pid>/stat``; 0.0 where there is no ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After the command's closing parenthesis: state, ppid, pgrp, ... utime (14th), stime (15th).
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def emulator_cpu_seconds() -> float:
+    """CPU seconds the run's emulator (its whole process group) has used so far; 0.0 when
+    no run started one (an emulator of a test's own)."""
+    proc = _env.emulator_proc if _env is not None else None
+    return group_cpu_seconds(proc.pid) if proc is not None else 0.0
+
+
 def teardown() -> None:
     """Stop every child, drop the database, delete the Celery queue and the data dir."""
     global _env

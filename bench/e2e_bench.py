@@ -5,6 +5,7 @@ rate; latency = the transfers handler's inbox row ``handled_at`` minus the envel
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -187,6 +188,10 @@ def latencies(team_ids: list[int], *, timeout: float = 60, patience: float = 600
     return out, len(subjects) - len(rows)
 
 
+# The emulator's CPU over a measured window: (CPU seconds, wall seconds, events).
+CPU_USED: dict[str, tuple[float, float, int]] = {}
+
+
 def run_config(*, kick: bool, rate: float, seconds: float, token: str) -> tuple[list[dict[str, float]], int]:
     tag = "kick" if kick else "beat"
     common.clean_slate()  # the other configuration's backlog (other services' queues) goes first
@@ -196,9 +201,12 @@ def run_config(*, kick: bool, rate: float, seconds: float, token: str) -> tuple[
         if latencies(warm, timeout=90)[1]:
             raise RuntimeError(f"the {tag} stack did not handle its warm-up events; logs in {common.env().data_dir}")
         time.sleep(1)
+        cpu0, wall0 = common.emulator_cpu_seconds(), time.monotonic()
         ids = load(stack.url, token, rate=rate, seconds=seconds, prefix=f"bench-{tag}")
         stack.check_alive()
-        return latencies(ids)
+        measured = latencies(ids)
+        CPU_USED[tag] = (common.emulator_cpu_seconds() - cpu0, time.monotonic() - wall0, len(ids))
+        return measured
 
 
 def breakdown(samples: list[dict[str, float]]) -> dict[str, float]:
@@ -288,6 +296,7 @@ def bare_latency(rate: float, seconds: float) -> list[float]:
 
     pubs = [threading.Thread(target=publisher) for _ in range(4)]
     rec = threading.Thread(target=receiver)
+    cpu0, wall0 = common.emulator_cpu_seconds(), time.monotonic()
     rec.start()
     for t in pubs:
         t.start()
@@ -301,6 +310,7 @@ def bare_latency(rate: float, seconds: float) -> list[float]:
         time.sleep(0.05)
     done.set()
     rec.join()
+    CPU_USED["bare"] = (common.emulator_cpu_seconds() - cpu0, time.monotonic() - wall0, total)
     return lat
 
 
@@ -361,6 +371,18 @@ def e2e_latency(quick: bool) -> list[Result]:
     )
     kick, beat = [x["total"] for x in kick_s], [x["total"] for x in beat_s]
     split = {"kick": breakdown(kick_s), "beat": breakdown(beat_s)}
+    emulator_cpu = {
+        tag: {"cpu_ms_per_event": cpu * 1000 / max(n, 1), "cores_used": cpu / max(wall, 1e-9)}
+        for tag, (cpu, wall, n) in CPU_USED.items()
+    }
+    cpu_note = ""
+    if "bare" in emulator_cpu and "kick" in emulator_cpu:
+        b, k = emulator_cpu["bare"], emulator_cpu["kick"]
+        cpu_note = (
+            f"; {emulator}'s CPU per event: {k['cpu_ms_per_event']:.1f} ms in the system "
+            f"({k['cores_used']:.2f} of {os.cpu_count()} cores) vs {b['cpu_ms_per_event']:.1f} ms bare "
+            f"({b['cores_used']:.2f} cores)"
+        )
     common.RESULTS.mkdir(parents=True, exist_ok=True)
     plot(kick, beat, common.RESULTS / f"e2e_latency-{emulator}.png", rate, seconds)
     return judged(
@@ -368,6 +390,7 @@ def e2e_latency(quick: bool) -> list[Result]:
         bare,
         note=f"{len(kick)} team.created on {emulator}, {rate:g}/s for {seconds:g} s; value: NOTIFY wake-up, "
         f"baseline: the bare hop (beat 1 s alone: p50 {common.pct(beat, 50):.0f} / p99 {common.pct(beat, 99):.0f} ms)"
+        + cpu_note
         + unhandled,
         extra={
             "n": len(kick),
@@ -379,5 +402,6 @@ def e2e_latency(quick: bool) -> list[Result]:
             "beat_p50_ms": common.pct(beat, 50),
             "beat_p99_ms": common.pct(beat, 99),
             "split": split,
+            "emulator_cpu": emulator_cpu,
         },
     )

@@ -64,3 +64,38 @@ def test_the_bare_hop_is_measured_publish_to_receive(bus):
     samples = e2e_bench.bare_latency(rate=20, seconds=1)
     assert len(samples) == 20
     assert all(0 < s < 5000 for s in samples)
+
+
+BURN = """
+import subprocess, sys, time
+if sys.argv[1:] == ["parent"]:
+    subprocess.Popen([sys.executable, __file__])
+t = time.process_time()
+while time.process_time() - t < 0.4:
+    pass
+time.sleep(30)
+"""
+
+
+def test_an_emulators_cpu_is_counted_over_its_whole_process_group(tmp_path):
+    """The emulator is started in a session of its own and may start processes: the bench
+    counts the CPU of all of them (the end-to-end row says how much the emulator used per
+    event, in the system and bare)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "burn.py"
+    script.write_text(BURN)
+    proc = subprocess.Popen([sys.executable, str(script), "parent"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while common.group_cpu_seconds(proc.pid) < 0.8 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert common.group_cpu_seconds(proc.pid) >= 0.8  # the parent's 0.4 s and its child's
+        assert common.group_cpu_seconds(2**22 + 7) == 0.0  # no such group
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
