@@ -194,3 +194,44 @@ def test_an_upgrade_fails_with_every_service_that_did_not_converge(monkeypatch):
     with pytest.raises(Failed, match="teams-web: .*rolled back") as failed:
         swarm_scenarios.upgrade(None, swarm_scenarios.ORDER_A, "x")  # type: ignore[arg-type]
     assert "teams-beat" in str(failed.value)
+
+
+def test_every_page_follows_next_through_the_api_prefix_and_returns_a_plain_list_as_it_is():
+    """Both stacks read their replicas through one paginated reader: ``next`` is followed
+    whatever host the API put in it (the front door's or the container's), from ``/api/`` on."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    pages = {
+        "/api/teams/": {"results": [{"id": 1}, {"id": 2}], "next": "http://teams-web:8000/api/teams/?page=2"},
+        "/api/teams/?page=2": {"results": [{"id": 3}], "next": None},
+        "/api/plain/": [{"id": 9}],
+    }
+    seen: list[tuple[str, str | None]] = []
+
+    class Api(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((self.path, self.headers.get("X-Forwarded-Proto")))
+            body = json.dumps(pages[self.path]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        headers = {"X-Forwarded-Proto": "https"}
+        assert engine.every_page(base, "/api/teams/", headers=headers) == [{"id": 1}, {"id": 2}, {"id": 3}]
+        assert engine.every_page(base, "/api/plain/", headers=headers) == [{"id": 9}]
+        assert engine.every_page(base, "/api/teams/", headers=headers, pages=1) == [{"id": 1}, {"id": 2}]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen[:2] == [("/api/teams/", "https"), ("/api/teams/?page=2", "https")]

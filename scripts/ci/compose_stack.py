@@ -15,7 +15,7 @@ from typing import Any
 import requests
 
 from devtools.netutil import free_port
-from scripts.ci.engine import ROOT, Failed, run, say, wait_until
+from scripts.ci.engine import ROOT, Failed, every_page, run, say, wait_until
 from scripts.ci.tokens import api_tokens
 
 PROJECT = "leagueci"
@@ -174,20 +174,7 @@ def items(response: requests.Response) -> list[dict[str, Any]]:
 
 def all_items(stack: Stack, service: str, path: str) -> list[dict[str, Any]]:
     """Every item of a paginated list (follows ``next``)."""
-    out: list[dict[str, Any]] = []
-    url: str | None = stack.url(service) + path
-    pages = 0
-    while url and pages < 100:
-        response = requests.get(url, headers=HTTPS, timeout=10)
-        response.raise_for_status()
-        body = response.json()
-        if not isinstance(body, dict):
-            return out + body
-        out += body.get("results", [])
-        nxt = body.get("next")
-        url = (stack.url(service) + nxt[nxt.index("/api/") :]) if nxt else None
-        pages += 1
-    return out
+    return every_page(stack.url(service), path, headers=HTTPS, pages=100)
 
 
 def replica_ids(stack: Stack, service: str) -> set[int]:

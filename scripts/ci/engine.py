@@ -150,6 +150,25 @@ def conclude(
     return 0 if ok else 1
 
 
+def every_page(base: str, path: str, *, headers: dict[str, str], pages: int = 200) -> list[dict[str, Any]]:
+    """Every item of a paginated list of the API at ``base`` (follows ``next``, ``pages`` at
+    most); a list that is not paginated is returned as it is."""
+    out: list[dict[str, Any]] = []
+    url: str | None = base + path
+    for _ in range(pages):
+        if not url:
+            break
+        response = requests.get(url, headers=headers, timeout=10)
+        response.raise_for_status()
+        body = response.json()
+        if not isinstance(body, dict):
+            return out + body
+        out += body.get("results", [])
+        nxt = body.get("next")
+        url = (base + nxt[nxt.index("/api/") :]) if nxt else None
+    return out
+
+
 # ----------------------------------------------------------------------------- the engine
 
 

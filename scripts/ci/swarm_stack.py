@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from devtools.netutil import free_port
-from scripts.ci.engine import ROOT, Failed, run, say, wait_until
+from scripts.ci.engine import ROOT, Failed, every_page, run, say, wait_until
 from scripts.ci.tokens import api_tokens
 
 STACK = "league"
@@ -193,20 +193,7 @@ class SwarmStack:
         return requests.request(method, self.base + path, json=body, headers=headers, timeout=timeout)
 
     def all_items(self, path: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        url: str | None = self.base + path
-        for _ in range(200):
-            if not url:
-                break
-            response = requests.get(url, headers=HTTPS, timeout=10)
-            response.raise_for_status()
-            body = response.json()
-            if not isinstance(body, dict):
-                return out + body
-            out += body.get("results", [])
-            nxt = body.get("next")
-            url = (self.base + nxt[nxt.index("/api/") :]) if nxt else None
-        return out
+        return every_page(self.base, path, headers=HTTPS)
 
     def replica(self, service: str) -> dict[int, str]:
         """A service's replica of teams: team id -> name (transfers says ``id``, fixtures ``team_id``)."""
