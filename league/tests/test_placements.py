@@ -204,3 +204,5 @@ def test_a_restart_is_over_once_the_new_processes_have_started_up(monkeypatch, s
     finally:
         for c in new:
             c.proc.wait(10)
+    cmd.stop_children(new)  # a stopped child's ready file goes with it
+    assert not list((tmp_path / "ready").iterdir())

@@ -411,9 +411,12 @@ class Command(BaseCommand):
         return child
 
     def stop_children(self, children: list[Child]) -> None:
-        """Stop these children gracefully and stop supervising them."""
+        """Stop these children gracefully and stop supervising them (their ready files go too)."""
         self.children[:] = [c for c in self.children if c not in children]
         self._stop(children)
+        for child in children:
+            if child.ready_file is not None:
+                child.ready_file.unlink(missing_ok=True)
 
     def restart_monolith(self, services: list[str]) -> None:
         """Serve only ``services`` in the monolith from now on, without dropping a request:
