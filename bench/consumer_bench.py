@@ -97,6 +97,10 @@ def noop_handler(event) -> None:
     check, the inbox row and its transaction, heartbeat thread, delete)."""
 
 
+def noop_many(events) -> None:
+    """Stands in for the handler's set-based form."""
+
+
 class noop_handlers:
     """Swap the transfers team.created handler for ``noop_handler`` in the registry."""
 
@@ -105,7 +109,9 @@ class noop_handlers:
 
         self.saved = list(registry._handlers)
         registry._handlers[:] = [
-            dataclasses.replace(h, func=noop_handler) if (h.service, h.event_type) == (SERVICE, "team.created") else h
+            dataclasses.replace(h, func=noop_handler, many=noop_many if h.many else None)
+            if (h.service, h.event_type) == (SERVICE, "team.created")
+            else h
             for h in self.saved
         ]
 

@@ -16,10 +16,10 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Any
     return _publish(event_type, subject=subject, data=data)
 
 
-def handler(event_type: str, *, service: str, broadcast: bool = False) -> Any:
+def handler(event_type: str, *, service: str, broadcast: bool = False, many: Any = None) -> Any:
     from .registry import handler as _handler
 
-    return _handler(event_type, service=service, broadcast=broadcast)
+    return _handler(event_type, service=service, broadcast=broadcast, many=many)
 
 
 def next_sequence(key: str) -> int:

@@ -12,12 +12,19 @@ invents credentials: whoever starts an emulator hands its processes the emulator
 ``AWS_ENDPOINT_URL_*`` variables, a profile's ``endpoint_url``) are ignored, so the setting
 is the one place that says where the bus is.
 
+Clients are made once per process, endpoint and budget, and shared by every thread: botocore
+clients are thread-safe (sessions are not, so a client is made under a lock), and making one
+costs 100-200 ms of CPU, which a thread started later (a consumer's receive and
+acknowledgement threads, a relay's publisher) would otherwise pay again. A forked child (a
+Celery prefork worker) makes its own: the key includes the process id.
+
 Topic ARNs are resolved once per process by exact name and cached (SNS bills per
 request). Never by substring: ``...-team-created`` must not match ``...-team-created-v2``.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -25,7 +32,8 @@ import boto3
 from botocore.config import Config
 from django.conf import settings
 
-_local = threading.local()
+_clients: dict[tuple[Any, ...], Any] = {}
+_clients_lock = threading.Lock()
 _lock = threading.Lock()
 _topic_arns: dict[str, str] = {}
 
@@ -61,34 +69,39 @@ def _client_kwargs(budget: float | None = None) -> dict[str, Any]:
     return kwargs
 
 
+def _shared(key: tuple[Any, ...], make: Any) -> Any:
+    key = (os.getpid(), *key)
+    found = _clients.get(key)
+    if found is None:
+        with _clients_lock:
+            found = _clients.get(key)
+            if found is None:
+                found = _clients[key] = make()
+    return found
+
+
 def client(service: str, *, budget: float | None = None) -> Any:
-    """A boto3 client for ``sns`` or ``sqs``, one per thread (clients are thread-safe,
-    but sessions are not) and per endpoint. With ``budget``, every call of the client
-    (retries included) gives up within that many seconds (``bounded_config``)."""
-    key = (service, settings.AWS_ENDPOINT_URL, settings.AWS_REGION, budget)
-    cache = getattr(_local, "clients", None)
-    if cache is None:
-        cache = _local.clients = {}
-    if key not in cache:
-        cache[key] = boto3.session.Session().client(service, **_client_kwargs(budget))
-    return cache[key]
+    """The process's boto3 client for ``sns`` or ``sqs`` at the configured endpoint,
+    shared by every thread. With ``budget``, every call of the client (retries included)
+    gives up within that many seconds (``bounded_config``)."""
+    key = ("client", service, settings.AWS_ENDPOINT_URL, settings.AWS_REGION, budget)
+    return _shared(key, lambda: boto3.session.Session().client(service, **_client_kwargs(budget)))
 
 
 def quick_client(service: str) -> Any:
     """An SNS/SQS client that fails fast (one attempt, short timeouts), for probes and
     the admin page: a probe that hangs for the default retries is worse than a "no"."""
     timeout = settings.HEALTH_CHECK_TIMEOUT
-    key = (service, settings.AWS_ENDPOINT_URL, settings.AWS_REGION, timeout)
-    cache = getattr(_local, "quick_clients", None)
-    if cache is None:
-        cache = _local.quick_clients = {}
-    if key not in cache:
+    key = ("quick", service, settings.AWS_ENDPOINT_URL, settings.AWS_REGION, timeout)
+
+    def make() -> Any:
         kwargs = _client_kwargs()
         kwargs["config"] = config(
             retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=timeout, read_timeout=timeout
         )
-        cache[key] = boto3.session.Session().client(service, **kwargs)
-    return cache[key]
+        return boto3.session.Session().client(service, **kwargs)
+
+    return _shared(key, make)
 
 
 def endpoint_label() -> str:
@@ -98,9 +111,9 @@ def endpoint_label() -> str:
 
 
 def reset() -> None:
-    """Forget clients and cached ARNs (tests that start a new AWS emulator)."""
-    _local.clients = {}
-    _local.quick_clients = {}
+    """Forget clients (every thread's) and cached ARNs (tests that start a new AWS emulator)."""
+    with _clients_lock:
+        _clients.clear()
     with _lock:
         _topic_arns.clear()
 

@@ -12,6 +12,11 @@ events/dbprobe.py; the SQS calls and their order after a commit by events/sqscli
   backs off, below); the others commit once. Handlers run in one order for every
   consumer (aggregate, subject, sequence), so handlers that lock their subject's rows
   lock them in the same order.
+- Set-based where a handler offers it (``many``, events/registry.py): a run of the
+  batch's messages (in that order) whose only handler is the same one goes to its
+  set-based form in one call, each message still with its own inbox row. When that call
+  raises, the batch rolls back and runs again one message at a time, which names the
+  message that failed; the rest of the batch's attempts stay one at a time.
 - Pipelined: while a batch's transaction runs, the next receive is already in flight
   (one, never more: at most two receives, 20 messages, in hand, all covered by the
   heartbeat); the deletes and visibility changes of a committed batch go out in order
@@ -74,6 +79,7 @@ events/dbprobe.py; the SQS calls and their order after a commit by events/sqscli
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -143,6 +149,13 @@ class Work:
         return aggregate, self.event.subject, self.event.sequence, self.event.id
 
     @property
+    def many(self) -> registry.Handler | None:
+        """The message's handler when it is its only one and has a set-based form."""
+        if len(self.handlers) == 1 and self.handlers[0].many is not None and not self.handlers[0].broadcast:
+            return self.handlers[0]
+        return None
+
+    @property
     def keys(self) -> list[inbox.Key]:
         return [inbox.key(self.event.id, h.name) for h in self.handlers if not h.broadcast]
 
@@ -162,6 +175,7 @@ class Attempt:
     db_error: BaseException | None = None  # the database failed: rolled back, keep in hand
     culprit: Work | None = None  # the message whose handler hit the database error
     paused: BaseException | None = None  # the service's gate closed: rolled back, given back
+    many_failed: bool = False  # a set-based call raised: run the batch again one at a time
 
 
 @dataclass
@@ -482,13 +496,15 @@ class Consumer:
         strikes: Counter[str] = Counter()
         held_since = time.monotonic()
         skip: set[inbox.Key] | None = None  # looked up in the first attempt's transaction
+        one_by_one = False  # after a set-based call raised
         while pending:
             if self.stop.is_set():
                 self.release([w.message for w in pending])
                 return
-            attempt = self.transact(pending, skip)
+            attempt = self.transact(pending, skip, one_by_one=one_by_one)
             if attempt.skip is not None:
                 skip = attempt.skip
+            one_by_one = one_by_one or attempt.many_failed
             if attempt.paused is not None:
                 log.warning("consumer %s: %s; %d message(s) given back", self.service, attempt.paused, len(pending))
                 self.release([w.message for w in pending])
@@ -566,11 +582,14 @@ class Consumer:
             raise EnvelopeError(problem or f"{event.type}: no data")
         return event if data is event.data else dataclasses.replace(event, data=data)
 
-    def transact(self, pending: Sequence[Work], skip: set[inbox.Key] | None = None) -> Attempt:
+    def transact(
+        self, pending: Sequence[Work], skip: set[inbox.Key] | None = None, *, one_by_one: bool = False
+    ) -> Attempt:
         """Run the handlers of ``pending`` in one transaction, no savepoint, and write their
         inbox rows in one statement at its end. Makes no network call: what to delete,
         release or back off is decided after it ends. ``skip``: inbox keys known to be
-        committed (None: look the batch's keys up first)."""
+        committed (None: look the batch's keys up first). Runs of messages with one
+        set-based handler go to it in one call, unless ``one_by_one``."""
         if self.broadcast:
             return self._run_broadcast(pending)
         attempt = Attempt()
@@ -581,10 +600,30 @@ class Consumer:
                 inbox.lock(k for w in pending for k in w.keys)
                 if skip is None:
                     skip = attempt.skip = inbox.committed(k for w in pending for k in w.keys)
-                for work in pending:
+                for run in self.runs(pending, one_by_one=one_by_one):
                     if self.stop.is_set():
-                        attempt.unstarted.append(work)
+                        attempt.unstarted.extend(run)
                         continue
+                    if len(run) > 1:
+                        try:
+                            self.handle_many(run, skip)
+                        except (OperationalError, InterfaceError):
+                            attempt.many_failed = True
+                            raise
+                        except Exception as exc:
+                            attempt.many_failed = True
+                            log.warning(
+                                "consumer %s: the set-based handler failed on a run of %d %s (%s); "
+                                "running the batch again one message at a time",
+                                self.service,
+                                len(run),
+                                run[0].event.type,
+                                exc,
+                            )
+                            raise RunAgain() from exc
+                        attempt.done.extend(run)
+                        continue
+                    work = run[0]
                     try:
                         self.handle(work, skip)
                     except (OperationalError, InterfaceError):
@@ -631,6 +670,44 @@ class Consumer:
             return attempt
         attempt.committed = True
         return attempt
+
+    @staticmethod
+    def runs(pending: Sequence[Work], *, one_by_one: bool = False) -> list[list[Work]]:
+        """``pending`` in order, cut into runs: consecutive messages whose only handler is the
+        same set-based one form a run; every other message is a run of its own."""
+        runs: list[list[Work]] = []
+        for work in pending:
+            many = None if one_by_one else work.many
+            if many is not None and runs and runs[-1][0].many is many and not one_by_one:
+                runs[-1].append(work)
+            else:
+                runs.append([work])
+        return runs
+
+    def handle_many(self, run: Sequence[Work], skip: set[inbox.Key]) -> None:
+        """Run the set-based form of the one handler of ``run`` (inside the batch's
+        transaction) on the messages it has not handled yet; each keeps its inbox row."""
+        h = run[0].many
+        assert h is not None and h.many is not None
+        fresh: list[Work] = []
+        for work in run:
+            work.handled, work.duplicates, work.rows = [], [], []
+            if inbox.key(work.event.id, h.name) in skip:
+                work.duplicates.append(h.name)
+            else:
+                fresh.append(work)
+        if not fresh:
+            return
+        with contextlib.ExitStack() as spans:
+            for work in fresh:
+                spans.enter_context(telemetry.handling(self.service, h.name, work.event))
+            started = timezone.now()
+            h.many([w.event for w in fresh])
+            finished = timezone.now()
+        for work in fresh:
+            work.handled.append(h.name)
+            work.rows.append(inbox.Row(work.event, h.name, work.message, started, finished))
+            log.info("consumer %s: %s handled %s %s", self.service, h.name, work.event.type, work.event.id)
 
     def _run_broadcast(self, pending: Sequence[Work]) -> Attempt:
         """Broadcast handlers: in-process state, no transaction to roll back; a failure

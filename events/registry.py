@@ -5,16 +5,24 @@ A handler is a function ``(event: Event) -> None`` that calls a service. It runs
 ``transaction.atomic()`` together with its inbox row, so it must do its work through
 the database only (no network calls) and be safe to run again after a crash: events are
 delivered at least once, and the inbox makes handling effectively once.
+
+A handler may also have a set-based form (``many``): a function ``(events) -> None`` with
+the effect of calling the handler on each event in turn, in fewer statements. The consumer
+calls it for a run of a batch's events that share the handler (the batch's order kept), and
+falls back to the one-event form when it raises, to find the event that failed. It runs
+without a per-event correlation context, so it must write only its own rows (no outbox
+row); its events keep their own inbox rows under the handler's name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .envelope import Event
 
 HandlerFunc = Callable[[Event], None]
+ManyFunc = Callable[[Sequence[Event]], None]
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,7 @@ class Handler:
     event_type: str
     func: HandlerFunc
     broadcast: bool = False
+    many: ManyFunc | None = None  # the set-based form (module docstring)
 
     @property
     def name(self) -> str:
@@ -32,18 +41,23 @@ class Handler:
 _handlers: list[Handler] = []
 
 
-def handler(event_type: str, *, service: str, broadcast: bool = False) -> Callable[[HandlerFunc], HandlerFunc]:
+def handler(
+    event_type: str, *, service: str, broadcast: bool = False, many: ManyFunc | None = None
+) -> Callable[[HandlerFunc], HandlerFunc]:
     """Register ``func`` as ``service``'s handler of ``event_type``.
 
     ``broadcast=True``: every running consumer instance gets every event (for in-process
     caches) through its own instance queue, instead of one instance per event.
+    ``many``: the handler's set-based form (module docstring); not for broadcast handlers.
     """
+    if many is not None and broadcast:
+        raise ValueError("a broadcast handler runs one event at a time: drop many=")
     from . import catalogue
 
     catalogue.get(event_type)  # fail at import for a typo
 
     def register(func: HandlerFunc) -> HandlerFunc:
-        h = Handler(service=service, event_type=event_type, func=func, broadcast=broadcast)
+        h = Handler(service=service, event_type=event_type, func=func, broadcast=broadcast, many=many)
         if not any(x.name == h.name and x.event_type == event_type for x in _handlers):
             _handlers.append(h)
         return func

@@ -11,6 +11,8 @@ teams (events/antientropy.py) covers what it did before.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import events
 from events.envelope import Event
 from events.registry import on_consumer_start
@@ -20,10 +22,20 @@ from . import replica, services
 SERVICE = "transfers"
 
 
-@events.handler("team.created", service=SERVICE)
-def on_team_created(event: Event) -> None:
+def _created(event: Event) -> replica.Created:
     d = event.data
-    replica.team_created(team_id=d["id"], name=d["name"], players=d.get("players", []), sequence=event.sequence)
+    return replica.Created(team_id=d["id"], name=d["name"], players=d.get("players", []), sequence=event.sequence)
+
+
+def on_teams_created(many: Sequence[Event]) -> None:
+    """The set-based form: a batch's new teams in a few statements, whatever their number."""
+    replica.teams_created([_created(e) for e in many])
+
+
+@events.handler("team.created", service=SERVICE, many=on_teams_created)
+def on_team_created(event: Event) -> None:
+    c = _created(event)
+    replica.team_created(team_id=c.team_id, name=c.name, players=c.players, sequence=c.sequence)
 
 
 @events.handler("team.renamed", service=SERVICE)

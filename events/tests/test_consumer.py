@@ -506,3 +506,109 @@ def test_metric_labels_take_only_catalogue_types():
     assert metrics.message_type({"Body": json.dumps({"type": "spam-7f3a"})}) == "unknown"
     assert metrics.message_type({"Body": json.dumps({"type": ["team.created"]})}) == "unknown"
     assert metrics.message_type({"MessageAttributes": {"type": {"StringValue": "team.renamed"}}}) == "team.renamed"
+
+
+# ------------------------------------------------------------------------ set-based handlers
+def _probe_with_many(recorder) -> list[list[str]]:
+    """Give the probe's team.created handler a set-based form that records each call's
+    subjects and fails on the recorder's poison subjects, as the one-event form does."""
+    calls: list[list[str]] = []
+
+    def many(evs):
+        calls.append([e.subject for e in evs])
+        for e in evs:
+            recorder(e)
+
+    [h] = [h for h in registry.handlers(service="probe", event_type="team.created")]
+    registry._handlers[registry._handlers.index(h)] = registry.Handler("probe", "team.created", recorder, many=many)
+    return calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_of_one_set_based_handler_is_handled_in_one_call_with_an_inbox_row_each(probe_bus, recorder):
+    calls = _probe_with_many(recorder)
+    for i in range(1, 6):
+        _create(i)
+    relay.relay()
+    consumer = Consumer("probe", wait_seconds=0, check_topology=False)
+    assert consumer.poll(wait_seconds=1) == 5
+    assert calls == [["1", "2", "3", "4", "5"]]  # one call, in the batch's order
+    assert sorted(InboxMessage.objects.values_list("subject", flat=True)) == ["1", "2", "3", "4", "5"]
+    assert consumer.stats.handled == 5
+    assert _depth(aws.queue_name("probe")) == (0, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_set_based_call_leaves_out_events_the_inbox_has_and_counts_them_duplicates(probe_bus, recorder):
+    calls = _probe_with_many(recorder)
+    rows = [_create(i) for i in range(1, 5)]
+    relay.relay()
+    [h] = registry.handlers(service="probe", event_type="team.created")
+    # Subject 2 was handled already (a redelivery after a crash past the commit).
+    InboxMessage.objects.create(event_id=rows[1].event_id, handler=h.name, type="team.created", subject="2")
+    consumer = Consumer("probe", wait_seconds=0, check_topology=False)
+    consumer.poll(wait_seconds=1)
+    assert calls == [["1", "3", "4"]]
+    assert (consumer.stats.handled, consumer.stats.duplicates) == (3, 1)
+    assert _depth(aws.queue_name("probe")) == (0, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_set_based_call_runs_the_batch_again_one_message_at_a_time(probe_bus, recorder, caplog):
+    """The call that raised is rolled back; one at a time, the failing message is found and
+    backs off, and every other message commits once."""
+    calls = _probe_with_many(recorder)
+    recorder.fail_subjects.add("3")
+    for i in range(1, 6):
+        _create(i)
+    relay.relay()
+    consumer = Consumer("probe", wait_seconds=0, check_topology=False)
+    with caplog.at_level(logging.WARNING, logger="events.consumer"):
+        consumer.poll(wait_seconds=1)
+    assert calls == [["1", "2", "3", "4", "5"]]  # tried once set-based, then one by one
+    assert sorted(InboxMessage.objects.values_list("subject", flat=True)) == ["1", "2", "4", "5"]
+    # Rolled back before 3: the set-based call, then the first one-at-a-time attempt.
+    assert sorted(e.subject for e in recorder.seen) == ["1", "1", "1", "2", "2", "2", "4", "5"]
+    assert (consumer.stats.handled, consumer.stats.failed) == (4, 1)
+    assert _depth(aws.queue_name("probe")) == (0, 1)
+    assert "running the batch again one message at a time" in caplog.text
+
+
+def test_runs_cut_a_batch_where_the_handler_changes():
+    from events.consumer import Work
+    from events.envelope import Event
+
+    def many(evs):
+        pass
+
+    bulk = registry.Handler("probe", "team.created", lambda e: None, many=many)
+    single = registry.Handler("probe", "team.renamed", lambda e: None)
+
+    def work(subject: str, h: registry.Handler) -> Work:
+        ev = Event.from_body(
+            json.dumps(
+                {
+                    "specversion": "1.0",
+                    "id": f"00000000-0000-4000-8000-00000000000{subject}",
+                    "source": "/league/teams",
+                    "type": h.event_type,
+                    "subject": subject,
+                    "time": "2026-12-07T00:00:00Z",
+                    "datacontenttype": "application/json",
+                    "sequence": 1,
+                    "dataversion": 1,
+                    "data": {},
+                }
+            )
+        )
+        return Work({}, ev, [h])
+
+    batch = [work("1", bulk), work("2", bulk), work("3", single), work("4", bulk), work("5", bulk), work("6", bulk)]
+    runs = Consumer.runs(batch)
+    assert [[w.event.subject for w in r] for r in runs] == [["1", "2"], ["3"], ["4", "5", "6"]]
+    assert [len(r) for r in Consumer.runs(batch, one_by_one=True)] == [1] * 6
+
+
+def test_a_broadcast_handler_has_no_set_based_form():
+    with pytest.raises(ValueError, match="broadcast"):
+        registry.handler("team.created", service="probe", broadcast=True, many=lambda evs: None)
