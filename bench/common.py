@@ -217,6 +217,23 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / tick
 
 
+def command_cpu_seconds(name: str) -> float:
+    """CPU seconds used so far by the live processes whose command is ``name`` (e.g. every
+    ``postgres`` backend), from ``/proc``; 0.0 where there is no ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        command, _, rest = text.partition(" (")[2].rpartition(")")
+        if command == name:
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def emulator_cpu_seconds() -> float:
     """CPU seconds the run's emulator (its whole process group) has used so far; 0.0 when
     no run started one (an emulator of a test's own)."""

@@ -92,6 +92,27 @@ class Stack:
             common.stop(p)
         self.procs.clear()
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each part of the stack, the emulator, PostgreSQL's
+        processes and this process (the load generator)."""
+        parts: dict[str, float] = {}
+        for p in self.procs:
+            argv = [str(a) for a in p.args]
+            name = (
+                "web"
+                if "gunicorn" in argv[0]
+                else argv[argv.index("--service") + 1]
+                if "--service" in argv
+                else argv[3]
+            )
+            key = f"consumer {name}" if "--service" in argv else name
+            parts[key] = parts.get(key, 0.0) + common.group_cpu_seconds(p.pid)
+        parts["emulator"] = common.emulator_cpu_seconds()
+        parts["postgres"] = common.command_cpu_seconds("postgres")
+        t = os.times()
+        parts["load generator"] = t.user + t.system
+        return parts
+
     def check_alive(self) -> None:
         for p in self.procs:
             if p.poll() is not None:
@@ -190,6 +211,8 @@ def latencies(team_ids: list[int], *, timeout: float = 60, patience: float = 600
 
 # The emulator's CPU over a measured window: (CPU seconds, wall seconds, events).
 CPU_USED: dict[str, tuple[float, float, int]] = {}
+# Every part's CPU over a measured window of the stack: cores used and ms per event.
+CPU_PARTS: dict[str, dict[str, dict[str, float]]] = {}
 
 
 def run_config(*, kick: bool, rate: float, seconds: float, token: str) -> tuple[list[dict[str, float]], int]:
@@ -202,10 +225,19 @@ def run_config(*, kick: bool, rate: float, seconds: float, token: str) -> tuple[
             raise RuntimeError(f"the {tag} stack did not handle its warm-up events; logs in {common.env().data_dir}")
         time.sleep(1)
         cpu0, wall0 = common.emulator_cpu_seconds(), time.monotonic()
+        parts0 = stack.cpu_seconds()
         ids = load(stack.url, token, rate=rate, seconds=seconds, prefix=f"bench-{tag}")
         stack.check_alive()
         measured = latencies(ids)
         CPU_USED[tag] = (common.emulator_cpu_seconds() - cpu0, time.monotonic() - wall0, len(ids))
+        wall = time.monotonic() - wall0
+        CPU_PARTS[tag] = {
+            part: {
+                "cores": (used - parts0.get(part, 0.0)) / wall,
+                "ms_per_event": (used - parts0.get(part, 0.0)) * 1000 / max(len(ids), 1),
+            }
+            for part, used in stack.cpu_seconds().items()
+        }
         return measured
 
 
@@ -253,12 +285,20 @@ def e2e_rate(emulator: str) -> float:
 def bare_latency(rate: float, seconds: float) -> list[float]:
     """The floor the emulator sets: a bare boto3 ``sns.publish`` -> raw delivery ->
     ``receive_message`` loop at ``rate`` for ``seconds`` on a topic and queue of its own (same
-    emulator, same run). Milliseconds from just before each publish to its receipt."""
+    emulator, same run), delivered to as many queues as the bus delivers a ``team.created``
+    to (the others drained alongside). Milliseconds from just before each publish to its
+    receipt."""
+
+    from .pipeline_bench import _bare_topology, drained, fanout
+
+    topic, url, others = _bare_topology(fanout())
+    with drained(others):
+        return _bare_hop(rate, seconds, topic, url)
+
+
+def _bare_hop(rate: float, seconds: float, topic: str, url: str) -> list[float]:
     from events import aws
 
-    from .pipeline_bench import _bare_topology
-
-    topic, url = _bare_topology()
     total = int(rate * seconds)
     sent: dict[str, float] = {}
     lat: list[float] = []
@@ -291,7 +331,8 @@ def bare_latency(rate: float, seconds: float) -> list[float]:
                 lat.extend((now - sent[json.loads(m["Body"])["n"]]) * 1000 for m in msgs)
             if msgs:
                 sqs.delete_message_batch(
-                    QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)]
+                    QueueUrl=url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
                 )
 
     pubs = [threading.Thread(target=publisher) for _ in range(4)]
@@ -376,6 +417,9 @@ def e2e_latency(quick: bool) -> list[Result]:
         for tag, (cpu, wall, n) in CPU_USED.items()
     }
     cpu_note = ""
+    if "kick" in CPU_PARTS:
+        busy = sum(p["cores"] for p in CPU_PARTS["kick"].values())
+        cpu_note += f"; the machine's cores busy while measured: {busy:.2f} of {os.cpu_count()}"
     if "bare" in emulator_cpu and "kick" in emulator_cpu:
         b, k = emulator_cpu["bare"], emulator_cpu["kick"]
         cpu_note = (
@@ -403,5 +447,6 @@ def e2e_latency(quick: bool) -> list[Result]:
             "beat_p99_ms": common.pct(beat, 99),
             "split": split,
             "emulator_cpu": emulator_cpu,
+            "cpu_parts": CPU_PARTS,
         },
     )

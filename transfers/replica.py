@@ -245,43 +245,15 @@ class Created:
     sequence: int
 
 
-# The columns ``team_created`` may change on an existing row.
-_CREATED_FIELDS = ["name", "name_sequence", "sequence", "heal_wanted_at", "heal_cause", "heal_missing", "updated_at"]
-
-
 def teams_created(facts: Sequence[Created]) -> None:
-    """``team_created`` for each fact in turn, set-based, in two statements when every team
-    is new, four at most, whatever the number of teams: the rules run in Python on a new
-    team's stub and go in with one insert; the teams that existed are locked in one
-    statement (team id order), and the ones that changed saved in one; every squad goes in
-    with one. Facts about one team more than once: one by one."""
+    """``team_created`` for each fact in turn, set-based (kernel/replica.py ``apply_many``:
+    two statements when every team is new, four at most with the squads, whatever the
+    number of teams). Facts about one team more than once: one by one."""
     if len({f.team_id for f in facts}) < len(facts):
         for f in facts:
             team_created(team_id=f.team_id, name=f.name, players=f.players, sequence=f.sequence)
         return
-    now = timezone.now()
-    by_id = {f.team_id: f for f in facts}
-    fresh = []
-    for team_id in sorted(by_id):
-        stub = TeamReplica(team_id=team_id, created_at=now)
-        if _created_rules(stub, by_id[team_id]):
-            stub.updated_at = now
-        fresh.append(stub)
-    inserted = _write(fresh, update=None)
-    teams = {}
-    for stub in fresh:
-        if stub.team_id in inserted:
-            stub.pk = inserted[stub.team_id]
-            teams[stub.team_id] = stub
-    existing = sorted(set(by_id) - set(inserted))
-    if existing:
-        changed = []
-        for team in TeamReplica.objects.select_for_update().filter(team_id__in=existing).order_by("team_id"):
-            teams[team.team_id] = team
-            if not team.deleted and _created_rules(team, by_id[team.team_id]):
-                team.updated_at = now
-                changed.append(team)
-        _write(changed, update=_CREATED_FIELDS)
+    teams = shared.apply_many(TeamReplica, {f.team_id: f for f in facts}, _created_rules)
     _squads((teams[f.team_id], f.players, f.sequence) for f in facts if not teams[f.team_id].deleted)
 
 
@@ -291,34 +263,6 @@ def _created_rules(team: TeamReplica, fact: Created) -> bool:
     dirty = _check_gap(team, fact.sequence, "team.created")
     dirty = _set_name(team, fact.name, fact.sequence) or dirty
     return _bump(team, fact.sequence) or dirty
-
-
-def _write(teams: Sequence[TeamReplica], *, update: Sequence[str] | None) -> dict[int, int]:
-    """Rows in one statement, an insert on ``team_id``: ``update`` None, only the teams
-    not there yet go in (returns their primary keys by team id); else the ``update`` columns of existing
-    (locked) rows are written (Django's ``bulk_update`` builds a CASE per field and row,
-    which costs more CPU than the statements it saves)."""
-    if not teams:
-        return {}
-    model = TeamReplica._meta
-    q = connection.ops.quote_name
-    columns = [f for f in model.concrete_fields if not f.primary_key]
-    column = {f.name: str(f.column) for f in model.concrete_fields}
-    values: list[Any] = []
-    for team in teams:
-        values += [f.get_db_prep_save(getattr(team, f.attname), connection) for f in columns]
-    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    key = q(column["team_id"])
-    names = ", ".join(q(str(f.column)) for f in columns)
-    sql = f"INSERT INTO {q(model.db_table)} ({names}) VALUES {', '.join([row] * len(teams))} "
-    if update is None:
-        sql += f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}, {q(column[model.pk.name])}"
-    else:
-        updated = [q(column[name]) for name in update]
-        sql += f"ON CONFLICT ({key}) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in updated)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        return dict(cursor.fetchall()) if update is None else {}
 
 
 def team_renamed(*, team_id: int, name: str, sequence: int) -> None:
