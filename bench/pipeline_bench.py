@@ -107,6 +107,17 @@ class Pipeline:
             common.stop(proc)  # type: ignore[arg-type]
         self.procs.clear()
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by the consumers (all of them), the relays, the drainer,
+        the emulator and PostgreSQL's processes."""
+        parts: dict[str, float] = {}
+        for name, proc in self.procs.items():
+            key = name.split("-")[0] + "s" if "-" in name else name
+            parts[key] = parts.get(key, 0.0) + common.group_cpu_seconds(proc.pid)  # type: ignore[attr-defined]
+        parts["emulator"] = common.emulator_cpu_seconds()
+        parts["postgres"] = common.command_cpu_seconds("postgres")
+        return parts
+
     def peak_rss_mb(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for name, proc in self.procs.items():
@@ -406,20 +417,35 @@ def consumer_scaling(quick: bool) -> list[Result]:
     url = aws.queue_url(aws.queue_name(SERVICE))
     common.wait_empty(SERVICE)
     rates: dict[int, float] = {}
+    busy: dict[int, dict[str, float]] = {}
     subject = 20_000_000
     for consumers in (1, 2, 4):
         fill(url, envelopes(n, subject))
         first, subject = subject, subject + n
-        with Pipeline(relays=0, consumers=consumers):
+        with Pipeline(relays=0, consumers=consumers) as pipe:
+            cpu0, wall0 = pipe.cpu_seconds(), time.monotonic()
             deadline = time.monotonic() + 300
             times = inbox_times(first, subject - 1)
             while len(times) < n and time.monotonic() < deadline:
                 time.sleep(0.2)
                 times = inbox_times(first, subject - 1)
+            wall = time.monotonic() - wall0
+            busy[consumers] = {k: (v - cpu0.get(k, 0.0)) / wall for k, v in pipe.cpu_seconds().items()}
         # From the first event handled to the last: the processes' start is not counted.
         rates[consumers] = len(times) / max(max(times, default=0) - min(times, default=0), 1e-3)
-        print(f"   {consumers} consumer(s): {rates[consumers]:.0f} events/s", flush=True)
-    return [scaling_result(rates, n, cores=os.cpu_count() or 1)]
+        print(
+            f"   {consumers} consumer(s): {rates[consumers]:.0f} events/s; cores busy: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in busy[consumers].items()),
+            flush=True,
+        )
+    result = scaling_result(rates, n, cores=os.cpu_count() or 1)
+    result.extra["cores_busy"] = busy
+    one = busy[1]
+    result.note += (
+        f"; with 1 consumer the machine's cores were {sum(one.values()):.2f} busy "
+        f"(consumers {one.get('consumers', 0):.2f}, emulator {one.get('emulator', 0):.2f}, postgres {one.get('postgres', 0):.2f})"
+    )
+    return [result]
 
 
 def scaling_result(rates: dict[int, float], n: int, *, cores: int) -> Result:
