@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -129,6 +130,27 @@ def manage_argv(*args: str) -> list[str]:
     from django.conf import settings
 
     return [sys.executable, str(settings.BASE_DIR / "manage.py"), *args]
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def rolled_back(*steps: Callable[[], Any]) -> Any:
+    """Run ``steps`` in order inside a transaction that is then rolled back, and return what
+    the last one returned: two ways of reaching a state (a set-based write and one row at a
+    time, say) start from the same database and can be compared."""
+    from django.db import transaction
+
+    result: list[Any] = []
+    try:
+        with transaction.atomic():
+            for step in steps:
+                out = step()
+            result.append(out)
+            raise _RolledBack
+    except _RolledBack:
+        return result[0]
 
 
 def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.2) -> None:
