@@ -59,6 +59,13 @@ def test_consumer_scaling_is_two_consumers_against_one_per_core():
     assert pipeline_bench.scaling_result({1: 100.0, 2: 150.0}, 300, cores=2).met is False
 
 
+def test_consumer_scaling_states_the_emulators_ceiling_from_bare_loops():
+    result = pipeline_bench.scaling_result({1: 600.0, 2: 800.0}, 300, cores=2, bare={1: 840.0, 2: 850.0})
+    assert result.met is False  # the target stays the target
+    assert result.extra["bare"] == {1: 840.0, 2: 850.0}
+    assert "2 vs 1: 1.01" in result.note and "0.94 of 2 bare loops" in result.note
+
+
 @pytest.mark.django_db
 def test_the_bare_hop_is_measured_publish_to_receive(bus):
     samples = e2e_bench.bare_latency(rate=20, seconds=1)
@@ -99,3 +106,12 @@ def test_an_emulators_cpu_is_counted_over_its_whole_process_group(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
+
+
+def test_scaling_rate_is_the_middle_of_the_drain_not_its_ragged_ends():
+    # 100 events: 10 trickle in over 5 s while the second consumer starts, 80 go at 100/s,
+    # 10 trail over 5 s.
+    times = [i * 0.5 for i in range(10)] + [5 + i * 0.01 for i in range(80)] + [5.8 + i * 0.5 for i in range(10)]
+    assert pipeline_bench.steady_rate(times) == pytest.approx(100, rel=0.05)
+    assert pipeline_bench.steady_rate([1.0, 2.0]) == pytest.approx(2.0)
+    assert pipeline_bench.steady_rate([]) == 0.0
