@@ -241,6 +241,60 @@ def emulator_cpu_seconds() -> float:
     return group_cpu_seconds(proc.pid) if proc is not None else 0.0
 
 
+class EmulatorProbe:
+    """While the block runs, a thread makes a trivial call to the emulator (an SQS
+    ``ListQueues`` that matches nothing) every ``every`` seconds and keeps how long each took.
+    A call that took longer than ``threshold`` seconds is a *stall*: the emulator answered
+    nothing that fast, whatever else was asking. Events in flight during a stall waited on
+    the emulator, not on the code measured.
+
+    ``stalls()`` gives each stall as (wall start, wall end, monotonic start, monotonic end)."""
+
+    def __init__(self, *, every: float = 0.1, threshold: float = 0.25) -> None:
+        import threading
+
+        self.every, self.threshold = every, threshold
+        self.calls: list[tuple[float, float, float]] = []  # (wall start, monotonic start, seconds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="emulator-probe", daemon=True)
+
+    def _run(self) -> None:
+        from events import aws
+
+        sqs = aws.client("sqs")
+        while not self._stop.is_set():
+            wall, mono = time.time(), time.monotonic()
+            try:
+                sqs.list_queues(QueueNamePrefix="bench-probe-matches-nothing")
+            except Exception:  # a failed call is timed like an answered one
+                pass
+            self.calls.append((wall, mono, time.monotonic() - mono))
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> EmulatorProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def stalls(self) -> list[tuple[float, float, float, float]]:
+        return [(w, w + d, m, m + d) for w, m, d in self.calls if d > self.threshold]
+
+
+def clear_of(spans: list[tuple[float, float]], stalls: list[tuple[float, float]]) -> list[bool]:
+    """For each (start, end) in ``spans``: True when it overlaps none of ``stalls``."""
+    return [not any(s < b and a < e for s, e in stalls) for a, b in spans]
+
+
+def describe_stalls(stalls: list[tuple[float, float, float, float]]) -> str:
+    if not stalls:
+        return "none"
+    longest = max(x[1] - x[0] for x in stalls)
+    return f"{len(stalls)} (longest {longest * 1000:.0f} ms)"
+
+
 def teardown() -> None:
     """Stop every child, drop the database, delete the Celery queue and the data dir."""
     global _env

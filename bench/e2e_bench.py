@@ -204,6 +204,8 @@ def latencies(team_ids: list[int], *, timeout: float = 60, patience: float = 600
                 "total": (handled - t0).total_seconds() * 1000,
                 "to_published": (published - t0).total_seconds() * 1000,
                 "published_to_handler": (handled - published).total_seconds() * 1000,
+                "at": t0.timestamp(),
+                "done": handled.timestamp(),
             }
         )
     return out, len(subjects) - len(rows)
@@ -213,6 +215,10 @@ def latencies(team_ids: list[int], *, timeout: float = 60, patience: float = 600
 CPU_USED: dict[str, tuple[float, float, int]] = {}
 # Every part's CPU over a measured window of the stack: cores used and ms per event.
 CPU_PARTS: dict[str, dict[str, dict[str, float]]] = {}
+# The emulator's stalls (``common.EmulatorProbe``) over a measured window, and the bare hop's
+# (sent, received) monotonic times.
+STALLS: dict[str, list[tuple[float, float, float, float]]] = {}
+BARE_SPANS: list[tuple[float, float]] = []
 
 
 def run_config(*, kick: bool, rate: float, seconds: float, token: str) -> tuple[list[dict[str, float]], int]:
@@ -226,9 +232,11 @@ def run_config(*, kick: bool, rate: float, seconds: float, token: str) -> tuple[
         time.sleep(1)
         cpu0, wall0 = common.emulator_cpu_seconds(), time.monotonic()
         parts0 = stack.cpu_seconds()
-        ids = load(stack.url, token, rate=rate, seconds=seconds, prefix=f"bench-{tag}")
-        stack.check_alive()
-        measured = latencies(ids)
+        with common.EmulatorProbe() as probe:
+            ids = load(stack.url, token, rate=rate, seconds=seconds, prefix=f"bench-{tag}")
+            stack.check_alive()
+            measured = latencies(ids)
+        STALLS[tag] = probe.stalls()
         CPU_USED[tag] = (common.emulator_cpu_seconds() - cpu0, time.monotonic() - wall0, len(ids))
         wall = time.monotonic() - wall0
         CPU_PARTS[tag] = {
@@ -242,7 +250,8 @@ def run_config(*, kick: bool, rate: float, seconds: float, token: str) -> tuple[
 
 
 def breakdown(samples: list[dict[str, float]]) -> dict[str, float]:
-    return {f"{k}_p{p}_ms": common.pct([x[k] for x in samples], p) for k in samples[0] for p in (50, 99)}
+    parts = [k for k in samples[0] if k not in ("at", "done")]
+    return {f"{k}_p{p}_ms": common.pct([x[k] for x in samples], p) for k in parts for p in (50, 99)}
 
 
 def plot(kick: list[float], beat: list[float], path: Path, rate: float, seconds: float) -> None:
@@ -302,6 +311,7 @@ def _bare_hop(rate: float, seconds: float, topic: str, url: str) -> list[float]:
     total = int(rate * seconds)
     sent: dict[str, float] = {}
     lat: list[float] = []
+    spans: list[tuple[float, float]] = []
     lock = threading.Lock()
     done = threading.Event()
     t0 = time.monotonic() + 0.2
@@ -328,7 +338,10 @@ def _bare_hop(rate: float, seconds: float, topic: str, url: str) -> list[float]:
             msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
             now = time.monotonic()
             with lock:
-                lat.extend((now - sent[json.loads(m["Body"])["n"]]) * 1000 for m in msgs)
+                for m in msgs:
+                    at = sent[json.loads(m["Body"])["n"]]
+                    lat.append((now - at) * 1000)
+                    spans.append((at, now))
             if msgs:
                 sqs.delete_message_batch(
                     QueueUrl=url,
@@ -338,21 +351,46 @@ def _bare_hop(rate: float, seconds: float, topic: str, url: str) -> list[float]:
     pubs = [threading.Thread(target=publisher) for _ in range(4)]
     rec = threading.Thread(target=receiver)
     cpu0, wall0 = common.emulator_cpu_seconds(), time.monotonic()
-    rec.start()
-    for t in pubs:
-        t.start()
-    for t in pubs:
-        t.join()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with lock:
-            if len(lat) >= total:
-                break
-        time.sleep(0.05)
-    done.set()
-    rec.join()
+    with common.EmulatorProbe() as probe:
+        rec.start()
+        for t in pubs:
+            t.start()
+        for t in pubs:
+            t.join()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with lock:
+                if len(lat) >= total:
+                    break
+            time.sleep(0.05)
+        done.set()
+        rec.join()
     CPU_USED["bare"] = (common.emulator_cpu_seconds() - cpu0, time.monotonic() - wall0, total)
+    STALLS["bare"] = probe.stalls()
+    BARE_SPANS[:] = spans
     return lat
+
+
+def stall_figures(kick_s: list[dict[str, float]], bare: list[float]) -> dict[str, dict]:
+    """Per window (``kick``: the system, ``bare``: the bare hop): the emulator's stalls, how
+    many events were in flight during one, and the p99 of the others. Shown, not judged: the
+    rows stay judged on every event."""
+    out: dict[str, dict] = {}
+    windows = {
+        "kick": ([(x["at"], x["done"]) for x in kick_s], [x["total"] for x in kick_s], 0),
+        "bare": (list(BARE_SPANS), list(bare) if len(BARE_SPANS) == len(bare) else [], 2),
+    }
+    for tag, (spans, values, clock) in windows.items():
+        stalls = STALLS.get(tag, [])
+        clear = common.clear_of(spans, [(s[clock], s[clock + 1]) for s in stalls]) if values else []
+        kept = [v for v, ok in zip(values, clear, strict=True) if ok]
+        out[tag] = {
+            "stalls": common.describe_stalls(stalls),
+            "stall_ms": [round((s[1] - s[0]) * 1000) for s in stalls],
+            "events_in_a_stall": len(values) - len(kept),
+            "clear_p99_ms": common.pct(kept, 99) if kept else float("nan"),
+        }
+    return out
 
 
 def judged(kick: list[float], bare: list[float], *, note: str, extra: dict) -> list[Result]:
@@ -427,6 +465,12 @@ def e2e_latency(quick: bool) -> list[Result]:
             f"({k['cores_used']:.2f} of {os.cpu_count()} cores) vs {b['cpu_ms_per_event']:.1f} ms bare "
             f"({b['cores_used']:.2f} cores)"
         )
+    stalls = stall_figures(kick_s, bare)
+    cpu_note += (
+        f"; the emulator's stalls (a trivial call unanswered for > 250 ms): bare {stalls['bare']['stalls']}, "
+        f"system {stalls['kick']['stalls']}; p99 of the events clear of them: {stalls['kick']['clear_p99_ms']:.0f} "
+        f"vs {stalls['bare']['clear_p99_ms']:.0f} ms bare"
+    )
     common.RESULTS.mkdir(parents=True, exist_ok=True)
     plot(kick, beat, common.RESULTS / f"e2e_latency-{emulator}.png", rate, seconds)
     return judged(
@@ -448,5 +492,6 @@ def e2e_latency(quick: bool) -> list[Result]:
             "split": split,
             "emulator_cpu": emulator_cpu,
             "cpu_parts": CPU_PARTS,
+            "emulator_stalls": stalls,
         },
     )

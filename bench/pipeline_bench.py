@@ -572,6 +572,8 @@ def soak(quick: bool) -> list[Result]:
     start = 30_000_000
     samples: dict[str, list[int]] = {}
     minute_p99: list[float] = []
+    minute_stalls: list[list[int]] = []
+    minute_clear_p99: list[float] = []
     backlog: list[int] = []
     with Pipeline(relays=2, consumers=4) as pipe:
         stop = threading.Event()
@@ -585,11 +587,22 @@ def soak(quick: bool) -> list[Result]:
         sampler.start()
         try:
             for _ in range(int(minutes)) or [0]:
-                step = measure_step(rate, 60.0 if not quick else 30.0, start, settle=5.0)
+                with common.EmulatorProbe() as probe:
+                    step = measure_step(rate, 60.0 if not quick else 30.0, start, settle=5.0)
+                rows = handled_since(start, start + int(step["written"]) - 1)
+                stalls = probe.stalls()
+                clear = common.clear_of(rows, [(a, b) for a, b, _, _ in stalls])
+                kept = [(h - c) * 1000 for (c, h), ok in zip(rows, clear, strict=True) if ok]
                 start += int(step["written"]) + 1
                 minute_p99.append(step["p99_ms"])
+                minute_stalls.append([round((b - a) * 1000) for a, b, _, _ in stalls])
+                minute_clear_p99.append(common.pct(kept, 99) if kept else float("nan"))
                 backlog.append(int(step["written"] - step["handled"]))
-                print(f"   minute {len(minute_p99)}: p99 {step['p99_ms']:.0f} ms, backlog {backlog[-1]}", flush=True)
+                print(
+                    f"   minute {len(minute_p99)}: p99 {step['p99_ms']:.0f} ms, backlog {backlog[-1]}; "
+                    f"emulator stalls {common.describe_stalls(stalls)}, p99 clear of them {minute_clear_p99[-1]:.0f} ms",
+                    flush=True,
+                )
         finally:
             stop.set()
             sampler.join()
@@ -613,7 +626,17 @@ def soak(quick: bool) -> list[Result]:
             10.0 / worst if worst > 0 else float("inf"),
             "RSS <= +10 % after minute 1; backlog flat; last p99 <= 1.25 x first",
             ok,
-            f"{minutes:g} min at {rate:g} writes/s, 2 relays + 4 consumers; last/first minute p99 {p99_ratio:.2f}",
-            {"growth_pct": growth, "minute_p99_ms": minute_p99, "backlog": backlog, "peak_rss_mb": peaks},
+            f"{minutes:g} min at {rate:g} writes/s, 2 relays + 4 consumers; last/first minute p99 {p99_ratio:.2f}; "
+            f"last minute p99 {minute_p99[-1]:.0f} ms, {minute_clear_p99[-1]:.0f} ms for the events clear of the "
+            f"emulator's stalls (stalls over {len(minute_stalls[-1])} > 250 ms that minute, "
+            f"{sum(len(m) for m in minute_stalls)} in all)",
+            {
+                "growth_pct": growth,
+                "minute_p99_ms": minute_p99,
+                "minute_clear_p99_ms": minute_clear_p99,
+                "minute_stalls_ms": minute_stalls,
+                "backlog": backlog,
+                "peak_rss_mb": peaks,
+            },
         )
     ]

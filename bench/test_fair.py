@@ -4,6 +4,8 @@ end-to-end rows at a rate it sustains, multi-process rows per core."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bench import common, e2e_bench, pipeline_bench, run
@@ -71,6 +73,44 @@ def test_the_bare_hop_is_measured_publish_to_receive(bus):
     samples = e2e_bench.bare_latency(rate=20, seconds=1)
     assert len(samples) == 20
     assert all(0 < s < 5000 for s in samples)
+    spans = e2e_bench.BARE_SPANS
+    assert len(spans) == 20 and all(b > a for a, b in spans)
+    assert sorted((b - a) * 1000 for a, b in spans) == pytest.approx(sorted(samples))
+
+
+@pytest.mark.django_db
+def test_the_emulator_probe_times_trivial_calls_and_names_the_slow_ones_stalls(bus):
+    with common.EmulatorProbe(every=0.02, threshold=10) as probe:
+        time.sleep(0.3)
+    assert len(probe.calls) >= 3 and probe.stalls() == []
+    everything = common.EmulatorProbe(threshold=0)
+    everything.calls = list(probe.calls)
+    stalls = everything.stalls()
+    assert len(stalls) == len(probe.calls)
+    assert all(end > start for start, end, _, _ in stalls)
+
+
+def test_events_in_flight_during_a_stall_are_counted_apart():
+    stalls = [(10.0, 10.6, 110.0, 110.6)]
+    spans = [(9.0, 9.1), (10.5, 10.7), (9.9, 11.0), (10.7, 10.8)]
+    assert common.clear_of(spans, [(10.0, 10.6)]) == [True, False, False, True]
+    assert common.describe_stalls(stalls) == "1 (longest 600 ms)"
+    assert common.describe_stalls([]) == "none"
+    kick = [
+        {"total": 100.0, "at": 9.0, "done": 9.1},
+        {"total": 700.0, "at": 10.0, "done": 10.7},
+        {"total": 120.0, "at": 11.0, "done": 11.12},
+    ]
+    e2e_bench.STALLS.update(kick=stalls, bare=[])
+    e2e_bench.BARE_SPANS[:] = [(100.0, 100.05), (101.0, 101.06)]
+    try:
+        figures = e2e_bench.stall_figures(kick, [50.0, 60.0])
+    finally:
+        e2e_bench.STALLS.clear()
+        e2e_bench.BARE_SPANS.clear()
+    assert figures["kick"]["events_in_a_stall"] == 1 and figures["kick"]["stall_ms"] == [600]
+    assert figures["kick"]["clear_p99_ms"] == pytest.approx(common.pct([100.0, 120.0], 99))
+    assert figures["bare"]["events_in_a_stall"] == 0 and figures["bare"]["stalls"] == "none"
 
 
 BURN = """
