@@ -1,7 +1,7 @@
 """Run the benchmarks, print a table, write bench/results/latest.json (an output of the run,
 not a tracked file: the reference run is kept in docs/bench/).
 
-    .venv/bin/python bench/run.py            # the full run on moto: about 40 min on 2 cores (LocalStack: 25; the soak alone is 10)
+    .venv/bin/python bench/run.py            # the full run on moto: about 40 min on 2 cores (LocalStack: 30; the soak alone is 10)
     .venv/bin/python bench/run.py --quick    # the same code, shorter (~3 min)
     .venv/bin/python bench/run.py --db-name bench_mine   # name the run's database
     .venv/bin/python bench/run.py --only relay_vs_boto3,e2e_latency
