@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -348,8 +349,14 @@ class drained:
 
 
 def median_step(runs: list[dict]) -> dict:
-    """One rate's runs as one step: the median of each figure, the runs kept under ``runs``."""
-    out = {k: common.median([r[k] for r in runs]) for k in ("achieved", "p50_ms", "p99_ms")}
+    """One rate's runs as one step: the median of each figure, the runs kept under ``runs``.
+    A run that handled nothing in its wait has no latency: it counts as infinitely slow."""
+
+    def figure(run: dict, key: str) -> float:
+        value = float(run[key])
+        return float("inf") if math.isnan(value) else value
+
+    out = {k: common.median([figure(r, k) for r in runs]) for k in ("achieved", "p50_ms", "p99_ms")}
     return {"offered": runs[0]["offered"], **out, "runs": runs} if len(runs) > 1 else {**runs[0]}
 
 
