@@ -155,3 +155,19 @@ def test_scaling_rate_is_the_middle_of_the_drain_not_its_ragged_ends():
     assert pipeline_bench.steady_rate(times) == pytest.approx(100, rel=0.05)
     assert pipeline_bench.steady_rate([1.0, 2.0]) == pytest.approx(2.0)
     assert pipeline_bench.steady_rate([]) == 0.0
+
+
+def test_a_throughput_step_is_the_median_of_its_runs():
+    runs = [
+        {"offered": 200, "achieved": 198.0, "p50_ms": 90.0, "p99_ms": 1374.0},
+        {"offered": 200, "achieved": 199.0, "p50_ms": 80.0, "p99_ms": 640.0},
+        {"offered": 200, "achieved": 197.0, "p50_ms": 85.0, "p99_ms": 700.0},
+    ]
+    step = pipeline_bench.median_step(runs)
+    assert (step["achieved"], step["p99_ms"], step["offered"]) == (198.0, 700.0, 200)
+    assert step["runs"] == runs
+    assert pipeline_bench.sustained([step]) == 198.0  # one slow burst does not fail the rate
+    assert pipeline_bench.median_step(runs[:1]) == runs[0]
+    stuck = [dict(runs[0], p99_ms=19363.0), dict(runs[1], p99_ms=float("nan")), dict(runs[2], p99_ms=float("nan"))]
+    assert pipeline_bench.median_step(stuck)["p99_ms"] == float("inf")  # nothing handled: never kept up
+    assert pipeline_bench.sustained([pipeline_bench.median_step(stuck)]) == 198.0  # no step kept up: the best median seen
