@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.utils import timezone
 
 from . import catalogue, context, envelope, gate, telemetry, wakeup
@@ -130,7 +131,7 @@ def _insert_with_sequence(row: OutboxMessage, *, gate_of: str, notify: bool) -> 
     if notify:
         wake = ", CASE WHEN ins.id IS NOT NULL THEN pg_notify(%s, '') END"
         params.append(wakeup.CHANNEL)
-    with connection.cursor() as cursor:
+    with _server_bound_cursor() as cursor:
         cursor.execute(
             f"WITH g AS ("
             f"SELECT state FROM {quote('events_servicegate')} WHERE service = %s FOR SHARE"
@@ -151,6 +152,34 @@ def _insert_with_sequence(row: OutboxMessage, *, gate_of: str, notify: bool) -> 
     row.pk, row.sequence = pk, number
     row.envelope["sequence"] = number
     row._state.adding = False
+
+
+def _server_bound_cursor() -> Any:
+    """A cursor on Django's connection, in its transaction, whose parameters psycopg binds
+    on the server: psycopg then prepares a statement once it repeats on the connection
+    (``prepare_threshold``, 5 by default), and a long-lived connection (``CONN_MAX_AGE``)
+    plans the outbox statement once instead of on every publish, where parsing and planning
+    it cost more than running it (docs/PERFORMANCE.md). Django's own cursors bind on the
+    client. Wrapped as Django wraps its cursors: execute wrappers, the query log and the
+    database error translation apply."""
+    import psycopg
+
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    with connection.wrap_database_errors:
+        cursor = psycopg.Cursor(connection.connection)
+    if connection.queries_logged:
+        return _LoggedServerBound(cursor, connection)
+    return connection.make_cursor(cursor)
+
+
+class _LoggedServerBound(CursorDebugWrapper):
+    """Django's query log for a server-bound cursor: the statement with its parameters
+    composed on the client (for the log only), as Django logs its own."""
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        with self.debug_sql(self.db.ops.compose_sql(sql, params)):
+            return CursorWrapper.execute(self, sql, params)
 
 
 def next_sequence(key: str) -> int:

@@ -191,6 +191,13 @@ else:
     #: PostgreSQL: seconds a connection is kept for the next request (forced to 0 under ASGI).
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    #: PostgreSQL: a statement bound on the server is prepared once it has run this many times on a connection; only the outbox's statement is (events/publisher.py: Django binds its own on the client). ``off`` behind a connection pooler in transaction mode that keeps no prepared statements.
+    _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5").strip().lower()
+    if _prepare != "off" and not (_prepare.isdigit() and int(_prepare) >= 0):
+        raise ImproperlyConfigured(
+            f"DATABASE_PREPARE_THRESHOLD={_prepare!r}: use a whole number of runs (0 prepares at once) or 'off'."
+        )
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None if _prepare == "off" else int(_prepare)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --------------------------------------------------------------------------------------

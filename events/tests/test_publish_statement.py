@@ -41,7 +41,9 @@ def test_publish_is_one_statement_and_writes_what_the_orm_wrote(settings):
         token = context.correlation_id.set("req-1")
         try:
             with CaptureQueriesContext(connection) as queries:
-                row = events.publish("team.renamed", subject=5, data={"id": 5, "name": "AFC", "old_name": "Ajax", "short_name": "TM"})
+                row = events.publish(
+                    "team.renamed", subject=5, data={"id": 5, "name": "AFC", "old_name": "Ajax", "short_name": "TM"}
+                )
         finally:
             context.correlation_id.reset(token)
     assert len(_statements(queries)) == 1, _statements(queries)
@@ -75,7 +77,9 @@ def test_a_closed_gate_is_refused_by_the_same_statement_which_then_writes_nothin
         with transaction.atomic():
             with CaptureQueriesContext(connection) as queries:
                 with pytest.raises(gate.ServicePaused) as refused:
-                    events.publish("team.renamed", subject=7, data={"id": 7, "name": "AFC", "old_name": "Ajax", "short_name": "TM"})
+                    events.publish(
+                        "team.renamed", subject=7, data={"id": 7, "name": "AFC", "old_name": "Ajax", "short_name": "TM"}
+                    )
         assert len(_statements(queries)) == 1
         assert (refused.value.service, refused.value.state) == ("teams", gate.PAUSED)
         assert not listener.wait(0.5)
@@ -91,7 +95,9 @@ def test_sequences_stay_per_subject_and_consecutive(settings):
     settings.OUTBOX_KICK = False
     with transaction.atomic():
         for subject in (1, 2, 1, 1, 2):
-            events.publish("team.created", subject=subject, data={"id": subject, "name": f"T{subject}", "short_name": "TM"})
+            events.publish(
+                "team.created", subject=subject, data={"id": subject, "name": f"T{subject}", "short_name": "TM"}
+            )
     seen = list(OutboxMessage.objects.order_by("id").values_list("subject", "sequence"))
     assert seen == [("1", 1), ("2", 1), ("1", 2), ("1", 3), ("2", 2)]
 
@@ -188,3 +194,34 @@ def _serve(relay, stop) -> None:
         relay.run(stop, interval=60)
     finally:
         conn.close()
+
+
+@pytest.mark.django_db
+def test_the_statement_is_prepared_on_the_server_once_it_repeats(settings):
+    """Parsing and planning the statement cost more than running it: psycopg binds its
+    parameters on the server and prepares it on a connection once it repeats, so a
+    long-lived connection plans it once. It stays one statement with what the ORM wrote."""
+    settings.OUTBOX_KICK = False
+
+    def prepared() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'WITH g AS (%%'")
+            return cursor.fetchone()[0]
+
+    before = prepared()
+    rows = []
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        for n in range(8):
+            rows.append(
+                events.publish(
+                    "team.renamed",
+                    subject=9,
+                    data={"id": 9, "name": f"Ajax {n}", "old_name": "Ajax", "short_name": "AJX"},
+                )
+            )
+    assert len(_statements(queries)) == 8
+    assert prepared() == before + 1
+    stored = list(OutboxMessage.objects.filter(pk__in=[r.pk for r in rows]).order_by("sequence"))
+    assert [r.sequence for r in stored] == list(range(1, 9))
+    assert [r.envelope["data"]["name"] for r in stored] == [f"Ajax {n}" for n in range(8)]
+    assert all(r.envelope["sequence"] == r.sequence for r in stored)

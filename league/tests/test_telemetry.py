@@ -158,6 +158,31 @@ def test_off_by_default_nothing_installed_and_no_traceparent(db, settings):
     assert "traceparent" not in row.envelope and "tracestate" not in row.envelope
 
 
+def test_off_publish_starts_no_span_and_passes_a_received_context_on(db, settings, monkeypatch):
+    """At no cost: without an SDK, ``publish`` does not go through a tracer at all; an
+    event written by a handler still carries the context the handler received."""
+    from opentelemetry import context as otel_context
+
+    from events import telemetry as bus_telemetry
+
+    assert not isinstance(trace.get_tracer_provider(), TracerProvider)
+
+    def no_tracer():
+        raise AssertionError("a tracer was asked for with no SDK installed")
+
+    received = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with transaction.atomic():
+        plain = events.publish("team.created", subject=8, data={"id": 8, "name": "Ajax", "short_name": "TM"})
+        monkeypatch.setattr(bus_telemetry, "_tracer", no_tracer)
+        token = otel_context.attach(bus_telemetry._parent({"traceparent": received}))  # as in a handler
+        try:
+            chained = events.publish("team.created", subject=9, data={"id": 9, "name": "PSV", "short_name": "PS"})
+        finally:
+            otel_context.detach(token)
+    assert "traceparent" not in plain.envelope
+    assert chained.envelope["traceparent"] == received
+
+
 @pytest.fixture
 def otlp_collector() -> Iterator[dict]:
     """A stand-in OTLP/HTTP receiver on loopback: records each POST's path and body."""
