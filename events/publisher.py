@@ -170,14 +170,14 @@ def _server_bound_cursor() -> Any:
         cursor = psycopg.Cursor(connection.connection)
     if connection.queries_logged:
         return _LoggedServerBound(cursor, connection)
-    return connection.make_cursor(cursor)
+    return connection.make_cursor(cursor)  # type: ignore[arg-type]  # a DB-API cursor, as Django passes it
 
 
 class _LoggedServerBound(CursorDebugWrapper):
     """Django's query log for a server-bound cursor: the statement with its parameters
     composed on the client (for the log only), as Django logs its own."""
 
-    def execute(self, sql: str, params: Any = None) -> Any:
+    def execute(self, sql: Any, params: Any = None) -> Any:
         with self.debug_sql(self.db.ops.compose_sql(sql, params)):
             return CursorWrapper.execute(self, sql, params)
 
