@@ -15,12 +15,13 @@ that statement also sends the relay's wake-up, a ``NOTIFY`` delivered at commit
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 from django.utils import timezone
 
@@ -62,7 +63,8 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Out
         gate.check_writable(et.source)
     subject = str(subject)
     key = f"{et.aggregate}:{subject}"
-    event_id = str(uuid.uuid4())
+    event_uuid = uuid.uuid4()  # the row's column takes it as it is; the envelope its text
+    event_id = str(event_uuid)
     notify = settings.OUTBOX_KICK and wakeup.notify()
     with telemetry.publishing(event_type, subject) as trace_context:
         body = envelope.build(
@@ -80,7 +82,7 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Out
         )
         origin = context.origin.get()
         row = OutboxMessage(
-            event_id=event_id,
+            event_id=event_uuid,
             type=event_type,
             subject=subject,
             aggregate_key=key,
@@ -119,39 +121,76 @@ def _insert_with_sequence(row: OutboxMessage, *, gate_of: str, notify: bool) -> 
     concurrent writers on one subject get consecutive numbers in commit order. The row is an
     ``INSERT ... SELECT ... FROM seq``, so its id is drawn after the upsert got that lock (a
     ``VALUES`` list would draw it first) and ids follow sequences as with two statements."""
-    fields = [f for f in OutboxMessage._meta.concrete_fields if f.attname not in _SEQUENCED]
+    fields, sql = _statement(notify)
     params: list[Any] = [gate_of, row.aggregate_key]
-    params += [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
-    envelope_field = OutboxMessage._meta.get_field("envelope")
-    params.append(envelope_field.get_db_prep_save(row.envelope, connection))
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(str(f.column)) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    wake = ""
+    values = row.__dict__
+    for f, default, prepped in fields:
+        if default is not _PER_ROW and values[f.attname] is default:
+            params.append(prepped)
+        else:
+            params.append(f.get_db_prep_save(f.pre_save(row, True), connection))
+    params.append(_ENVELOPE.get_db_prep_save(row.envelope, connection))
     if notify:
-        wake = ", CASE WHEN ins.id IS NOT NULL THEN pg_notify(%s, '') END"
         params.append(wakeup.CHANNEL)
-    with _server_bound_cursor() as cursor:
-        cursor.execute(
-            f"WITH g AS ("
-            f"SELECT state FROM {quote('events_servicegate')} WHERE service = %s FOR SHARE"
-            f"), seq AS ("
-            f"INSERT INTO {quote('events_subjectsequence')} AS s (key, last) "
-            f"SELECT %s, 1 WHERE COALESCE((SELECT state FROM g), '{gate.OPEN}') = '{gate.OPEN}' "
-            f"ON CONFLICT (key) DO UPDATE SET last = s.last + 1 RETURNING last"
-            f"), ins AS ("
-            f"INSERT INTO {quote(OutboxMessage._meta.db_table)} ({columns}, sequence, envelope) "
-            f"SELECT {placeholders}, seq.last, jsonb_set(%s, '{{sequence}}', to_jsonb(seq.last)) FROM seq "
-            f"RETURNING id, sequence"
-            f") SELECT (SELECT state FROM g), ins.id, ins.sequence{wake} FROM (VALUES (1)) AS one (x) LEFT JOIN ins ON true",
-            params,
-        )
-        state, pk, number = cursor.fetchone()[:3]
+    cursor = _server_bound_cursor()
+    cursor.execute(sql, params)
+    state, pk, number = cursor.fetchone()[:3]
     if pk is None:
         raise gate.ServicePaused(gate_of, state)
     row.pk, row.sequence = pk, number
     row.envelope["sequence"] = number
     row._state.adding = False
+
+
+_ENVELOPE = OutboxMessage._meta.get_field("envelope")
+
+
+_PER_ROW = object()
+
+
+@functools.cache
+def _statement(notify: bool) -> tuple[list[tuple[Any, Any, Any]], str]:
+    """The fields ``_insert_with_sequence`` fills from the row, and its SQL, built once per
+    process (the model does not change while it runs). Each field comes with its default
+    and that default's database value when both are fixed (no default, or one that is not
+    callable, and a ``pre_save`` that returns the attribute): a row that holds that
+    very default object gets the value prepared once, as ``Model.save`` would prepare it.
+    Any other field, or value, is prepared per row."""
+    fields = [f for f in OutboxMessage._meta.concrete_fields if f.attname not in _SEQUENCED]
+    plan: list[tuple[Any, Any, Any]] = []
+    for f in fields:
+        fixed = not (f.has_default() and callable(f.default))  # no default: None or ""
+        if fixed and _returns_attribute(f):
+            default = f.get_default()
+            plan.append((f, default, f.get_db_prep_save(default, connection)))
+        else:
+            plan.append((f, _PER_ROW, None))
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(str(f.column)) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    wake = ", CASE WHEN ins.id IS NOT NULL THEN pg_notify(%s, '') END" if notify else ""
+    sql = (
+        f"WITH g AS ("
+        f"SELECT state FROM {quote('events_servicegate')} WHERE service = %s FOR SHARE"
+        f"), seq AS ("
+        f"INSERT INTO {quote('events_subjectsequence')} AS s (key, last) "
+        f"SELECT %s, 1 WHERE COALESCE((SELECT state FROM g), '{gate.OPEN}') = '{gate.OPEN}' "
+        f"ON CONFLICT (key) DO UPDATE SET last = s.last + 1 RETURNING last"
+        f"), ins AS ("
+        f"INSERT INTO {quote(OutboxMessage._meta.db_table)} ({columns}, sequence, envelope) "
+        f"SELECT {placeholders}, seq.last, jsonb_set(%s, '{{sequence}}', to_jsonb(seq.last)) FROM seq "
+        f"RETURNING id, sequence"
+        f") SELECT (SELECT state FROM g), ins.id, ins.sequence{wake} FROM (VALUES (1)) AS one (x) LEFT JOIN ins ON true"
+    )
+    return plan, sql
+
+
+def _returns_attribute(f: Any) -> bool:
+    """Does ``f.pre_save`` return the attribute as it is? ``Field``'s does; a date or time
+    field's does unless it is ``auto_now`` or ``auto_now_add``."""
+    if type(f).pre_save is models.Field.pre_save:
+        return True
+    return isinstance(f, models.DateField | models.TimeField) and not (f.auto_now or f.auto_now_add)
 
 
 def _server_bound_cursor() -> Any:
@@ -161,16 +200,21 @@ def _server_bound_cursor() -> Any:
     plans the outbox statement once instead of on every publish, where parsing and planning
     it cost more than running it (docs/PERFORMANCE.md). Django's own cursors bind on the
     client. Wrapped as Django wraps its cursors: execute wrappers, the query log and the
-    database error translation apply."""
+    database error translation apply. Kept for the next publish on the same connection (a
+    connection Django opens anew gets a cursor anew)."""
     import psycopg
 
     connection.ensure_connection()
     connection.validate_thread_sharing()
+    raw, logged = connection.connection, connection.queries_logged
+    kept = getattr(connection, "_outbox_cursor", None)
+    if kept is not None and kept[0] is raw and kept[1] == logged and not kept[2].closed:
+        return kept[3]
     with connection.wrap_database_errors:
-        cursor = psycopg.Cursor(connection.connection)
-    if connection.queries_logged:
-        return _LoggedServerBound(cursor, connection)
-    return connection.make_cursor(cursor)  # type: ignore[arg-type]  # a DB-API cursor, as Django passes it
+        cursor = psycopg.Cursor(raw)
+    wrapped = _LoggedServerBound(cursor, connection) if logged else connection.make_cursor(cursor)  # type: ignore[arg-type]
+    connection._outbox_cursor = (raw, logged, cursor, wrapped)  # type: ignore[attr-defined]
+    return wrapped
 
 
 class _LoggedServerBound(CursorDebugWrapper):

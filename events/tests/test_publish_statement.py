@@ -225,3 +225,48 @@ def test_the_statement_is_prepared_on_the_server_once_it_repeats(settings):
     assert [r.sequence for r in stored] == list(range(1, 9))
     assert [r.envelope["data"]["name"] for r in stored] == [f"Ajax {n}" for n in range(8)]
     assert all(r.envelope["sequence"] == r.sequence for r in stored)
+
+
+@pytest.mark.django_db
+def test_every_column_gets_the_rows_value_whether_default_or_not(settings):
+    """The statement prepares a fixed default once per process; a row holding any other
+    value in any column gets that value written, as ``Model.save`` would write it."""
+    from django.utils import timezone
+
+    settings.OUTBOX_KICK = False
+    now = timezone.now().replace(microsecond=0)
+    odd = {
+        "state": OutboxState.FAILED,
+        "published_at": now,
+        "sns_message_id": "m-1",
+        "attempts": 3,
+        "next_attempt_at": now,
+        "claimed_until": now,
+        "claim_token": uuid.uuid4(),
+        "last_error": "boom",
+        "correlation_id": "c-1",
+        "causation_id": "e-0",
+        "request": "POST /api/teams/",
+        "request_at": now,
+        "failure": "rejected",
+        "retrying_since": now,
+    }
+    with transaction.atomic():
+        for values in ({}, odd):
+            row = OutboxMessage(
+                event_id=uuid.uuid4(),
+                type="team.created",
+                subject="5",
+                aggregate_key="team:5",
+                sequence=0,
+                envelope={"sequence": 0},
+                **values,
+            )
+            publisher._insert_with_sequence(row, gate_of="teams", notify=False)
+            stored = OutboxMessage.objects.get(pk=row.pk)
+            for name, value in values.items():
+                assert getattr(stored, name) == value, name
+            if not values:
+                fresh = OutboxMessage()
+                for name in odd:
+                    assert getattr(stored, name) == getattr(fresh, name), name
