@@ -10,7 +10,9 @@ pause. Nothing here talks to the network. On PostgreSQL the gate's check, the se
 and the outbox row are one statement (a CTE that reads the gate row ``FOR SHARE``, upserts
 the sequence and inserts the row only while the gate is open); with ``OUTBOX_WAKEUP=notify``
 that statement also sends the relay's wake-up, a ``NOTIFY`` delivered at commit
-(events/wakeup.py). Otherwise the relay is kicked through Celery after commit.
+(events/wakeup.py). Otherwise the relay is kicked through Celery after commit. The
+statement is bound on the server and prepared once it repeats on a connection
+(``DATABASE_PREPARE_THRESHOLD``): planning it cost more than running it.
 """
 
 from __future__ import annotations
