@@ -65,8 +65,7 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Out
         gate.check_writable(et.source)
     subject = str(subject)
     key = f"{et.aggregate}:{subject}"
-    event_uuid = uuid.uuid4()  # the row's column takes it as it is; the envelope its text
-    event_id = str(event_uuid)
+    event_id = str(uuid.uuid4())
     notify = settings.OUTBOX_KICK and wakeup.notify()
     with telemetry.publishing(event_type, subject) as trace_context:
         body = envelope.build(
@@ -84,7 +83,7 @@ def publish(event_type: str, *, subject: str | int, data: dict[str, Any]) -> Out
         )
         origin = context.origin.get()
         row = OutboxMessage(
-            event_id=event_uuid,
+            event_id=event_id,
             type=event_type,
             subject=subject,
             aggregate_key=key,

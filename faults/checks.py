@@ -8,18 +8,12 @@
   holds the last sequence of the team.
 - Nothing stuck: no outbox row pending or failed.
 - The poison subject's events sit in the probe's DLQ, and garbage sits in each DLQ.
-- In flight: what a service's queue holds invisible (``in_flight``). A consumer killed with
-  kill -9 leaves what it held in flight for up to one visibility timeout, so a check of what
-  a *stopped* consumer leaves behind first waits out any earlier kill's holds
-  (``wait_none_in_flight``).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db import connection
@@ -152,27 +146,6 @@ def replicas_match() -> list[str]:
             if (team is None) != f.deleted or (team is not None and f.name != team.name):
                 errors.append(f"fixtures: team {tid} is {f.name!r} deleted={f.deleted}, teams has {team}")
     return errors
-
-
-def in_flight(service: str) -> int:
-    """How many messages ``service``'s queue holds invisible (received, not yet deleted or
-    given back), as SQS approximates it."""
-    url = aws.queue_url(aws.queue_name(service))
-    attrs = aws.queue_attributes(url, "ApproximateNumberOfMessagesNotVisible")
-    return int(attrs["ApproximateNumberOfMessagesNotVisible"])
-
-
-def wait_none_in_flight(services: Iterable[str], timeout: float) -> dict[str, int]:
-    """Wait until none of ``services``' queues holds a message in flight, for at most
-    ``timeout`` seconds. Returns what is still in flight at the deadline, by service (empty:
-    all clear)."""
-    services = list(services)
-    deadline = time.monotonic() + timeout
-    while True:
-        held = {s: n for s in services if (n := in_flight(s))}
-        if not held or time.monotonic() >= deadline:
-            return held
-        time.sleep(0.2)
 
 
 def dlq_bodies(service: str) -> list[str]:

@@ -83,7 +83,7 @@ def consumers_stopped(suite: Suite, row: Row):
     from django.conf import settings
     from django.db import connection
 
-    from ... import checks
+    from ... import queues
 
     done = threading.Event()
 
@@ -97,9 +97,9 @@ def consumers_stopped(suite: Suite, row: Row):
     poll = float(suite.stack.env["CONSUMER_WAIT_SECONDS"])
     stranded: list[str] = []
     bound = float(suite.stack.env["CONSUMER_VISIBILITY_TIMEOUT"]) + 2 * poll + 5
-    held = {s: n for s in services if (n := checks.in_flight(s))}
+    held = {s: n for s in services if (n := queues.in_flight(s))}
     waited = time.monotonic()
-    earlier = checks.wait_none_in_flight(services, timeout=bound)
+    earlier = queues.wait_none_in_flight(services, timeout=bound)
     waited = time.monotonic() - waited
     if earlier:
         stranded.append(f"before the first stop, still in flight after {bound:.0f} s: {earlier}")
@@ -115,7 +115,7 @@ def consumers_stopped(suite: Suite, row: Row):
                 time.sleep(0.05)  # until it is handling the traffic
             suite.stack.stop(name)  # SIGTERM, and wait for the exit
             time.sleep(poll + 0.5)  # a poll left open at the queue would have taken a message by now
-            in_flight = checks.in_flight(service)
+            in_flight = queues.in_flight(service)
             if in_flight:
                 stranded.append(f"stop {i + 1} ({service}): {in_flight} in flight with no consumer alive")
             suite.stack.start_consumer(service)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from events import aws, topology
-from faults import checks
+from faults import queues
 
 
 @pytest.fixture
@@ -27,22 +27,22 @@ def hold(url: str, seconds: int) -> None:
 
 
 def test_in_flight_counts_what_a_dead_consumer_holds(probe_queue):
-    assert checks.in_flight("probe") == 0
+    assert queues.in_flight("probe") == 0
     hold(probe_queue, 30)
-    assert checks.in_flight("probe") == 1
+    assert queues.in_flight("probe") == 1
 
 
 def test_waiting_for_no_message_in_flight_names_the_queue_still_held_at_the_deadline(probe_queue):
     hold(probe_queue, 30)
     started = time.monotonic()
-    assert checks.wait_none_in_flight(["probe"], timeout=0.5) == {"probe": 1}
+    assert queues.wait_none_in_flight(["probe"], timeout=0.5) == {"probe": 1}
     assert time.monotonic() - started < 5
 
 
 def test_waiting_for_no_message_in_flight_returns_once_the_holds_time_out(probe_queue):
     hold(probe_queue, 2)
     started = time.monotonic()
-    assert checks.wait_none_in_flight(["probe"], timeout=15) == {}
+    assert queues.wait_none_in_flight(["probe"], timeout=15) == {}
     waited = time.monotonic() - started
     assert 1.0 <= waited < 10, waited
-    assert checks.in_flight("probe") == 0
+    assert queues.in_flight("probe") == 0
