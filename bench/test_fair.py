@@ -171,3 +171,31 @@ def test_a_throughput_step_is_the_median_of_its_runs():
     stuck = [dict(runs[0], p99_ms=19363.0), dict(runs[1], p99_ms=float("nan")), dict(runs[2], p99_ms=float("nan"))]
     assert pipeline_bench.median_step(stuck)["p99_ms"] == float("inf")  # nothing handled: never kept up
     assert pipeline_bench.sustained([pipeline_bench.median_step(stuck)]) == 198.0  # no step kept up: the best median seen
+
+
+@pytest.mark.django_db
+def test_the_bare_hop_charges_a_stall_to_every_publish_it_held_up(bus):
+    """No coordinated omission: when the emulator holds every publish for 0.5 s, each
+    event scheduled in that time waits for it, and the bare hop counts the wait from the
+    scheduled time, as the system's latency counts from the commit."""
+    from events import aws
+
+    sns = aws.client("sns")
+    window: list[float] = []
+
+    def stall(**kwargs):
+        now = time.monotonic()
+        if not window:
+            window.append(now + 0.5)
+        if now < window[0]:
+            time.sleep(window[0] - now)
+
+    sns.meta.events.register("before-call.sns.Publish", stall)
+    try:
+        samples = e2e_bench.bare_latency(rate=20, seconds=1.5)
+    finally:
+        sns.meta.events.unregister("before-call.sns.Publish", stall)
+    assert len(samples) == 30
+    held = [s for s in samples if s >= 200]
+    assert len(held) >= 6, sorted(samples)  # the 0.5 s at 20/s: about ten scheduled in it
+    assert len([s for s in e2e_bench.BARE_FROM_SEND if s >= 200]) < len(held)
