@@ -44,18 +44,21 @@ def _parent(carrier: dict[str, Any]) -> Any:
     return _propagator.extract(headers) if headers else None
 
 
-@contextlib.contextmanager
-def publishing(event_type: str, subject: str) -> Iterator[dict[str, str]]:
+def publishing(event_type: str, subject: str) -> contextlib.AbstractContextManager[dict[str, str]]:
     """Around ``events.publish``: a PRODUCER span; yields the envelope's tracing attributes
     (``traceparent``/``tracestate``, or nothing without an SDK)."""
-    carrier: dict[str, str] = {}
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         # No SDK: the no-op tracer's span would only repeat the current context. Pass that
         # on (a handler's received one) without making a span.
+        carrier: dict[str, str] = {}
         if trace.get_current_span().get_span_context().is_valid:
             _propagator.inject(carrier)
-        yield carrier
-        return
+        return contextlib.nullcontext(carrier)
+    return _publishing_span(event_type, subject)
+
+
+@contextlib.contextmanager
+def _publishing_span(event_type: str, subject: str) -> Iterator[dict[str, str]]:
     with _tracer().start_as_current_span(
         f"publish {event_type}",
         kind=SpanKind.PRODUCER,
@@ -67,7 +70,7 @@ def publishing(event_type: str, subject: str) -> Iterator[dict[str, str]]:
             "league.correlation_id": context.correlation_id.get() or "",
         },
     ) as span:
-        carrier = {}
+        carrier: dict[str, str] = {}
         # A valid context even when not sampled: the flag travels, so a sampler that follows
         # the parent decides the same way for every hop of the request.
         if span.get_span_context().is_valid:
