@@ -5,7 +5,10 @@ Celery kick."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
@@ -270,3 +273,38 @@ def test_every_column_gets_the_rows_value_whether_default_or_not(settings):
                 fresh = OutboxMessage()
                 for name in odd:
                     assert getattr(stored, name) == getattr(fresh, name), name
+
+
+def _prepare_threshold(tmp_path, value: str | None) -> subprocess.CompletedProcess[str]:
+    """``prepare_threshold`` as the settings hand it to psycopg on PostgreSQL, with
+    ``DATABASE_PREPARE_THRESHOLD`` set to ``value`` (unset: None). No connection is made."""
+    from devtools.testing import child_env
+
+    env = child_env(
+        "http://127.0.0.1:1", DATABASE_URL="postgres://league@db.example:5432/league", DATA_DIR=str(tmp_path)
+    )
+    env.pop("DATABASE_PREPARE_THRESHOLD", None)
+    if value is not None:
+        env["DATABASE_PREPARE_THRESHOLD"] = value
+    return subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS'])"],
+        env={**env, "DJANGO_SETTINGS_MODULE": "league.settings"},
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 5), ("2", 2), ("0", 0), ("off", None), (" OFF ", None)])
+def test_the_prepare_threshold_is_five_runs_by_default_and_can_be_off(tmp_path, value, expected):
+    done = _prepare_threshold(tmp_path, value)
+    assert done.returncode == 0, done.stderr
+    assert f"'prepare_threshold': {expected}" in done.stdout
+
+
+@pytest.mark.parametrize("value", ["never", "-1", "2.5"])
+def test_a_prepare_threshold_that_is_not_a_count_is_refused_with_what_to_set(tmp_path, value):
+    done = _prepare_threshold(tmp_path, value)
+    assert done.returncode != 0
+    assert "DATABASE_PREPARE_THRESHOLD" in done.stderr and "'off'" in done.stderr
