@@ -169,6 +169,19 @@ TEMPLATES = [
     },
 ]
 
+
+def _prepare_threshold(value: str) -> int | None:
+    """``DATABASE_PREPARE_THRESHOLD`` as psycopg takes it: a count of runs, or None (``off``)."""
+    value = value.strip().lower()
+    if value == "off":
+        return None
+    if not value.isdigit():
+        raise ImproperlyConfigured(
+            f"DATABASE_PREPARE_THRESHOLD={value!r}: use a whole number of runs (0 prepares at once) or 'off'."
+        )
+    return int(value)
+
+
 # --------------------------------------------------------------------------------------
 # Database: DATABASE_URL, or a SQLite file under DATA_DIR.
 # https://django-environ.readthedocs.io/en/latest/types.html#environ-env-db-url
@@ -191,13 +204,11 @@ else:
     #: PostgreSQL: seconds a connection is kept for the next request (forced to 0 under ASGI).
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})
     #: PostgreSQL: a statement bound on the server is prepared once it has run this many times on a connection; only the outbox's statement is (events/publisher.py: Django binds its own on the client). ``off`` behind a connection pooler in transaction mode that keeps no prepared statements.
-    _prepare = env.str("DATABASE_PREPARE_THRESHOLD", default="5").strip().lower()
-    if _prepare != "off" and not (_prepare.isdigit() and int(_prepare) >= 0):
-        raise ImproperlyConfigured(
-            f"DATABASE_PREPARE_THRESHOLD={_prepare!r}: use a whole number of runs (0 prepares at once) or 'off'."
-        )
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None if _prepare == "off" else int(_prepare)
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = _prepare_threshold(
+        env.str("DATABASE_PREPARE_THRESHOLD", default="5")
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --------------------------------------------------------------------------------------
